@@ -1,0 +1,67 @@
+# reeltrack — `make run` starts everything locally, `make test` runs every suite.
+# Both install what is missing first and skip what is up to date.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+WEB_STAMP := web/node_modules/.installed
+WEB_SRC := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.json -type f 2>/dev/null)
+APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+PY_PACKAGES := quart_app socket_layer tasks models
+
+.PHONY: run test install lint typecheck pytest web-test e2e bench system-deps migrations clean
+
+run: install web/dist/index.html
+	$(BIN)/reeltrack run
+
+install: $(PY_STAMP)
+
+$(PY_STAMP): setup.cfg pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+$(WEB_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web/dist/index.html: $(WEB_STAMP) $(WEB_SRC)
+	cd web && npm run build
+
+# Debian's chromium (browser tests) and nginx (topology test); never a downloaded browser.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing from Debian"; \
+	  $(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: install
+	$(BIN)/ruff check $(PY_PACKAGES) tests
+	$(BIN)/ruff format --check $(PY_PACKAGES) tests
+
+typecheck: install $(if $(wildcard web/package.json),$(WEB_STAMP))
+	$(BIN)/mypy
+	@if [ -f web/package.json ]; then cd web && npx tsc --noEmit; fi
+
+web-test: $(if $(wildcard web/package.json),$(WEB_STAMP))
+	@if [ -f web/package.json ]; then cd web && npx vitest run; fi
+
+pytest: install system-deps $(if $(wildcard web/package.json),web/dist/index.html)
+	$(BIN)/pytest -q
+
+test: lint typecheck web-test pytest
+
+bench: install
+	$(BIN)/python -m tests.benchmarks
+
+# Regenerate migrations for both dialects after changing models/ (see models/migrate.py).
+migrations: install
+	$(BIN)/python -m models.make_migrations $(NAME)
+
+clean:
+	rm -rf $(VENV) web/node_modules web/dist

@@ -1,0 +1,65 @@
+"""Database configuration and lifecycle for Tortoise ORM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tortoise import Tortoise
+
+MODEL_MODULES = ["models.entities"]
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def dialect_of(database_url: str) -> str:
+    """``"postgres"`` or ``"sqlite"``; raises ValueError for any other scheme."""
+    scheme = urlsplit(database_url).scheme
+    if scheme in {"postgres", "postgresql", "asyncpg"}:
+        return "postgres"
+    if scheme == "sqlite":
+        return "sqlite"
+    raise ValueError(f"unsupported DATABASE_URL scheme {scheme!r} (use postgres:// or sqlite://)")
+
+
+def sqlite_path(database_url: str) -> Path:
+    return Path(database_url[len("sqlite://") :])
+
+
+def _connection(database_url: str) -> dict[str, Any] | str:
+    if dialect_of(database_url) == "sqlite":
+        path = sqlite_path(database_url)
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL + busy timeout: the web process and the worker write the same file.
+        return {
+            "engine": "tortoise.backends.sqlite",
+            "credentials": {
+                "file_path": str(path),
+                "journal_mode": "WAL",
+                "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+                "synchronous": "NORMAL",
+            },
+        }
+    parts = urlsplit(database_url)
+    return f"postgres://{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+
+def tortoise_config(database_url: str, *, with_aerich: bool = False) -> dict[str, Any]:
+    """The Tortoise config dict for ``database_url`` (aerich's table only when migrating)."""
+    modules = MODEL_MODULES + (["aerich.models"] if with_aerich else [])
+    return {
+        "connections": {"default": _connection(database_url)},
+        "apps": {"models": {"models": modules, "default_connection": "default"}},
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+async def open_db(database_url: str) -> None:
+    """Initialise Tortoise for this event loop. Does not create tables (migrations do)."""
+    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+
+
+async def close_db() -> None:
+    await Tortoise.close_connections()

@@ -1,0 +1,53 @@
+"""Applying and checking aerich migrations; one folder per SQL dialect.
+
+aerich writes dialect-specific SQL, so ``migrations/postgres`` and ``migrations/sqlite``
+are generated from the same models (``make migrations``) and the folder is picked from
+the ``DATABASE_URL`` scheme.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aerich import Command
+
+from models.db import dialect_of, tortoise_config
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+APP = "models"
+
+
+def location_for(database_url: str, base: Path = MIGRATIONS_DIR) -> Path:
+    """The migrations folder for the dialect of ``database_url``."""
+    return base / dialect_of(database_url)
+
+
+def _command(database_url: str, location: Path) -> Command:
+    return Command(tortoise_config(database_url, with_aerich=True), app=APP, location=str(location))
+
+
+async def upgrade(database_url: str, location: Path | None = None) -> list[str]:
+    """Apply every migration not yet applied; returns the names applied (may be empty).
+
+    Each migration runs in a transaction, so a failing one leaves the schema as it was.
+    """
+    async with _command(database_url, location or location_for(database_url)) as command:
+        await command.init()
+        return await command.upgrade(run_in_transaction=True)
+
+
+async def make_migration(database_url: str, name: str, location: Path | None = None) -> str | None:
+    """Write a migration for model changes not yet in ``location``; None when there are none.
+
+    The database must be migrated to the latest version first (``upgrade``).
+    """
+    async with _command(database_url, location or location_for(database_url)) as command:
+        await command.init()
+        result = await command.migrate(name=name, no_input=True)
+        return result or None
+
+
+async def init_migrations(database_url: str, location: Path | None = None) -> None:
+    """Create the initial migration in an empty folder from the models (first time only)."""
+    async with _command(database_url, location or location_for(database_url)) as command:
+        await command.init_db(safe=True)

@@ -1,0 +1,1 @@
+"""Socket.IO layer: the server, connect auth, rooms, limits, resume, and the emitter."""

@@ -1,0 +1,36 @@
+"""Names shared by the Socket.IO server, the emitter and the clients (DESIGN section 5).
+
+Every room name, event name and refusal reason is defined here once and imported.
+"""
+
+from __future__ import annotations
+
+SOCKETIO_PATH = "/api/ws/progress"
+NAMESPACE = "/"
+
+# server -> client
+EVENT_SNAPSHOT = "snapshot"
+EVENT_PROGRESS = "progress"
+EVENT_RESYNC = "resync"
+# client -> server
+EVENT_RESUME = "resume"
+
+REFUSAL_CODE = 1008
+REASON_INVALID_TOKEN = "invalid_token"
+REASON_TOO_MANY_CONNECTIONS = "too_many_connections"
+
+#: how long a finished job stays in the `snapshot`
+SNAPSHOT_FINISHED_WINDOW_S = 300
+
+#: python-socketio's pub/sub channel name prefix (one Redis key prefix for all of reeltrack)
+REDIS_CHANNEL = "reeltrack:socketio"
+
+
+def user_room(user_id: object) -> str:
+    """The room every socket of ``user_id`` joins; progress events go only here."""
+    return f"user:{user_id}"
+
+
+def refusal(reason: str) -> dict[str, object]:
+    """The data of a ``connect_error`` refusal."""
+    return {"code": REFUSAL_CODE, "reason": reason}

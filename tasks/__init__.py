@@ -1,0 +1,1 @@
+"""RQ jobs: video processing, the progress publisher, retention. Must not import quart."""

@@ -1,0 +1,115 @@
+"""Session-wide real services: a private Redis, a PostgreSQL database, a SQLite file.
+
+Each is created for this test session and removed at its end; nothing shared is
+flushed, restarted or dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quart_app.config import Config
+from tests.support.services import (
+    PostgresServer,
+    RedisServer,
+    create_database,
+    drop_database,
+    postgres_answers,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-secret-key-0123456789abcdef"
+
+
+def migrate_in_subprocess(database_url: str) -> None:
+    """Apply migrations in a fresh interpreter (aerich keeps global state per process)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, sys; from models.migrate import upgrade;"
+            " asyncio.run(upgrade(sys.argv[1]))",
+            database_url,
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+async def pg_admin_url() -> AsyncIterator[str]:
+    url = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    if await postgres_answers(url):
+        yield url
+        return
+    private = PostgresServer().start()  # no PostgreSQL running: bring our own
+    try:
+        yield private.admin_url
+    finally:
+        private.destroy()
+
+
+@pytest.fixture(scope="session")
+async def pg_database_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """A migrated PostgreSQL database for this session, dropped at its end."""
+    url = await create_database(pg_admin_url)
+    try:
+        migrate_in_subprocess(url)
+        yield url
+    finally:
+        await drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def sqlite_database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite://{tmp_path_factory.mktemp('sqlite') / 'reeltrack.sqlite3'}"
+    migrate_in_subprocess(url)
+    return url
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def any_database_url(request: pytest.FixtureRequest) -> str:
+    """Runs a test once per supported database."""
+    return str(request.getfixturevalue(f"{request.param}_database_url".replace("postgres", "pg")))
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, redis_url: str) -> Callable[..., Config]:
+    """Build a test Config: private dirs under tmp_path, the session Redis, overrides."""
+
+    def build(database_url: str, **overrides: Any) -> Config:
+        base = Config(
+            env="test",
+            var_dir=tmp_path / "var",
+            database_url=database_url,
+            redis_url=redis_url,
+            secret_key=TEST_SECRET,
+            media_root=tmp_path / "media",
+            import_root=tmp_path / "import",
+            ws_ping_interval=1.0,
+            ws_ping_timeout=2.0,
+        )
+        for d in (base.var_dir, base.media_root, base.import_root):
+            d.mkdir(parents=True, exist_ok=True)
+        return base.with_overrides(**overrides)
+
+    return build
