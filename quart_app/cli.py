@@ -1,0 +1,115 @@
+"""The ``reeltrack`` command: run, serve, worker, migrate, create-user, demo, purge-history.
+
+Each subcommand builds its Config from the environment and imports what it needs
+lazily, so ``reeltrack migrate`` does not load Socket.IO and the worker does not load
+Quart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from quart_app.config import Config, ConfigError
+
+
+def _migrate(config: Config, args: argparse.Namespace) -> int:
+    from models.migrate import location_for, upgrade
+
+    applied = asyncio.run(upgrade(config.database_url))
+    where = location_for(config.database_url)
+    print(
+        f"migrations applied: {len(applied)} ({where.name})" + "".join(f"\n  {n}" for n in applied)
+    )
+    return 0
+
+
+def _create_user(config: Config, args: argparse.Namespace) -> int:
+    from quart_app.users import UserExists, create_user_in_db
+
+    try:
+        asyncio.run(create_user_in_db(config, args.username, args.password))
+    except UserExists:
+        print(f"error: user {args.username!r} already exists", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"created user {args.username!r}")
+    return 0
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from quart_app.serve import serve
+
+    return serve(config)
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    from quart_app.devserver import run_all
+
+    return run_all(config)
+
+
+def _worker(config: Config, args: argparse.Namespace) -> int:
+    from tasks.worker import run_worker
+
+    return run_worker(config, burst=args.burst)
+
+
+def _demo(config: Config, args: argparse.Namespace) -> int:
+    from tasks.demo import run_demo
+
+    return run_demo(config, username=args.username, count=args.count)
+
+
+def _purge(config: Config, args: argparse.Namespace) -> int:
+    from tasks.retention import purge_history_command
+
+    return purge_history_command(config, older_than_days=args.older_than, dry_run=args.dry_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reeltrack", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
+        "run": ("web + worker (+ embedded Redis), demo data on first start", _run),
+        "serve": ("one web process on HOST:PORT", _serve),
+        "worker": ("an RQ worker on queue 'videos' (with the cron scheduler)", _worker),
+        "migrate": ("apply database migrations for DATABASE_URL", _migrate),
+        "create-user": ("create a user", _create_user),
+        "demo": ("synthesise sample videos and import them for a user", _demo),
+        "purge-history": ("delete progress events older than the retention", _purge),
+    }
+    for name, (help_text, handler) in commands.items():
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(handler=handler)
+        if name == "create-user":
+            p.add_argument("username")
+            p.add_argument("--password", required=True)
+        elif name == "worker":
+            p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+        elif name == "demo":
+            p.add_argument("--username", default="demo")
+            p.add_argument("--count", type=int, default=12)
+        elif name == "purge-history":
+            p.add_argument("--older-than", type=int, default=None, metavar="DAYS")
+            p.add_argument("--dry-run", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    result: int = args.handler(config, args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
