@@ -29,8 +29,9 @@ def _migrate(config: Config, args: argparse.Namespace) -> int:
 def _create_user(config: Config, args: argparse.Namespace) -> int:
     from quart_app.users import UserExists, create_user_in_db
 
+    password = args.password or _read_password()
     try:
-        asyncio.run(create_user_in_db(config, args.username, args.password))
+        asyncio.run(create_user_in_db(config, args.username, password))
     except UserExists:
         print(f"error: user {args.username!r} already exists", file=sys.stderr)
         return 1
@@ -39,6 +40,14 @@ def _create_user(config: Config, args: argparse.Namespace) -> int:
         return 2
     print(f"created user {args.username!r}")
     return 0
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("password: ")
+    return sys.stdin.readline().rstrip("\n")
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
@@ -88,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         if name == "create-user":
             p.add_argument("username")
-            p.add_argument("--password", required=True)
+            p.add_argument(
+                "--password",
+                help="the password (default: prompt, or read one line from stdin; "
+                "prefer that: arguments are visible to other local users)",
+            )
         elif name == "worker":
             p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
         elif name == "demo":
