@@ -61,7 +61,7 @@ bench: install
 
 # Regenerate migrations for both dialects after changing models/ (see models/migrate.py).
 migrations: install
-	$(BIN)/python -m models.make_migrations $(NAME)
+	$(BIN)/python -m models.make_migrations $(or $(NAME),update)
 
 clean:
 	rm -rf $(VENV) web/node_modules web/dist

@@ -37,12 +37,12 @@ async def upgrade(database_url: str, location: Path | None = None) -> list[str]:
 
 
 async def make_migration(database_url: str, name: str, location: Path | None = None) -> str | None:
-    """Write a migration for model changes not yet in ``location``; None when there are none.
-
-    The database must be migrated to the latest version first (``upgrade``).
-    """
+    """Bring the database to the latest migration, then write a migration for model
+    changes not yet in ``location``; returns its name, or None when there are none."""
     async with _command(database_url, location or location_for(database_url)) as command:
         await command.init()
+        await command.upgrade(run_in_transaction=True)
+        await command.init()  # aerich reads the last applied version at init
         result = await command.migrate(name=name, no_input=True)
         return result or None
 
