@@ -40,6 +40,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "WEBSOCKET_PING_INTERVAL": ("30", "Socket.IO ping interval, seconds"),
     "WEBSOCKET_TIMEOUT": ("60", "Socket.IO ping timeout, seconds"),
     "WS_MAX_CONNECTIONS_PER_USER": ("5", "live Socket.IO connections per user, all processes"),
+    "WS_PRESENCE_TTL": (
+        "30",
+        "seconds a dead web process's sockets keep counting toward the per-user limit",
+    ),
     "WS_MAX_MESSAGE_BYTES": ("65536", "largest Socket.IO message a client may send"),
     "RESUME_MAX_JOBS": ("200", "job ids accepted in one `resume`"),
     "RESUME_MAX_EVENTS": ("5000", "events returned by one `resume` before `truncated`"),
@@ -119,6 +123,7 @@ class Config:
     ws_ping_interval: float = 30.0
     ws_ping_timeout: float = 60.0
     ws_max_connections_per_user: int = 5
+    ws_presence_ttl: float = 30.0
     ws_max_message_bytes: int = 65536
     resume_max_jobs: int = 200
     resume_max_events: int = 5000
@@ -189,6 +194,7 @@ class Config:
             ws_ping_interval=_float(env, "WEBSOCKET_PING_INTERVAL"),
             ws_ping_timeout=_float(env, "WEBSOCKET_TIMEOUT"),
             ws_max_connections_per_user=_int(env, "WS_MAX_CONNECTIONS_PER_USER", 1),
+            ws_presence_ttl=_float(env, "WS_PRESENCE_TTL"),
             ws_max_message_bytes=_int(env, "WS_MAX_MESSAGE_BYTES", 1024),
             resume_max_jobs=_int(env, "RESUME_MAX_JOBS", 1),
             resume_max_events=_int(env, "RESUME_MAX_EVENTS", 1),

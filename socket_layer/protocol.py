@@ -34,3 +34,12 @@ def user_room(user_id: object) -> str:
 def refusal(reason: str) -> dict[str, object]:
     """The data of a ``connect_error`` refusal."""
     return {"code": REFUSAL_CODE, "reason": reason}
+
+
+#: Redis key prefix of the per-user connection registry (a ZSET of live sockets per user)
+PRESENCE_KEY_PREFIX = "reeltrack:ws:conns:"
+
+
+def presence_key(user_id: object) -> str:
+    """The Redis ZSET holding ``<process>:<sid>`` -> expiry for every live socket of a user."""
+    return f"{PRESENCE_KEY_PREFIX}{user_id}"
