@@ -1,0 +1,123 @@
+"""``reeltrack serve``: one web process (REST + Socket.IO) under hypercorn on HOST:PORT.
+
+Hypercorn runs in this process (no fork), so SIGTERM/SIGINT reach the process that
+holds the sockets.  On either signal: stop accepting, close every Socket.IO connection
+(clients reconnect to another process and resume), finish in-flight requests within
+the graceful timeout, then run the lifespan shutdown (registry slots released, Redis
+and the database closed).
+
+The access log never contains a ``token=`` value nor an ``Authorization`` header:
+hypercorn's access atoms are rebuilt by :class:`RedactingAccessLogger`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HyperConfig
+from hypercorn.logging import AccessLogAtoms
+from hypercorn.logging import Logger as HyperLogger
+
+from quart_app.config import Config
+from quart_app.logs import REDACTED, RedactingFilter, configure_logging, redact
+
+log = logging.getLogger(__name__)
+
+#: remote address, request line with the (redacted) query string, status, size, seconds
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(Uq)s %(H)s" %(s)s %(b)s %(L)s'
+GRACEFUL_TIMEOUT_S = 5.0
+_SECRET_HEADERS = frozenset({"{authorization}i", "{cookie}i", "{set-cookie}o"})
+
+
+class RedactedAccessLogAtoms(AccessLogAtoms):
+    """Hypercorn's atoms without environment variables (SECRET_KEY lives there), with
+    secret headers replaced and ``token=`` values redacted everywhere else."""
+
+    def __init__(self, request: Any, response: Any, request_time: float) -> None:
+        super().__init__(request, response, request_time)
+        for key in list(self.keys()):
+            value = dict.__getitem__(self, key)
+            if key.endswith("}e"):
+                del self[key]
+            elif key in _SECRET_HEADERS:
+                self[key] = REDACTED
+            elif isinstance(value, str):
+                self[key] = redact(value)
+
+
+class RedactingAccessLogger(HyperLogger):
+    def atoms(self, request: Any, response: Any, request_time: float) -> Mapping[str, str]:
+        return RedactedAccessLogAtoms(request, response, request_time)
+
+
+def access_logger() -> logging.Logger:
+    """``reeltrack.access`` on stdout, redacting (a second guard) and not propagating."""
+    logger = logging.getLogger("reeltrack.access")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.addFilter(RedactingFilter())
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+def hypercorn_config(config: Config) -> HyperConfig:
+    """Hypercorn settings for one web process of ``config``."""
+    hc = HyperConfig()
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    hc.bind = [f"{host}:{config.port}"]
+    hc.logger_class = RedactingAccessLogger
+    hc.accesslog = access_logger()
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.access_log_format = ACCESS_LOG_FORMAT
+    hc.graceful_timeout = GRACEFUL_TIMEOUT_S
+    # the Socket.IO ping keeps connections alive; hypercorn's own keep-alive is for HTTP
+    hc.websocket_ping_interval = None
+    return hc
+
+
+async def serve_async(config: Config, shutdown: asyncio.Event) -> None:
+    """Serve until ``shutdown`` is set, then shut down gracefully."""
+    from quart_app.asgi import create_asgi_app
+    from socket_layer.server import layer_of
+
+    asgi = create_asgi_app(config)
+
+    async def trigger() -> None:
+        await shutdown.wait()
+        log.info("shutting down: closing Socket.IO connections")
+        # hypercorn waits for open connections before the lifespan shutdown; close
+        # the long-lived sockets now so it does not sit out the graceful timeout
+        await layer_of(asgi.engineio_server).disconnect_all()
+
+    await hypercorn_serve(asgi, hypercorn_config(config), shutdown_trigger=trigger)
+
+
+def serve(config: Config) -> int:
+    """Run one web process on ``config.host:config.port`` until SIGTERM/SIGINT; 0 on a
+    clean shutdown."""
+    configure_logging(config)
+
+    async def main() -> None:
+        shutdown = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, shutdown.set)
+        await serve_async(config, shutdown)
+
+    log.info("reeltrack web process on http://%s:%s", config.host, config.port)
+    asyncio.run(main())
+    log.info("web process stopped")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - `reeltrack serve` is the entry point
+    sys.exit(serve(Config.from_env()))

@@ -1,0 +1,249 @@
+"""The Socket.IO server at ``/api/ws/progress`` (DESIGN sections 4 and 5).
+
+- connect: token from ``auth={"token": ...}`` or ``?token=`` (never logged), verified
+  with :func:`quart_app.tokens.verify_token`; the user must exist; the per-user limit is
+  taken in Redis (:class:`~socket_layer.presence.ConnectionRegistry`); the socket joins
+  ``user:<id>`` and only THEN gets its ``snapshot``, so nothing falls between the
+  snapshot/resume answers and the live stream.
+- ``resume`` (with ack): the user's missed events, validated and capped.
+- ``resync``: sent by the client manager (:mod:`socket_layer.manager`) to local sockets
+  whenever its Redis listener had to re-subscribe.
+
+The database must be open (Tortoise) while the server handles connections: the Quart
+app's ``before_serving`` opens it, and :func:`quart_app.asgi.create_asgi_app` runs
+:func:`start_socket_layer` / :func:`stop_socket_layer` from the same lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+import socketio
+from tortoise.expressions import Q
+
+from models.entities import ACTIVE_JOB_STATUSES, ProcessingJob, User
+from models.history import latest_events, missed_events
+from quart_app.config import Config
+from quart_app.tokens import InvalidToken, verify_token
+from socket_layer.manager import make_manager
+from socket_layer.presence import ConnectionRegistry
+from socket_layer.protocol import (
+    EVENT_RESUME,
+    EVENT_SNAPSHOT,
+    NAMESPACE,
+    REASON_INVALID_TOKEN,
+    REASON_TOO_MANY_CONNECTIONS,
+    SNAPSHOT_FINISHED_WINDOW_S,
+    refusal,
+    user_room,
+)
+
+log = logging.getLogger(__name__)
+
+#: how long start-up waits for the first Redis subscription before serving anyway
+SUBSCRIBE_WAIT_S = 10.0
+
+
+class ResumeRequestError(ValueError):
+    """A ``resume`` payload that is not ``{"jobs": {"<uuid>": <int >= 0>, ...}}``."""
+
+
+def token_from(environ: dict[str, Any], auth: Any) -> str | None:
+    """The access token of a connection attempt: ``auth["token"]``, else ``?token=``."""
+    if isinstance(auth, dict) and "token" in auth:
+        token = auth["token"]
+        return token if isinstance(token, str) else None
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    values = query.get("token")
+    return values[0] if values else None
+
+
+def parse_resume(payload: Any, max_jobs: int) -> dict[uuid.UUID, int]:
+    """Validate a ``resume`` payload; raises :class:`ResumeRequestError` with a message
+    safe to return to the client."""
+    if not isinstance(payload, dict) or set(payload) != {"jobs"}:
+        raise ResumeRequestError('expected {"jobs": {"<job_id>": <last_seq>, ...}}')
+    jobs = payload["jobs"]
+    if not isinstance(jobs, dict):
+        raise ResumeRequestError('"jobs" must be an object of job id -> last seq')
+    if len(jobs) > max_jobs:
+        raise ResumeRequestError(f"at most {max_jobs} jobs per resume")
+    parsed: dict[uuid.UUID, int] = {}
+    for key, seq in jobs.items():
+        try:
+            job_id = uuid.UUID(str(key))
+        except ValueError:
+            raise ResumeRequestError("job ids must be UUIDs") from None
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise ResumeRequestError("last seq must be an integer >= 0")
+        parsed[job_id] = seq
+    return parsed
+
+
+async def build_snapshot(user_id: uuid.UUID) -> dict[str, Any]:
+    """``{"jobs": [...]}``: the latest event of each of the user's jobs that is active or
+    finished less than :data:`SNAPSHOT_FINISHED_WINDOW_S` ago, oldest job first."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=SNAPSHOT_FINISHED_WINDOW_S)
+    rows = (
+        await ProcessingJob.filter(owner_id=user_id)
+        .filter(Q(status__in=list(ACTIVE_JOB_STATUSES)) | Q(finished_at__gte=cutoff))
+        .order_by("created_at", "id")
+        .values_list("id", "last_seq")
+    )
+    latest = await latest_events((jid, seq) for jid, seq in rows)
+    return {"jobs": [latest[str(jid)] for jid, _ in rows if str(jid) in latest]}
+
+
+class SocketLayer:
+    """The server and the state that lives next to it in one web process."""
+
+    def __init__(
+        self,
+        config: Config,
+        sio: socketio.AsyncServer,
+        registry: ConnectionRegistry,
+    ) -> None:
+        self.config = config
+        self.sio = sio
+        self.registry = registry
+        #: sid -> user id (text) of sockets that passed connect
+        self.users: dict[str, str] = {}
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            user_id = verify_token(
+                self.config.secret_key, token_from(environ, auth), self.config.access_token_ttl
+            )
+        except InvalidToken:
+            raise socketio.exceptions.ConnectionRefusedError(
+                refusal(REASON_INVALID_TOKEN)
+            ) from None
+        if not await User.exists(id=user_id):  # a deleted user's token is dead too
+            raise socketio.exceptions.ConnectionRefusedError(refusal(REASON_INVALID_TOKEN))
+        uid = str(user_id)
+        if not await self.registry.reserve(uid, sid):
+            raise socketio.exceptions.ConnectionRefusedError(refusal(REASON_TOO_MANY_CONNECTIONS))
+        try:
+            # the room first: from here on every live event reaches this socket, so
+            # the snapshot (and any resume) cannot leave a hole before the live stream
+            await self.sio.enter_room(sid, user_room(uid), namespace=NAMESPACE)
+            self.users[sid] = uid
+            snapshot = await build_snapshot(user_id)
+            await self.sio.emit(
+                EVENT_SNAPSHOT, snapshot, to=sid, namespace=NAMESPACE, ignore_queue=True
+            )
+        except BaseException:
+            self.users.pop(sid, None)
+            await self.registry.release(sid)
+            raise
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.users.pop(sid, None)
+        await self.registry.release(sid)
+
+    async def on_resume(self, sid: str, payload: Any = None) -> dict[str, Any]:
+        uid = self.users.get(sid)
+        if uid is None:
+            return {"error": "not connected"}
+        try:
+            last_seqs = parse_resume(payload, self.config.resume_max_jobs)
+        except ResumeRequestError as exc:
+            return {"error": str(exc)}
+        events, truncated = await missed_events(uid, last_seqs, self.config.resume_max_events)
+        return {"events": events, "truncated": truncated}
+
+    async def start(self) -> None:
+        """Start the Redis listener and the registry heartbeat; waits (bounded) for the
+        listener's first subscription so no event published after start-up is lost."""
+        manager = self.sio.manager
+        # python-socketio starts the manager lazily on the first client; start it now
+        self.sio.manager_initialized = True
+        manager.initialize()
+        subscribed = getattr(manager, "subscribed", None)
+        if isinstance(subscribed, asyncio.Event):
+            try:
+                await asyncio.wait_for(subscribed.wait(), SUBSCRIBE_WAIT_S)
+            except TimeoutError:
+                log.warning("Redis not reachable at start-up; live events resume when it is")
+        self.registry.start()
+
+    async def disconnect_all(self) -> None:
+        """Close every socket of this process (clients reconnect elsewhere and resume)."""
+        eio = self.sio.eio
+        sockets = list(eio.sockets.values())
+        # close without waiting for each queue: a polling client that never polls
+        # again would hold engineio's own disconnect() forever
+        await asyncio.gather(
+            *(s.close(wait=False, reason=eio.reason.SERVER_DISCONNECT) for s in sockets),
+            return_exceptions=True,
+        )
+        try:  # give the CLOSE packets a moment to go out
+            await asyncio.wait_for(asyncio.gather(*(s.queue.join() for s in sockets)), 1.0)
+        except (TimeoutError, Exception):  # clients that went away; nothing to flush
+            pass
+        for s in sockets:
+            eio.sockets.pop(s.sid, None)
+        for sid in list(self.users):
+            await self.on_disconnect(sid)
+
+    async def stop(self) -> None:
+        """Disconnect every local socket, release its slots, stop background tasks."""
+        await self.disconnect_all()
+        try:
+            await asyncio.wait_for(self.sio.shutdown(), 5)
+        except Exception:  # shutting down anyway
+            log.exception("socket server shutdown")
+        await self.registry.stop()
+        close = getattr(self.sio.manager, "close", None)
+        if close is not None:
+            await close()
+
+
+def create_sio(
+    config: Config, *, client_manager: socketio.AsyncManager | None = None
+) -> socketio.AsyncServer:
+    """The Socket.IO server for one web process.
+
+    ``client_manager`` defaults to :func:`socket_layer.manager.make_manager` on
+    ``config.redis_url``; the connection limit lives in Redis too, so a missing
+    ``redis_url`` raises ValueError.  The
+    :class:`SocketLayer` is reachable as ``sio.reeltrack``; call its ``start()`` and
+    ``stop()`` from the ASGI lifespan (``quart_app.asgi`` does).
+    """
+    if not config.redis_url:
+        raise ValueError("REDIS_URL is required for the Socket.IO server")
+    redis_url = config.redis_url
+    manager = client_manager or make_manager(redis_url)
+    # the token may sit in engineio's request logs: keep both loggers quiet
+    for name in ("socketio", "socketio.server", "engineio", "engineio.server"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        client_manager=manager,
+        cors_allowed_origins=list(config.cors_origins) or None,
+        ping_interval=config.ws_ping_interval,
+        ping_timeout=config.ws_ping_timeout,
+        max_http_buffer_size=config.ws_max_message_bytes,
+        logger=False,
+        engineio_logger=False,
+    )
+    registry = ConnectionRegistry(
+        redis_url, limit=config.ws_max_connections_per_user, ttl=config.ws_presence_ttl
+    )
+    layer = SocketLayer(config, sio, registry)
+    sio.on("connect", layer.on_connect, namespace=NAMESPACE)
+    sio.on("disconnect", layer.on_disconnect, namespace=NAMESPACE)
+    sio.on(EVENT_RESUME, layer.on_resume, namespace=NAMESPACE)
+    sio.reeltrack = layer
+    return sio
+
+
+def layer_of(sio: socketio.AsyncServer) -> SocketLayer:
+    """The :class:`SocketLayer` of a server made by :func:`create_sio`."""
+    layer: SocketLayer = sio.reeltrack
+    return layer
