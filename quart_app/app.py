@@ -2,39 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from quart import Quart, jsonify
+from quart import Quart
+from quart_schema import Info, QuartSchema
 
 from models.db import close_db, open_db
+from quart_app.api import register_blueprints
+from quart_app.auth import BEARER_SCHEME
 from quart_app.config import Config
 from quart_app.errors import register_error_handlers
+from quart_app.services import install_services
 
 
 def create_app(config: Config | None = None) -> Quart:
     """Build a fresh app for ``config`` (default: from the environment).
 
-    The database is opened in ``before_serving`` and closed in ``after_serving``; tests
-    use ``async with app.test_app()`` so those hooks run.
+    The database and the Redis clients (:mod:`quart_app.services`) are opened in
+    ``before_serving`` and closed in ``after_serving``; tests use
+    ``async with app.test_app()`` so those hooks run.  Other packages extend the app
+    after this returns (hooks, blueprints); REST blueprints are attached in
+    :func:`quart_app.api.register_blueprints`.
     """
     config = config or Config.from_env()
     app = Quart(__name__, static_folder=None)
     app.config["REELTRACK"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
+    QuartSchema(
+        app,
+        info=Info(title="reeltrack", version="0.1.0"),
+        security_schemes={BEARER_SCHEME: {"type": "http", "scheme": "bearer"}},
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
     register_error_handlers(app)
 
     @app.before_serving
     async def _open() -> None:
         await open_db(config.database_url)
 
+    install_services(app, config)
+
     @app.after_serving
     async def _close() -> None:
         await close_db()
 
-    @app.get("/api/health")
-    async def health() -> Any:
-        return jsonify({"status": "ok"})
-
+    register_blueprints(app)
     return app
 
 

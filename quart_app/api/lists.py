@@ -1,0 +1,229 @@
+"""Video lists, their videos, bulk imports and uploads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from typing import Any
+
+from quart import Blueprint, request
+from quart_schema import (
+    document_request,
+    document_response,
+    tag,
+    validate_request,
+    validate_response,
+)
+from tortoise.functions import Count
+from werkzeug.http import parse_options_header
+
+from models.entities import ProcessingJob, Video, VideoList
+from quart_app.api.job_ops import create_import_job, notify_list_deleted
+from quart_app.api.schemas import (
+    BulkJsonIn,
+    ErrorOut,
+    ImportAccepted,
+    ListIn,
+    ListOut,
+    ListsOut,
+    VideosOut,
+)
+from quart_app.api.videos import video_out
+from quart_app.auth import current_user, current_user_id, require_user
+from quart_app.errors import ApiError
+from quart_app.imports import ImportItem, ImportRejected, max_import_bytes, parse_csv, parse_json
+from quart_app.services import services
+from quart_app.uploads import receive_uploads, upload_dir
+
+bp = Blueprint("lists", __name__, url_prefix="/api/lists")
+
+CSV_TYPES = {"text/csv", "application/csv", "text/plain"}
+
+
+async def owned_list(list_id: uuid.UUID) -> VideoList:
+    """The current user's list, or ApiError 404 (also for another user's list)."""
+    found = await VideoList.get_or_none(id=list_id, owner_id=current_user_id())
+    if found is None:
+        raise ApiError(404, "not_found", "no such list")
+    return found
+
+
+def list_out(item: VideoList, video_count: int = 0) -> ListOut:
+    return ListOut(id=item.id, name=item.name, created_at=item.created_at, video_count=video_count)
+
+
+@bp.post("")
+@require_user
+@tag(["lists"])
+@validate_request(ListIn)
+@validate_response(ListOut, 201)
+async def create_list(data: ListIn) -> tuple[ListOut, int]:
+    """Create an empty video list."""
+    created = await VideoList.create(owner_id=current_user().id, name=data.name)
+    return list_out(created), 201
+
+
+@bp.get("")
+@require_user
+@tag(["lists"])
+@validate_response(ListsOut)
+async def get_lists() -> ListsOut:
+    """The user's lists, newest first, with their video counts."""
+    rows = (
+        await VideoList.filter(owner_id=current_user_id())
+        .annotate(video_count=Count("videos"))
+        .order_by("-created_at")
+    )
+    return ListsOut(lists=[list_out(r, getattr(r, "video_count", 0)) for r in rows])
+
+
+@bp.get("/<uuid:list_id>")
+@require_user
+@tag(["lists"])
+@validate_response(ListOut)
+@document_response(ErrorOut, 404)
+async def get_list(list_id: uuid.UUID) -> ListOut:
+    found = await owned_list(list_id)
+    return list_out(found, await Video.filter(list_id=found.id).count())
+
+
+@bp.delete("/<uuid:list_id>")
+@require_user
+@tag(["lists"])
+@document_response(ErrorOut, 404)
+async def delete_list(list_id: uuid.UUID) -> tuple[str, int]:
+    """Delete the list, its videos and its jobs (running jobs stop before their next
+    video; pending ones are announced as cancelled)."""
+    found = await owned_list(list_id)
+    jobs = await ProcessingJob.filter(list_id=found.id)
+    await found.delete()
+    await notify_list_deleted(services(), jobs)
+    shutil.rmtree(
+        upload_dir(services().config.media_root, current_user_id(), found.id), ignore_errors=True
+    )
+    return "", 204
+
+
+@bp.get("/<uuid:list_id>/videos")
+@require_user
+@tag(["videos"])
+@validate_response(VideosOut)
+@document_response(ErrorOut, 404)
+async def get_videos(list_id: uuid.UUID) -> VideosOut:
+    """Videos of a list with status, metadata, thumbnail_url and error."""
+    found = await owned_list(list_id)
+    rows = await Video.filter(list_id=found.id).order_by("created_at", "position")
+    return VideosOut(videos=[video_out(v) for v in rows])
+
+
+async def _read_limited(limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too_large", f"an import body may hold at most {limit} bytes")
+    data = bytearray()
+    async for chunk in request.body:
+        data.extend(chunk)
+        if len(data) > limit:
+            raise ApiError(413, "too_large", f"an import body may hold at most {limit} bytes")
+    return bytes(data)
+
+
+async def _import_items() -> list[ImportItem]:
+    config = services().config
+    max_rows = config.max_videos_per_job
+    limit = max_import_bytes(max_rows)
+    mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
+    if mimetype == "application/json":
+        raw = await _read_limited(limit)
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+        return parse_json(data, import_root=config.import_root, max_rows=max_rows)
+    if mimetype in CSV_TYPES:
+        raw = await _read_limited(limit)
+        return parse_csv(raw, import_root=config.import_root, max_rows=max_rows)
+    if mimetype == "multipart/form-data":
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, "too_large", f"an import body may hold at most {limit} bytes")
+        files = await request.files
+        upload = files.get("file")
+        if upload is None:
+            raise ApiError(400, "missing_file", "send the CSV in multipart field 'file'")
+        raw = upload.read(limit + 1)
+        if len(raw) > limit:
+            raise ApiError(413, "too_large", f"an import file may hold at most {limit} bytes")
+        return parse_csv(raw, import_root=config.import_root, max_rows=max_rows)
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "send text/csv, multipart/form-data with a 'file', or application/json",
+    )
+
+
+def _rejected(exc: ImportRejected) -> ApiError:
+    details: dict[str, Any] = {}
+    if exc.rows:
+        details["rows"] = [r.to_json() for r in exc.rows]
+    return ApiError(400, exc.code, exc.message, **details)
+
+
+@bp.post("/<uuid:list_id>/videos/bulk")
+@require_user
+@tag(["videos"])
+@document_request(BulkJsonIn)
+@validate_response(ImportAccepted, 202)
+@document_response(ErrorOut, 400)
+@document_response(ErrorOut, 404)
+@document_response(ErrorOut, 503)
+async def bulk_import(list_id: uuid.UUID) -> tuple[ImportAccepted, int]:
+    """Import videos from a CSV (``url,title`` header; a text/csv body or multipart
+    ``file``) or JSON ``{"videos": [{"url", "title"}]}``.
+
+    Each url is an http(s) URL or a path inside IMPORT_ROOT.  Any bad row: 400 listing
+    every bad row (``rows``: row number from 1, field, error) and nothing is created.
+    """
+    found = await owned_list(list_id)
+    try:
+        items = await _import_items()
+    except ImportRejected as exc:
+        raise _rejected(exc) from None
+    job = await create_import_job(services(), found, items)
+    return ImportAccepted(job_id=job.id, total_videos=len(items)), 202
+
+
+@bp.post("/<uuid:list_id>/videos/upload")
+@require_user
+@tag(["videos"])
+@validate_response(ImportAccepted, 202)
+@document_response(ErrorOut, 400)
+@document_response(ErrorOut, 404)
+@document_response(ErrorOut, 413)
+async def upload(list_id: uuid.UUID) -> tuple[ImportAccepted, int]:
+    """Upload video files (multipart, field ``file``, repeatable); each becomes a video
+    of one new job.  A file over MAX_UPLOAD_BYTES: 413 and nothing is kept."""
+    found = await owned_list(list_id)
+    config = services().config
+    mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
+    boundary = options.get("boundary", "")
+    if mimetype != "multipart/form-data" or not boundary:
+        raise ApiError(415, "unsupported_media_type", "send multipart/form-data")
+    items, batch = await receive_uploads(
+        request.body,
+        boundary.encode("latin-1"),
+        media_root=config.media_root,
+        user_id=current_user_id(),
+        list_id=found.id,
+        max_file_bytes=config.max_upload_bytes,
+        max_files=config.max_videos_per_job,
+    )
+    try:
+        job = await create_import_job(services(), found, items)
+    except ApiError as exc:
+        if exc.status != 503:  # 503: the job exists (failed); keep its files consistent
+            shutil.rmtree(batch, ignore_errors=True)
+        raise
+    except BaseException:
+        shutil.rmtree(batch, ignore_errors=True)
+        raise
+    return ImportAccepted(job_id=job.id, total_videos=len(items)), 202
