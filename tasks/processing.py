@@ -1,0 +1,373 @@
+"""The RQ job ``tasks.process_video_list(job_id)`` (DESIGN sections 4 and 7).
+
+One run of a job:
+
+1. claim it with a conditional transition ``pending -> processing`` (or re-claim a
+   ``processing`` job when this is an RQ retry of the same RQ job, or its heartbeat is
+   stale: the previous worker died);
+2. process its videos by position, skipping those already ``ready``/``failed`` (a resumed
+   run continues after the last finished video, seq continuing from the job's last_seq);
+   per video fetch -> probe -> thumbnail; a failing video is marked failed and the job
+   goes on;
+3. before each video re-read the job: ``cancel_requested`` -> a final persisted
+   ``cancelled`` event; row gone (deleted) -> a ``cancelled`` event that is published but
+   not stored; stop either way;
+4. end with ``completed`` (progress 100), or ``failed`` when every video failed or a fatal
+   error stopped the run.
+
+A background task refreshes ``heartbeat_at`` while the job runs; the stale-job check
+(:mod:`tasks.stale`) relies on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from models.db import close_db, open_db
+from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
+from models.events import utcnow
+from quart_app.config import Config
+from tasks.media import MediaError, ProcessedMedia, process_media
+from tasks.publisher import Emitter, JobPublisher, LostOwnership
+from tasks.throttle import ThrottlePolicy
+
+log = logging.getLogger(__name__)
+
+Processor = Callable[[Video, Config], Awaitable[ProcessedMedia]]
+DONE_VIDEO_STATUSES = (VideoStatus.READY, VideoStatus.FAILED)
+#: seconds the end of a job waits for an unreachable DB to take the buffered events
+DRAIN_TIMEOUT = 30.0
+DB_READ_TIMEOUT = 5.0
+
+
+def heartbeat_interval(config: Config) -> float:
+    """How often a running job refreshes heartbeat_at: well inside STALE_JOB_SECONDS."""
+    return max(0.2, min(10.0, config.stale_job_seconds / 4))
+
+
+async def default_processor(video: Video, config: Config) -> ProcessedMedia:
+    return await process_media(video.source, video.id, config)
+
+
+async def process_video_list(job_id: str) -> str:
+    """The RQ job: process ProcessingJob ``job_id``; returns how the run ended.
+
+    Reads the worker's environment (Config.from_env) and opens/closes the DB itself, since
+    RQ runs each async job in a fresh event loop.
+    """
+    config = Config.from_env()
+    rq_job_id: str | None = None
+    with contextlib.suppress(Exception):
+        from rq import get_current_job
+
+        current = get_current_job()
+        rq_job_id = current.id if current is not None else None
+    return await run_job(job_id, config, rq_job_id=rq_job_id, manage_db=True)
+
+
+async def run_job(
+    job_id: str | uuid.UUID,
+    config: Config,
+    *,
+    rq_job_id: str | None = None,
+    manage_db: bool = False,
+    processor: Processor = default_processor,
+    emitter: Emitter | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    drain_timeout: float = DRAIN_TIMEOUT,
+    on_publisher: Callable[[JobPublisher], None] | None = None,
+) -> str:
+    """Run one job to its end; returns ``completed|failed|cancelled|deleted|skipped|lost``.
+
+    ``skipped``: nothing to do (gone, already final, or another worker holds it).
+    ``lost``: another writer took over the job mid-run.  Raises only for errors that
+    happen before the job was claimed (e.g. the DB is unreachable at start), so RQ
+    retries the run.
+    """
+    job_uuid = uuid.UUID(str(job_id))
+    if manage_db:
+        await open_db(config.database_url)
+    own_emitter = None
+    try:
+        job = await claim(job_uuid, config, rq_job_id)
+        if job is None:
+            return "skipped"
+        if emitter is None:
+            from socket_layer.emitter import ProgressEmitter
+
+            if not config.redis_url:
+                raise RuntimeError("REDIS_URL is required to publish progress")
+            own_emitter = ProgressEmitter(config.redis_url)
+            emitter = own_emitter
+        publisher = JobPublisher(
+            job_id=job_uuid,
+            owner_id=job.owner_id,  # looked up once per job
+            last_seq=job.last_seq,
+            total_videos=job.total_videos,
+            emitter=emitter,
+            buffer_size=config.retry_buffer_size,
+        )
+        if on_publisher is not None:
+            on_publisher(publisher)
+        run = _Run(job, config, publisher, processor, clock)
+        heartbeat = asyncio.create_task(_heartbeat_loop(job_uuid, heartbeat_interval(config)))
+        try:
+            return await run.execute()
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await publisher.drain(drain_timeout)
+    finally:
+        if own_emitter is not None:
+            await own_emitter.close()
+        if manage_db:
+            await close_db()
+
+
+async def claim(job_id: uuid.UUID, config: Config, rq_job_id: str | None) -> ProcessingJob | None:
+    """Take the job for this worker with a conditional update; None when it is not ours.
+
+    A ``pending`` job moves to ``processing``.  A ``processing`` job is re-claimed only
+    when this run is the same RQ job (RQ retries after the previous execution died) or
+    its heartbeat is older than STALE_JOB_SECONDS; the update is conditional on the
+    heartbeat value read, so two re-claimers cannot both win.
+    """
+    job = await ProcessingJob.get_or_none(id=job_id)
+    if job is None or JobStatus(job.status).is_final:
+        return None
+    now = utcnow()
+    if job.status == JobStatus.PENDING:
+        claimed = await ProcessingJob.filter(id=job_id, status=JobStatus.PENDING).update(
+            status=JobStatus.PROCESSING,
+            started_at=now,
+            heartbeat_at=now,
+            rq_job_id=rq_job_id or job.rq_job_id,
+        )
+    else:
+        stale_before = now - timedelta(seconds=config.stale_job_seconds)
+        stale = job.heartbeat_at is None or job.heartbeat_at < stale_before
+        same_rq_job = rq_job_id is not None and rq_job_id == job.rq_job_id
+        if not (stale or same_rq_job):
+            log.info("job %s: held by a live worker; not re-claimed", job_id)
+            return None
+        claimed = await ProcessingJob.filter(
+            id=job_id, status=JobStatus.PROCESSING, heartbeat_at=job.heartbeat_at
+        ).update(heartbeat_at=now, rq_job_id=rq_job_id or job.rq_job_id)
+        if claimed:
+            log.info("job %s: re-claimed (resuming after seq %d)", job_id, job.last_seq)
+    if claimed != 1:
+        return None
+    await job.refresh_from_db()
+    return job
+
+
+async def _heartbeat_loop(job_id: uuid.UUID, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.wait_for(
+                ProcessingJob.filter(id=job_id, status=JobStatus.PROCESSING).update(
+                    heartbeat_at=utcnow()
+                ),
+                DB_READ_TIMEOUT,
+            )
+        except Exception as exc:  # DB unreachable: the job goes on, the beat is skipped
+            log.debug("job %s: heartbeat failed: %s", job_id, exc)
+
+
+class _Run:
+    """The state of one run of one job."""
+
+    def __init__(
+        self,
+        job: ProcessingJob,
+        config: Config,
+        publisher: JobPublisher,
+        processor: Processor,
+        clock: Callable[[], float],
+    ) -> None:
+        self.job = job
+        self.config = config
+        self.publisher = publisher
+        self.processor = processor
+        self.total = job.total_videos
+        self.processed = 0
+        self.failed = 0
+        self.progress = 0
+        self.throttle = ThrottlePolicy(
+            job.total_videos,
+            min_videos=config.throttle_min_videos,
+            every_n=config.throttle_every_n_videos,
+            interval=config.throttle_interval,
+            clock=clock,
+        )
+
+    async def execute(self) -> str:
+        try:
+            videos = await Video.filter(job_id=self.job.id).order_by("position", "created_at")
+            self.total = self.publisher.total_videos = max(self.total, len(videos))
+            self.throttle.total_videos = self.total
+            done = [v for v in videos if v.status in DONE_VIDEO_STATUSES]
+            self.processed = len(done)
+            self.failed = sum(1 for v in done if v.status == VideoStatus.FAILED)
+            self.progress = self._progress()
+            for number, video in enumerate(videos, start=1):
+                if video.status in DONE_VIDEO_STATUSES:
+                    continue
+                state = await self._job_state()
+                if state == "deleted":
+                    await self._deleted()
+                    return "deleted"
+                if state == "cancelled":
+                    await self._final(
+                        "cancelled", f"Cancelled after {self.processed}/{self.total} videos"
+                    )
+                    return "cancelled"
+                await self._one(number, video)
+            state = await self._job_state()
+            if state == "deleted":
+                await self._deleted()
+                return "deleted"
+            if state == "cancelled" and self.processed < self.total:
+                await self._final("cancelled", f"Cancelled after {self.processed}/{self.total}")
+                return "cancelled"
+            if self.total > 0 and self.failed == self.total:
+                await self._final(
+                    "failed", f"All {self.total} videos failed", error="every video failed"
+                )
+                return "failed"
+            self.progress = 100
+            await self._final(
+                "completed",
+                f"Completed: {self.processed - self.failed} ready, {self.failed} failed",
+            )
+            return "completed"
+        except LostOwnership as exc:
+            if await self._job_state() == "deleted":
+                await self._deleted()
+                return "deleted"
+            log.warning("%s; stopping", exc)
+            return "lost"
+        except Exception as exc:
+            log.exception("job %s: fatal error", self.job.id)
+            with contextlib.suppress(LostOwnership):
+                await self._final(
+                    "failed",
+                    "Processing stopped by an internal error",
+                    error=f"{type(exc).__name__}: {exc}"[:2000],
+                )
+            return "failed"
+
+    def _progress(self) -> int:
+        if self.total <= 0:
+            return 0
+        # only the completed event reaches 100
+        return max(self.progress, min(99, self.processed * 100 // self.total))
+
+    async def _job_state(self) -> str:
+        """``ok``, ``cancelled``, ``deleted`` — or ``ok`` when the DB does not answer
+        (processing never blocks on the DB)."""
+        try:
+            rows = await asyncio.wait_for(
+                ProcessingJob.filter(id=self.job.id)
+                .limit(1)
+                .values_list("cancel_requested", "status"),
+                DB_READ_TIMEOUT,
+            )
+        except Exception as exc:
+            log.warning("job %s: cannot read job state (%s); continuing", self.job.id, exc)
+            return "ok"
+        if not rows:
+            return "deleted"
+        cancel_requested, status = rows[0]
+        if cancel_requested or status == JobStatus.CANCELLED:
+            return "cancelled"
+        return "ok"
+
+    async def _one(self, number: int, video: Video) -> None:
+        video_id = video.id
+
+        async def mark_processing() -> None:
+            await Video.filter(id=video_id).update(status=VideoStatus.PROCESSING)
+
+        await self.publisher.write_other(mark_processing)
+        error: str | None = None
+        result: ProcessedMedia | None = None
+        try:
+            result = await self.processor(video, self.config)
+        except MediaError as exc:
+            error = str(exc) or "media error"
+        except Exception as exc:  # a bug for one video must not stop the job
+            log.exception("job %s: video %s failed unexpectedly", self.job.id, video_id)
+            error = f"internal error: {type(exc).__name__}: {exc}"
+        fields: dict[str, Any] = {"processed_at": utcnow()}
+        if result is not None:
+            fields.update(
+                result.info.as_fields(),
+                status=VideoStatus.READY,
+                thumbnail_path=result.thumbnail,
+                error=None,
+            )
+        else:
+            fields.update(status=VideoStatus.FAILED, error=(error or "")[:2000])
+
+        async def save_video() -> None:
+            await Video.filter(id=video_id).update(**fields)
+
+        await self.publisher.write_other(save_video)
+        self.processed += 1
+        if error is not None:
+            self.failed += 1
+        self.progress = self._progress()
+        if not self.throttle.should_send(number, failed=error is not None):
+            self.publisher.note_throttled()
+            return
+        if error is None:
+            message = f"Processed video {number}/{self.total}: '{video.title}'"
+        else:
+            message = f"Video {number}/{self.total} failed: '{video.title}'"
+        event = self.publisher.build(
+            status="processing",
+            progress=self.progress,
+            current_video=number,
+            processed_videos=self.processed,
+            failed_videos=self.failed,
+            message=message,
+            video_id=video_id,
+            video_title=video.title,
+            error=error,
+        )
+        await self.publisher.send(event)
+
+    async def _final(self, status: Any, message: str, error: str | None = None) -> None:
+        self.throttle.final()
+        event = self.publisher.build(
+            status=status,
+            progress=self.progress,
+            current_video=self.processed,
+            processed_videos=self.processed,
+            failed_videos=self.failed,
+            message=message,
+            error=error,
+        )
+        await self.publisher.send(event)
+
+    async def _deleted(self) -> None:
+        """The job row is gone: tell the owner live, store nothing."""
+        event = self.publisher.build(
+            status="cancelled",
+            progress=self.progress,
+            current_video=self.processed,
+            processed_videos=self.processed,
+            failed_videos=self.failed,
+            message="Job deleted",
+        )
+        await self.publisher.publish_unpersisted(event)

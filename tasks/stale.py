@@ -1,0 +1,181 @@
+"""The periodic stale-job check: no job stays ``processing`` (or ``pending``) forever.
+
+A ``processing`` job whose ``heartbeat_at`` is older than STALE_JOB_SECONDS has lost its
+worker (the running job refreshes it every STALE_JOB_SECONDS/4).  Then, by the state of
+its RQ job:
+
+* queued / scheduled / deferred: a retry is already on its way -> left alone;
+* started (the execution died without RQ noticing, e.g. the whole worker was killed)
+  with retries left -> RQ retry (the new run resumes after the last finished video);
+* no RQ job at all (Redis lost it) -> enqueued again, at most ``MAX_RETRIES`` times;
+* anything else (retries exhausted, failed, finished) -> the job ends ``failed`` with a
+  final persisted and published event; its unprocessed videos are marked failed.
+
+A ``pending`` job older than STALE_JOB_SECONDS with no RQ job is enqueued again.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from tortoise.expressions import Q
+
+from models.db import close_db, open_db
+from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
+from models.events import utcnow
+from quart_app.config import Config
+from tasks.publisher import Emitter, JobPublisher, LostOwnership
+from tasks.queue import MAX_RETRIES, QUEUE_NAME, enqueue_processing, rq_job_id_for
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "reeltrack:stale-check:lock"
+REQUEUE_COUNT_KEY = "reeltrack:stale-check:requeued:{}"
+WAITING = {RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED}
+
+
+@dataclass
+class StaleReport:
+    left: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"left": self.left, "requeued": self.requeued, "failed": self.failed}
+
+
+def check_interval(config: Config) -> int:
+    """Seconds between two checks (RQ cron intervals are whole seconds)."""
+    return max(1, config.stale_job_seconds // 2)
+
+
+def _fetch_rq_job(redis: Redis, rq_id: str) -> Job | None:
+    try:
+        return Job.fetch(rq_id, connection=redis)
+    except NoSuchJobError:
+        return None
+
+
+def _requeue_budget_left(redis: Redis, job_id: uuid.UUID) -> bool:
+    key = REQUEUE_COUNT_KEY.format(job_id)
+    count = int(redis.incr(key))  # type: ignore[arg-type]
+    redis.expire(key, 86400)
+    return count <= MAX_RETRIES
+
+
+async def check_stale_jobs(
+    config: Config, redis: Redis, emitter: Emitter, *, now: datetime | None = None
+) -> StaleReport:
+    """One pass of the check (Tortoise open in this loop). Never raises for one job's
+    trouble: it is logged and the next job is looked at."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=config.stale_job_seconds)
+    report = StaleReport()
+    stale = await ProcessingJob.filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff),
+        status=JobStatus.PROCESSING,
+    )
+    queue = Queue(QUEUE_NAME, connection=redis)
+    for job in stale:
+        rq_id = job.rq_job_id or rq_job_id_for(job.id)
+        try:
+            rq_job = _fetch_rq_job(redis, rq_id)
+            status = rq_job.get_status() if rq_job is not None else None
+            if status in WAITING:
+                report.left.append(str(job.id))
+                continue
+            if rq_job is not None and status == RQStatus.STARTED and rq_job.retries_left:
+                with redis.pipeline() as pipe:
+                    rq_job.retry(queue, pipe)
+                    pipe.execute()
+                log.warning("job %s: worker lost; RQ retry (%s left)", job.id, rq_job.retries_left)
+                report.requeued.append(str(job.id))
+                continue
+            if rq_job is None and _requeue_budget_left(redis, job.id):
+                enqueue_processing(redis, job.id)
+                log.warning("job %s: worker lost and no RQ job; enqueued again", job.id)
+                report.requeued.append(str(job.id))
+                continue
+            if await fail_job(job, emitter, "The worker was lost and the job cannot resume"):
+                report.failed.append(str(job.id))
+        except Exception:
+            log.exception("stale check of job %s failed", job.id)
+    pending = await ProcessingJob.filter(status=JobStatus.PENDING, created_at__lt=cutoff)
+    for job in pending:
+        rq_id = job.rq_job_id or rq_job_id_for(job.id)
+        try:
+            if _fetch_rq_job(redis, rq_id) is None and _requeue_budget_left(redis, job.id):
+                enqueue_processing(redis, job.id)
+                log.warning("job %s: pending without an RQ job; enqueued again", job.id)
+                report.requeued.append(str(job.id))
+        except Exception:
+            log.exception("stale check of pending job %s failed", job.id)
+    return report
+
+
+async def fail_job(job: ProcessingJob, emitter: Emitter, message: str) -> bool:
+    """End a ``processing`` job ``failed`` with a final event (persisted, then published)
+    and mark its unfinished videos failed.  False when the job moved on meanwhile (a
+    worker wrote to it, or it is gone)."""
+    publisher = JobPublisher(
+        job_id=uuid.UUID(str(job.id)),
+        owner_id=job.owner_id,
+        last_seq=job.last_seq,
+        total_videos=job.total_videos,
+        emitter=emitter,
+        buffer_size=1,
+    )
+    total = job.total_videos
+    progress = min(99, job.processed_videos * 100 // total) if total else 0
+    event = publisher.build(
+        status="failed",
+        progress=progress,
+        current_video=job.processed_videos,
+        processed_videos=job.processed_videos,
+        failed_videos=job.failed_videos,
+        message=message,
+        error="worker lost; retries exhausted",
+    )
+    try:
+        await publisher.send(event)
+    except LostOwnership:
+        return False
+    if publisher.backlog_size:  # DB write failed: try on the next pass
+        return False
+    await Video.filter(
+        job_id=job.id, status__in=[VideoStatus.PENDING, VideoStatus.PROCESSING]
+    ).update(status=VideoStatus.FAILED, error="job failed: worker lost")
+    log.error("job %s: ended failed (worker lost, cannot resume)", job.id)
+    return True
+
+
+async def check_stale_jobs_job() -> dict[str, Any]:
+    """The RQ cron job: one check with the worker's Config; at most one check runs at a
+    time across all workers (a short Redis lock)."""
+    from socket_layer.emitter import ProgressEmitter
+
+    config = Config.from_env()
+    if not config.redis_url:
+        raise RuntimeError("REDIS_URL is required")
+    redis = Redis.from_url(config.redis_url)
+    if not redis.set(LOCK_KEY, "1", nx=True, ex=max(1, check_interval(config))):
+        return {"skipped": "another check is running"}
+    emitter = ProgressEmitter(config.redis_url)
+    await open_db(config.database_url)
+    try:
+        report = await check_stale_jobs(config, redis, emitter)
+    finally:
+        await close_db()
+        await emitter.close()
+        redis.delete(LOCK_KEY)
+        redis.close()
+    return report.as_dict()

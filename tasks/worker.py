@@ -1,0 +1,104 @@
+"""``reeltrack worker``: an RQ worker on queue ``videos`` with RQ's scheduler and cron.
+
+* the job module is imported here, in the parent, so forked work-horses start warm;
+* ``with_scheduler=True`` runs RQ's scheduler (retries with an interval need it);
+* a cron child process (``rq.cron.CronScheduler``) enqueues the stale-job check every
+  STALE_JOB_SECONDS/2 and the daily retention purge.  It exits with its parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Worker
+from rq.cron import CronScheduler
+
+from quart_app.config import Config
+from tasks.queue import QUEUE_NAME
+
+log = logging.getLogger(__name__)
+
+
+def register_cron_jobs(scheduler: CronScheduler, config: Config) -> None:
+    """The periodic jobs of reeltrack on ``scheduler``."""
+    from tasks.stale import check_interval, check_stale_jobs_job
+
+    scheduler.register(
+        check_stale_jobs_job,
+        queue_name=QUEUE_NAME,
+        interval=check_interval(config),
+        job_timeout=300,
+        result_ttl=600,
+        name="reeltrack-stale-jobs",
+    )
+    try:
+        from tasks import retention
+    except ImportError:  # retention is optional for the worker
+        return
+    register = getattr(retention, "register_cron", None)
+    if register is not None:
+        register(scheduler)
+
+
+def _cron_main(config: Config, parent_pid: int) -> None:
+    """The cron child: RQ's CronScheduler loop, stopping when the parent is gone."""
+    assert config.redis_url
+    scheduler = CronScheduler(Redis.from_url(config.redis_url), logging_level=config.log_level)
+    register_cron_jobs(scheduler, config)
+    scheduler.register_birth()
+    try:
+        while os.getppid() == parent_pid:
+            if scheduler.enqueue_jobs():
+                scheduler.save()
+            scheduler.heartbeat()
+            time.sleep(min(1.0, max(0.05, scheduler.calculate_sleep_interval())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.register_death()
+
+
+def start_cron(config: Config) -> Any:
+    """Start the cron child process; returns it (call ``terminate()`` to stop it)."""
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=_cron_main, args=(config, os.getpid()), name="reeltrack-cron")
+    proc.daemon = True
+    proc.start()
+    return proc
+
+
+def run_worker(config: Config, burst: bool = False) -> int:
+    """Run the worker until SIGTERM/SIGINT (or the queue is empty with ``burst``).
+
+    Returns the process exit code; 2 when REDIS_URL is not set.
+    """
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not config.redis_url:
+        print("error: REDIS_URL is required for `reeltrack worker`")
+        return 2
+    import tasks.processing  # noqa: F401  (parent import: forked horses start warm)
+    import tasks.stale  # noqa: F401
+
+    try:
+        from tasks import retention
+
+        retention.configure(config)
+    except (ImportError, AttributeError):
+        pass
+    redis = Redis.from_url(config.redis_url)
+    worker = Worker([Queue(QUEUE_NAME, connection=redis)], connection=redis)
+    cron = None if burst else start_cron(config)
+    try:
+        worker.work(burst=burst, with_scheduler=True, logging_level=config.log_level)
+    finally:
+        if cron is not None:
+            cron.terminate()
+            cron.join(5)
+    return 0
