@@ -1,0 +1,163 @@
+"""The external emitter: publishes progress events to random users at a target rate, the
+way workers do (through Redis, never through the web process).
+
+``--wire stock`` publishes python-socketio's own pub/sub message on its one channel (what
+the stock ``RedisManager.emit`` writes); ``--wire reeltrack`` publishes exactly what
+:class:`socket_layer.emitter.ProgressEmitter` writes.  Each event's ``created_at`` is
+its send time, so clients measure end-to-end latency from it.  Publishes are pipelined
+per 5 ms tick: the emitter stands for many workers and must not be the bottleneck.
+
+Prints one JSON line: ``{"sent": N, "per_user": {...}, "elapsed": s, "late_ticks": n}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from socket_layer.protocol import EVENT_PROGRESS, NAMESPACE, REDIS_CHANNEL, user_room
+
+TICK = 0.005
+
+Encoder = Callable[[str, dict[str, Any]], tuple[str, str | bytes]]
+
+
+def stock_encoder() -> Encoder:
+    host_id = uuid.uuid4().hex
+
+    def encode(user: str, event: dict[str, Any]) -> tuple[str, str | bytes]:
+        message = {
+            "method": "emit",
+            "event": EVENT_PROGRESS,
+            "data": [event],
+            "binary": False,
+            "namespace": NAMESPACE,
+            "room": user_room(user),
+            "skip_sid": None,
+            "callback": None,
+            "host_id": host_id,
+        }
+        return REDIS_CHANNEL, json.dumps(message)
+
+    return encode
+
+
+def reeltrack_encoder() -> Encoder:
+    from socket_layer.emitter import encode_user_emit
+
+    def encode(user: str, event: dict[str, Any]) -> tuple[str, str | bytes]:
+        return encode_user_emit(user, EVENT_PROGRESS, event)
+
+    return encode
+
+
+def make_event(job: str, seq: int) -> dict[str, Any]:
+    return {
+        "job_id": job,
+        "seq": seq,
+        "status": "processing",
+        "progress": seq % 100,
+        "current_video": seq % 100,
+        "total_videos": 100,
+        "processed_videos": seq % 100,
+        "failed_videos": 0,
+        "message": f"Processing video {seq % 100}/100: 'Benchmark clip {seq}'",
+        "video_id": "6f1b3f5e-8d7a-4d61-9a53-3c2f5b1e0a77",
+        "video_title": f"Benchmark clip {seq}",
+        "error": None,
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+
+
+async def run(
+    redis_url: str,
+    users: list[dict[str, Any]],
+    rate: float,
+    duration: float,
+    encode: Encoder,
+    seed: int,
+) -> dict[str, Any]:
+    rng = random.Random(seed)
+    client = aioredis.Redis.from_url(redis_url)
+    seqs: dict[str, int] = {}
+    per_user: dict[str, int] = {}
+    sent = 0
+    late = 0
+    start = time.monotonic()
+    next_tick = start
+    try:
+        while True:
+            now = time.monotonic()
+            elapsed = now - start
+            if elapsed >= duration:
+                break
+            due = int(rate * elapsed) - sent
+            if due > 0:
+                pipe = client.pipeline(transaction=False)
+                for _ in range(due):
+                    u = users[rng.randrange(len(users))]
+                    job = u["jobs"][0]
+                    seqs[job] = seqs.get(job, 0) + 1
+                    channel, payload = encode(u["user"], make_event(job, seqs[job]))
+                    pipe.publish(channel, payload)
+                    per_user[u["user"]] = per_user.get(u["user"], 0) + 1
+                await pipe.execute()
+                sent += due
+            next_tick += TICK
+            pause = next_tick - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            else:
+                late += 1
+                next_tick = time.monotonic()
+        # the last partial tick
+        due = int(rate * duration) - sent
+        if due > 0:
+            pipe = client.pipeline(transaction=False)
+            for _ in range(due):
+                u = users[rng.randrange(len(users))]
+                job = u["jobs"][0]
+                seqs[job] = seqs.get(job, 0) + 1
+                channel, payload = encode(u["user"], make_event(job, seqs[job]))
+                pipe.publish(channel, payload)
+                per_user[u["user"]] = per_user.get(u["user"], 0) + 1
+            await pipe.execute()
+            sent += due
+    finally:
+        await client.aclose()
+    return {
+        "sent": sent,
+        "per_user": per_user,
+        "elapsed": time.monotonic() - start,
+        "late_ticks": late,
+        "seqs": seqs,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--users", required=True, help="JSON file: [{user, jobs}]")
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--wire", choices=["stock", "reeltrack"], default="reeltrack")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with open(args.users) as fh:
+        users = json.load(fh)
+    encode = stock_encoder() if args.wire == "stock" else reeltrack_encoder()
+    result = asyncio.run(run(args.redis_url, users, args.rate, args.duration, encode, args.seed))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

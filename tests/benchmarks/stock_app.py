@@ -1,0 +1,67 @@
+"""The baseline every benchmark compares against, in the same run: python-socketio's
+AsyncServer with the stock AsyncRedisManager under hypercorn, as the python-socketio
+documentation shows it.  Auth is trivial (the token is the user id); each socket joins
+``user:<id>`` on connect, exactly like reeltrack's rooms.
+
+Run: ``python -m tests.benchmarks.stock_app --port P --redis-url URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+import socketio
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HyperConfig
+
+from socket_layer.protocol import REDIS_CHANNEL, SOCKETIO_PATH, user_room
+
+
+def build_app(redis_url: str, ping_interval: float, ping_timeout: float) -> Any:
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        client_manager=socketio.AsyncRedisManager(redis_url, channel=REDIS_CHANNEL),
+        cors_allowed_origins="*",
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+    )
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any) -> bool:
+        user = (auth or {}).get("token") if isinstance(auth, dict) else None
+        if not user:
+            return False
+        await sio.enter_room(sid, user_room(user))
+        return True
+
+    return socketio.ASGIApp(sio, socketio_path=SOCKETIO_PATH)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--ping-interval", type=float, default=25.0)
+    parser.add_argument("--ping-timeout", type=float, default=20.0)
+    args = parser.parse_args()
+    config = HyperConfig()
+    config.bind = [f"127.0.0.1:{args.port}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    config.backlog = 4096
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    app = build_app(args.redis_url, args.ping_interval, args.ping_timeout)
+    await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    from tests.benchmarks.common import raise_nofile
+
+    raise_nofile()
+    asyncio.run(main())
