@@ -225,7 +225,8 @@ async def download(url_text: str, config: Config) -> Path:
 
 # -- PyAV -----------------------------------------------------------------------------------
 def _av_error(exc: Exception) -> MediaError:
-    text = str(exc) or type(exc).__name__
+    # FFmpegError's str() names the server-side path: keep only the reason
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return MediaError(f"cannot decode video: {text}")
 
 

@@ -189,6 +189,8 @@ class JobPublisher:
         async with self._lock:
             await self._flush_locked()
             if not self._backlog and await self._try(item):
+                if self._lost is not None:
+                    raise self._lost
                 return
             self._backlog.append(item)
             if item.event is not None:

@@ -1,0 +1,37 @@
+"""Fixtures of the worker tests: the session PostgreSQL opened in this loop, sample videos."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.db import close_db, open_db
+from quart_app.config import Config
+from tests.tasks.helpers import build_samples
+
+
+@pytest.fixture(scope="session")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("samples")
+    build_samples(directory)
+    return directory
+
+
+@pytest.fixture
+async def pg(pg_database_url: str) -> AsyncIterator[str]:
+    await open_db(pg_database_url)
+    try:
+        yield pg_database_url
+    finally:
+        await close_db()
+
+
+@pytest.fixture
+def config(make_config: Callable[..., Config], pg_database_url: str) -> Callable[..., Config]:
+    def build(**overrides: Any) -> Config:
+        return make_config(pg_database_url, **overrides)
+
+    return build
