@@ -1,0 +1,90 @@
+"""Fixtures for the REST API: an app per test over a real database and a real Redis
+(its own db number, 2), with a client and builders bound to it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol
+
+from models.entities import User
+from quart_app.app import create_app
+from quart_app.config import Config
+from tests.support.builders import auth_headers, make_user
+
+QUART_REDIS_DB = 2
+
+
+@dataclass
+class Api:
+    """A serving app, its test client and helpers."""
+
+    app: Quart
+    client: TestClientProtocol
+    config: Config
+
+    def headers(self, user: User) -> dict[str, str]:
+        return auth_headers(self.config, user)
+
+    async def new_user(self) -> tuple[User, dict[str, str]]:
+        user = await make_user()
+        return user, self.headers(user)
+
+    async def call(
+        self, method: str, path: str, user: User | None = None, **kwargs: Any
+    ) -> tuple[int, Any]:
+        """Send a request; returns (status, parsed JSON or None)."""
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if user is not None:
+            headers.update(self.headers(user))
+        response = await self.client.open(path, method=method, headers=headers, **kwargs)
+        raw = await response.get_data()
+        if response.mimetype == "application/json":
+            return response.status_code, json.loads(raw)
+        return response.status_code, raw
+
+
+@pytest.fixture(scope="session")
+def quart_redis_url(redis_url: str) -> str:
+    return redis_url.rsplit("/", 1)[0] + f"/{QUART_REDIS_DB}"
+
+
+@pytest.fixture
+def api_factory(
+    make_config: Callable[..., Config], quart_redis_url: str
+) -> Callable[..., contextlib.AbstractAsyncContextManager[Api]]:
+    """``async with api_factory(database_url, **config_overrides) as api: ...``"""
+
+    @contextlib.asynccontextmanager
+    async def build(database_url: str, **overrides: Any) -> AsyncIterator[Api]:
+        overrides.setdefault("redis_url", quart_redis_url)
+        config = make_config(database_url, **overrides)
+        app = create_app(config)
+        async with app.test_app() as test_app:
+            yield Api(app, test_app.test_client(), config)
+
+    return build
+
+
+@pytest.fixture
+async def api(
+    any_database_url: str, api_factory: Callable[..., contextlib.AbstractAsyncContextManager[Api]]
+) -> AsyncIterator[Api]:
+    """An app over PostgreSQL, then over SQLite."""
+    async with api_factory(any_database_url) as built:
+        yield built
+
+
+@pytest.fixture
+async def pg_api(
+    pg_database_url: str, api_factory: Callable[..., contextlib.AbstractAsyncContextManager[Api]]
+) -> AsyncIterator[Api]:
+    """An app over PostgreSQL only (for tests where the database does not matter)."""
+    async with api_factory(pg_database_url) as built:
+        yield built

@@ -1,0 +1,261 @@
+"""Creating jobs by import, listing, cancelling and deleting them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from rq import Queue
+
+from models.entities import JobProgressEvent, JobStatus, ProcessingJob, Video, VideoStatus
+from models.history import record_event
+from socket_layer.protocol import REDIS_CHANNEL, user_room
+from tasks.queue import JOB_FUNCTION, QUEUE_NAME, rq_job_id_for
+from tests.quart_app.conftest import Api
+from tests.support.builders import event_for, make_job, make_list, make_user
+from tests.support.services import free_port
+
+
+class Published:
+    """Collects what reeltrack publishes on its Socket.IO Redis channel."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.client = aioredis.Redis.from_url(redis_url)
+        self.pubsub = self.client.pubsub()
+
+    async def __aenter__(self) -> Published:
+        await self.pubsub.subscribe(REDIS_CHANNEL)
+        await self.pubsub.get_message(timeout=1)  # the subscribe confirmation
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pubsub.aclose()
+        await self.client.aclose()
+
+    async def next(self, timeout: float = 5) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    data: dict[str, Any] = json.loads(message["data"])
+                    # python-socketio sends the emit's arguments as a list
+                    if isinstance(data.get("data"), list) and len(data["data"]) == 1:
+                        data["data"] = data["data"][0]
+                    return data
+
+
+def _videos(n: int) -> dict[str, Any]:
+    return {
+        "videos": [{"url": f"https://example.com/v{i}.mp4", "title": f"V {i}"} for i in range(n)]
+    }
+
+
+async def test_import_creates_videos_job_first_event_and_rq_job(
+    api: Api, quart_redis_url: str
+) -> None:
+    user = await make_user()
+    vlist = await make_list(user)
+    async with Published(quart_redis_url) as published:
+        status, body = await api.call(
+            "POST", f"/api/lists/{vlist.id}/videos/bulk", user, json=_videos(3)
+        )
+        assert status == 202, body
+        assert body["total_videos"] == 3
+        message = await published.next()
+    job_id = body["job_id"]
+
+    job = await ProcessingJob.get(id=job_id)
+    assert job.owner_id == user.id and job.list_id == vlist.id
+    assert job.status == JobStatus.PENDING and job.total_videos == 3 and job.last_seq == 1
+    assert job.rq_job_id == rq_job_id_for(job_id)
+    videos = await Video.filter(job_id=job_id).order_by("position")
+    assert [(v.position, v.source, v.title) for v in videos] == [
+        (i, f"https://example.com/v{i}.mp4", f"V {i}") for i in range(3)
+    ]
+    assert all(v.status == VideoStatus.PENDING for v in videos)
+    events = await JobProgressEvent.filter(job_id=job_id).values_list("seq", "progress_data")
+    assert len(events) == 1
+    seq, first = events[0]
+    assert seq == 1 and first["status"] == "pending" and first["progress"] == 0
+    assert first["total_videos"] == 3 and first["job_id"] == job_id
+
+    # published to the owner's room, the same event as stored
+    assert message["event"] == "progress"
+    assert message["room"] == user_room(user.id)
+    assert message["data"] == first
+
+    # the RQ job is on queue "videos" with the right function and argument
+    sync = redis.Redis.from_url(quart_redis_url)
+    try:
+        queue = Queue(QUEUE_NAME, connection=sync)
+        rq_job = queue.fetch_job(rq_job_id_for(job_id))
+        assert rq_job is not None
+        assert rq_job.func_name == JOB_FUNCTION == "tasks.process_video_list"
+        assert rq_job.args == (job_id,)
+        assert rq_job.origin == "videos"
+        assert rq_job.id in queue.job_ids
+    finally:
+        sync.close()
+
+
+async def test_redis_down_at_enqueue_answers_503_and_fails_the_job(
+    pg_database_url: str,
+    api_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    async with api_factory(pg_database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0") as api:
+        user = await make_user()
+        vlist = await make_list(user)
+        status, body = await api.call(
+            "POST", f"/api/lists/{vlist.id}/videos/bulk", user, json=_videos(2)
+        )
+        assert status == 503 and body["code"] == "queue_unavailable"
+        job = await ProcessingJob.get(id=body["job_id"])
+        assert job.status == JobStatus.FAILED and job.last_seq == 2 and job.finished_at
+        history = await JobProgressEvent.filter(job_id=job.id).order_by("seq")
+        assert [(e.seq, e.progress_data["status"]) for e in history] == [
+            (1, "pending"),
+            (2, "failed"),
+        ]
+        assert history[1].progress_data["error"]
+        assert {v.status for v in await Video.filter(job_id=job.id)} == {VideoStatus.FAILED}
+
+
+async def test_jobs_list_and_get_carry_latest_event(api: Api) -> None:
+    user, other = await make_user(), await make_user()
+    vlist = await make_list(user)
+    pending = await make_job(vlist, events=1)
+    running = await make_job(vlist, status=JobStatus.PROCESSING, events=4)
+    done = await make_job(vlist, status=JobStatus.COMPLETED, events=2)
+    await make_job(await make_list(other), events=1)
+
+    status, body = await api.call("GET", "/api/jobs", user)
+    assert status == 200
+    by_id = {j["id"]: j for j in body["jobs"]}
+    assert set(by_id) == {str(pending.id), str(running.id), str(done.id)}
+    assert by_id[str(running.id)]["latest_event"]["seq"] == 4
+    assert by_id[str(pending.id)]["latest_event"]["status"] == "pending"
+
+    status, body = await api.call("GET", "/api/jobs?status=active", user)
+    assert {j["id"] for j in body["jobs"]} == {str(pending.id), str(running.id)}
+    status, body = await api.call("GET", "/api/jobs?status=completed", user)
+    assert [j["id"] for j in body["jobs"]] == [str(done.id)]
+    status, body = await api.call("GET", "/api/jobs?status=bogus", user)
+    assert status == 400 and body["code"] == "validation_error"
+
+    status, one = await api.call("GET", f"/api/jobs/{running.id}", user)
+    assert status == 200 and one["latest_event"]["seq"] == 4 and one["status"] == "processing"
+
+
+async def test_other_users_job_is_404_everywhere(api: Api) -> None:
+    owner, stranger = await make_user(), await make_user()
+    job = await make_job(await make_list(owner), events=1)
+    for method, path in (
+        ("GET", f"/api/jobs/{job.id}"),
+        ("POST", f"/api/jobs/{job.id}/cancel"),
+        ("DELETE", f"/api/jobs/{job.id}"),
+        ("GET", f"/api/jobs/{job.id}/progress-history"),
+        ("GET", f"/api/jobs/{uuid.uuid4()}"),
+        ("GET", "/api/jobs/123"),
+    ):
+        status, body = await api.call(method, path, stranger)
+        assert status == 404, (method, path)
+        assert body["code"] == "not_found"
+    job = await ProcessingJob.get(id=job.id)
+    assert job.status == JobStatus.PENDING and not job.cancel_requested
+
+
+async def test_cancel_pending_job_writes_final_event(api: Api, quart_redis_url: str) -> None:
+    user = await make_user()
+    vlist = await make_list(user)
+    status, created = await api.call(
+        "POST", f"/api/lists/{vlist.id}/videos/bulk", user, json=_videos(2)
+    )
+    job_id = created["job_id"]
+    async with Published(quart_redis_url) as published:
+        status, body = await api.call("POST", f"/api/jobs/{job_id}/cancel", user)
+        assert status == 200 and body["result"] == "cancelled" and body["status"] == "cancelled"
+        message = await published.next()
+    job = await ProcessingJob.get(id=job_id)
+    assert job.status == JobStatus.CANCELLED and job.cancel_requested and job.last_seq == 2
+    stored = await JobProgressEvent.get(job_id=job_id, seq=2)
+    assert stored.progress_data["status"] == "cancelled"
+    assert message["data"] == stored.progress_data
+    assert {v.status for v in await Video.filter(job_id=job_id)} == {VideoStatus.FAILED}
+
+    status, body = await api.call("POST", f"/api/jobs/{job_id}/cancel", user)
+    assert status == 409 and body["code"] == "job_finished"
+
+
+async def test_cancel_claimed_job_only_requests(api: Api) -> None:
+    user = await make_user()
+    job = await make_job(await make_list(user), events=1, total=5)
+    # a worker claims it: conditional pending -> processing with seq 2
+    claimed = event_for(job.id, 2, total=5, status="processing")
+    assert await record_event(claimed, expect_status=JobStatus.PENDING)
+    status, body = await api.call("POST", f"/api/jobs/{job.id}/cancel", user)
+    assert status == 200 and body["result"] == "cancel_requested"
+    job = await ProcessingJob.get(id=job.id)
+    assert job.cancel_requested and job.status == JobStatus.PROCESSING and job.last_seq == 2
+
+
+async def test_batch_cancel_reports_per_id(api: Api) -> None:
+    user, other = await make_user(), await make_user()
+    vlist = await make_list(user)
+    pending = await make_job(vlist, events=1)
+    running = await make_job(vlist, status=JobStatus.PROCESSING, events=3)
+    finished = await make_job(vlist, status=JobStatus.COMPLETED, events=2)
+    foreign = await make_job(await make_list(other), events=1)
+    ids = [str(pending.id), str(running.id), str(finished.id), str(foreign.id), "junk"]
+    status, body = await api.call("POST", "/api/jobs/cancel", user, json={"job_ids": ids})
+    assert status == 200
+    assert [(r["job_id"], r["result"]) for r in body["results"]] == [
+        (str(pending.id), "cancelled"),
+        (str(running.id), "cancel_requested"),
+        (str(finished.id), "already_finished"),
+        (str(foreign.id), "not_found"),
+        ("junk", "not_found"),
+    ]
+    assert not (await ProcessingJob.get(id=foreign.id)).cancel_requested
+    status, body = await api.call("POST", "/api/jobs/cancel", user, json={"job_ids": []})
+    assert status == 400
+    status, body = await api.call("POST", "/api/jobs/cancel", user, json={"ids": ids})
+    assert status == 400 and body["code"] == "validation_error"
+
+
+async def test_delete_pending_job_publishes_cancelled_and_removes_history(
+    api: Api, quart_redis_url: str
+) -> None:
+    user = await make_user()
+    job = await make_job(await make_list(user), events=1, total=4)
+    async with Published(quart_redis_url) as published:
+        status, _ = await api.call("DELETE", f"/api/jobs/{job.id}", user)
+        assert status == 204
+        message = await published.next()
+    assert message["room"] == user_room(user.id)
+    assert message["data"]["status"] == "cancelled" and message["data"]["seq"] == 2
+    assert message["data"]["job_id"] == str(job.id)
+    assert not await ProcessingJob.exists(id=job.id)
+    assert not await JobProgressEvent.exists(job_id=job.id)
+    status, _ = await api.call("GET", f"/api/jobs/{job.id}", user)
+    assert status == 404
+
+
+async def test_delete_processing_job_leaves_publishing_to_the_worker(
+    api: Api, quart_redis_url: str
+) -> None:
+    user = await make_user()
+    job = await make_job(await make_list(user), status=JobStatus.PROCESSING, events=3)
+    async with Published(quart_redis_url) as published:
+        status, _ = await api.call("DELETE", f"/api/jobs/{job.id}", user)
+        assert status == 204
+        try:
+            message = await published.next(timeout=0.3)
+        except TimeoutError:
+            message = None
+    assert message is None
+    assert not await ProcessingJob.exists(id=job.id)
+    assert not await JobProgressEvent.exists(job_id=job.id)
