@@ -50,15 +50,16 @@ class Api:
         return response.status_code, raw
 
 
+ApiFactory = Callable[..., contextlib.AbstractAsyncContextManager[Api]]
+
+
 @pytest.fixture(scope="session")
 def quart_redis_url(redis_url: str) -> str:
     return redis_url.rsplit("/", 1)[0] + f"/{QUART_REDIS_DB}"
 
 
 @pytest.fixture
-def api_factory(
-    make_config: Callable[..., Config], quart_redis_url: str
-) -> Callable[..., contextlib.AbstractAsyncContextManager[Api]]:
+def api_factory(make_config: Callable[..., Config], quart_redis_url: str) -> ApiFactory:
     """``async with api_factory(database_url, **config_overrides) as api: ...``"""
 
     @contextlib.asynccontextmanager
@@ -73,18 +74,14 @@ def api_factory(
 
 
 @pytest.fixture
-async def api(
-    any_database_url: str, api_factory: Callable[..., contextlib.AbstractAsyncContextManager[Api]]
-) -> AsyncIterator[Api]:
+async def api(any_database_url: str, api_factory: ApiFactory) -> AsyncIterator[Api]:
     """An app over PostgreSQL, then over SQLite."""
     async with api_factory(any_database_url) as built:
         yield built
 
 
 @pytest.fixture
-async def pg_api(
-    pg_database_url: str, api_factory: Callable[..., contextlib.AbstractAsyncContextManager[Api]]
-) -> AsyncIterator[Api]:
+async def pg_api(pg_database_url: str, api_factory: ApiFactory) -> AsyncIterator[Api]:
     """An app over PostgreSQL only (for tests where the database does not matter)."""
     async with api_factory(pg_database_url) as built:
         yield built

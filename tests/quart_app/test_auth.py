@@ -9,7 +9,7 @@ import pytest
 
 from quart_app.tokens import issue_token
 from tests.conftest import TEST_SECRET
-from tests.quart_app.conftest import Api
+from tests.quart_app.conftest import Api, ApiFactory
 from tests.support.builders import PASSWORD, make_user, unique_name
 
 
@@ -54,7 +54,9 @@ async def test_register_rejects_bad_input_with_json(
     assert set(body) >= {"code", "message"}
 
 
-async def test_registration_disabled_answers_403(pg_database_url: str, api_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_registration_disabled_answers_403(
+    pg_database_url: str, api_factory: ApiFactory
+) -> None:
     async with api_factory(pg_database_url, allow_registration=False) as api:
         status, body = await api.call(
             "POST", "/api/auth/register", json={"username": unique_name(), "password": "x" * 12}
@@ -109,7 +111,9 @@ async def test_token_of_deleted_user_is_401(pg_api: Api) -> None:
     assert status == 401
 
 
-async def test_login_throttled_per_username_and_address(pg_database_url: str, api_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_login_throttled_per_username_and_address(
+    pg_database_url: str, api_factory: ApiFactory
+) -> None:
     async with api_factory(pg_database_url, login_max_attempts=3, login_window=60) as api:
         user = await make_user()
         here = {"client": ("10.1.1.1", 4000)}
@@ -143,25 +147,25 @@ async def test_login_throttled_per_username_and_address(pg_database_url: str, ap
         assert response.status_code == 429
 
 
-async def test_successful_login_resets_the_counter(pg_database_url: str, api_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_successful_login_resets_the_counter(
+    pg_database_url: str, api_factory: ApiFactory
+) -> None:
     async with api_factory(pg_database_url, login_max_attempts=2, login_window=60) as api:
         user = await make_user()
-        body = {"username": user.username}
-        assert (await api.call("POST", "/api/auth/login", json={**body, "password": "nope-nope"}))[
-            0
-        ] == 401
-        assert (await api.call("POST", "/api/auth/login", json={**body, "password": PASSWORD}))[
-            0
-        ] == 200
-        assert (await api.call("POST", "/api/auth/login", json={**body, "password": "nope-nope"}))[
-            0
-        ] == 401
-        assert (await api.call("POST", "/api/auth/login", json={**body, "password": PASSWORD}))[
-            0
-        ] == 200
+
+        async def login(password: str) -> int:
+            body = {"username": user.username, "password": password}
+            return (await api.call("POST", "/api/auth/login", json=body))[0]
+
+        assert await login("nope-nope") == 401
+        assert await login(PASSWORD) == 200
+        assert await login("nope-nope") == 401
+        assert await login(PASSWORD) == 200
 
 
-async def test_login_fails_closed_when_redis_is_down(pg_database_url: str, api_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_login_fails_closed_when_redis_is_down(
+    pg_database_url: str, api_factory: ApiFactory
+) -> None:
     from tests.support.services import free_port
 
     async with api_factory(pg_database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0") as api:

@@ -15,7 +15,7 @@ from models.entities import JobProgressEvent, JobStatus, ProcessingJob, Video, V
 from models.history import record_event
 from socket_layer.protocol import REDIS_CHANNEL, user_room
 from tasks.queue import JOB_FUNCTION, QUEUE_NAME, rq_job_id_for
-from tests.quart_app.conftest import Api
+from tests.quart_app.conftest import Api, ApiFactory
 from tests.support.builders import event_for, make_job, make_list, make_user
 from tests.support.services import free_port
 
@@ -36,8 +36,8 @@ class Published:
         await self.pubsub.aclose()
         await self.client.aclose()
 
-    async def next(self, timeout: float = 5) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
+    async def next(self, wait: float = 5) -> dict[str, Any]:
+        async with asyncio.timeout(wait):
             while True:
                 message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
                 if message is not None:
@@ -104,7 +104,7 @@ async def test_import_creates_videos_job_first_event_and_rq_job(
 
 async def test_redis_down_at_enqueue_answers_503_and_fails_the_job(
     pg_database_url: str,
-    api_factory,  # type: ignore[no-untyped-def]
+    api_factory: ApiFactory,
 ) -> None:
     async with api_factory(pg_database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0") as api:
         user = await make_user()
@@ -253,7 +253,7 @@ async def test_delete_processing_job_leaves_publishing_to_the_worker(
         status, _ = await api.call("DELETE", f"/api/jobs/{job.id}", user)
         assert status == 204
         try:
-            message = await published.next(timeout=0.3)
+            message = await published.next(wait=0.3)
         except TimeoutError:
             message = None
     assert message is None
