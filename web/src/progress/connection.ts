@@ -1,0 +1,373 @@
+/**
+ * The one Socket.IO connection of a browser (owned by the leader tab): connects to
+ * `/api/ws/progress` on the page's own origin, feeds a {@link ProgressStore}, and keeps
+ * it gapless by asking for what it missed (`resume`) on every connect, on `resync`
+ * and on a seq gap (DESIGN.md sections 4 and 5).
+ */
+import { io, type ManagerOptions, type Socket, type SocketOptions } from "socket.io-client";
+
+import type { ProgressEvent, RefusalReason, ResumeAck } from "../types";
+import { fillGapsFromHistory } from "./history";
+import type { ProgressStore } from "./store";
+import { chooseTransports, type TransportName } from "./transport";
+
+export const SOCKETIO_PATH = "/api/ws/progress";
+export const RECONNECT_DELAY_MS = 3000;
+export const RECONNECT_DELAY_MAX_MS = 30000;
+export const RECONNECT_JITTER = 0.5;
+export const REFUSAL_CODE = 1008;
+/** resume rounds in a row (truncated acks) before falling back to REST history. */
+const MAX_RESUME_ROUNDS = 50;
+
+export type ConnectionStatus =
+  | "idle"
+  | "connecting"
+  | "connected"
+  | "reconnecting"
+  | "refused"
+  | "closed";
+
+export interface ConnectionState {
+  status: ConnectionStatus;
+  isConnected: boolean;
+  /** True while the connection was lost (or refused for load) and is being retried. */
+  reconnecting: boolean;
+  /** The Engine.IO transport in use ("polling" / "websocket"), null when not connected. */
+  transport: string | null;
+  /** Why the server refused the last connect, if it did. */
+  refusal: RefusalReason | null;
+  /** Reconnection attempt number reported by the Manager (0 when connected). */
+  reconnectAttempt: number;
+}
+
+export const INITIAL_CONNECTION_STATE: ConnectionState = {
+  status: "idle",
+  isConnected: false,
+  reconnecting: false,
+  transport: null,
+  refusal: null,
+  reconnectAttempt: 0,
+};
+
+/** Fetches one page of `GET /api/jobs/{id}/progress-history?after_seq=&limit=`. */
+export type HistoryFetcher = (
+  jobId: string,
+  afterSeq: number,
+  limit: number,
+) => Promise<ProgressEvent[]>;
+
+export type SocketFactory = (opts: Partial<ManagerOptions & SocketOptions>) => Socket;
+
+export interface ProgressConnectionOptions {
+  store: ProgressStore;
+  /** Read on every (re)connect so a refreshed token is used. */
+  getToken: () => string | null;
+  transports?: TransportName[];
+  /** Called once when the server refuses the token: the user must log in again. */
+  onAuthFailure?: () => void;
+  /** REST fallback for a resume that fails or leaves a gap. */
+  fetchHistory?: HistoryFetcher;
+  /** How long to wait for a `resume` ack. */
+  resumeTimeoutMs?: number;
+  /** Socket factory; default socket.io-client's `io` (tests mock the module). */
+  connect?: SocketFactory;
+}
+
+/** The options handed to `io()`: same origin, our path, token in `auth`, backoff. */
+export function socketOptions(
+  getToken: () => string | null,
+  transports: TransportName[],
+): Partial<ManagerOptions & SocketOptions> {
+  return {
+    path: SOCKETIO_PATH,
+    // A function so every reconnect sends the current token.
+    auth: (cb: (data: object) => void) => cb({ token: getToken() ?? "" }),
+    transports,
+    reconnection: true,
+    reconnectionDelay: RECONNECT_DELAY_MS,
+    reconnectionDelayMax: RECONNECT_DELAY_MAX_MS,
+    randomizationFactor: RECONNECT_JITTER,
+    // A fresh Manager per connection: never share one cached by URL with a stopped one.
+    forceNew: true,
+    autoConnect: false,
+  };
+}
+
+/** The refusal reason carried by a `connect_error`, or null for a transport error. */
+export function refusalReason(err: unknown): RefusalReason | null {
+  if (typeof err !== "object" || err === null) return null;
+  const e = err as { message?: unknown; data?: unknown };
+  const data = e.data as { code?: unknown; reason?: unknown } | undefined;
+  if (data && typeof data === "object" && data.code === REFUSAL_CODE) {
+    if (data.reason === "invalid_token" || data.reason === "too_many_connections") {
+      return data.reason;
+    }
+  }
+  // Tolerate servers that put the refusal in the message only.
+  if (typeof e.message === "string") {
+    if (e.message.includes("invalid_token")) return "invalid_token";
+    if (e.message.includes("too_many_connections")) return "too_many_connections";
+  }
+  return null;
+}
+
+export class ProgressConnection {
+  private readonly options: ProgressConnectionOptions;
+  private readonly store: ProgressStore;
+  private socket: Socket | null = null;
+  private state: ConnectionState = INITIAL_CONNECTION_STATE;
+  private readonly listeners = new Set<(state: ConnectionState) => void>();
+  private resumeRunning = false;
+  private resumeAgain = false;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private refusedRetries = 0;
+  private readonly pendingAcks = new Set<() => void>();
+  private stopped = false;
+
+  constructor(options: ProgressConnectionOptions) {
+    this.options = options;
+    this.store = options.store;
+  }
+
+  getState(): ConnectionState {
+    return this.state;
+  }
+
+  /** Calls `listener` with the new state after every change; returns the unsubscribe. */
+  subscribe(listener: (state: ConnectionState) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Open the socket. Idempotent. */
+  start(): void {
+    if (this.socket) return;
+    this.stopped = false;
+    const factory: SocketFactory = this.options.connect ?? ((opts) => io(opts));
+    const transports = this.options.transports ?? chooseTransports();
+    const socket = factory(socketOptions(this.options.getToken, transports));
+    this.socket = socket;
+    this.wire(socket);
+    this.setState({ status: "connecting" });
+    socket.connect();
+  }
+
+  /** Close the socket for good (tab closing, log-out, losing leadership). */
+  stop(): void {
+    this.stopped = true;
+    this.clearRetry();
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) {
+      socket.removeAllListeners();
+      socket.io.removeAllListeners?.();
+      socket.disconnect();
+    }
+    this.setState({ ...INITIAL_CONNECTION_STATE, status: "closed" });
+  }
+
+  /**
+   * Ask the server for everything after our last seqs. Safe to call at any time: when
+   * disconnected it happens on the next connect; while a resume runs it runs once more.
+   */
+  requestResume(): void {
+    if (!this.socket?.connected) return;
+    if (this.resumeRunning) {
+      this.resumeAgain = true;
+      return;
+    }
+    void this.runResume();
+  }
+
+  /**
+   * Resume on behalf of another tab: returns every event after `jobs`' seqs (following
+   * truncated acks). Rejects when not connected or the server does not answer.
+   */
+  async resumeFor(jobs: Record<string, number>): Promise<ProgressEvent[]> {
+    const cursor = { ...jobs };
+    const out: ProgressEvent[] = [];
+    for (let round = 0; round < MAX_RESUME_ROUNDS; round++) {
+      const ack = await this.emitResume(cursor);
+      for (const ev of ack.events) {
+        out.push(ev);
+        if (ev.seq > (cursor[ev.job_id] ?? 0)) cursor[ev.job_id] = ev.seq;
+      }
+      if (!ack.truncated || ack.events.length === 0) break;
+    }
+    return out;
+  }
+
+  private wire(socket: Socket): void {
+    socket.on("connect", () => {
+      this.clearRetry();
+      this.refusedRetries = 0;
+      const engine = socket.io.engine;
+      engine?.on?.("upgrade", () => this.setState({ transport: engine.transport?.name ?? null }));
+      this.setState({
+        status: "connected",
+        isConnected: true,
+        reconnecting: false,
+        refusal: null,
+        reconnectAttempt: 0,
+        transport: engine?.transport?.name ?? null,
+      });
+      this.requestResume();
+    });
+
+    socket.on("disconnect", (reason: string) => {
+      for (const fail of [...this.pendingAcks]) fail();
+      if (this.stopped) return;
+      this.setState({ status: "reconnecting", isConnected: false, reconnecting: true, transport: null });
+      // A server-side disconnect is not retried by socket.io-client itself.
+      if (reason === "io server disconnect") this.scheduleRetry(RECONNECT_DELAY_MS);
+    });
+
+    socket.on("connect_error", (err: Error) => {
+      if (this.stopped) return;
+      const reason = refusalReason(err);
+      if (reason === "invalid_token") {
+        this.setState({
+          status: "refused",
+          isConnected: false,
+          reconnecting: false,
+          refusal: reason,
+          transport: null,
+        });
+        socket.disconnect();
+        this.options.onAuthFailure?.();
+        return;
+      }
+      if (reason === "too_many_connections") {
+        // A middleware refusal is final for socket.io-client: retry ourselves, same backoff.
+        this.setState({
+          status: "refused",
+          isConnected: false,
+          reconnecting: true,
+          refusal: reason,
+          transport: null,
+        });
+        const delay = Math.min(RECONNECT_DELAY_MS * 2 ** this.refusedRetries, RECONNECT_DELAY_MAX_MS);
+        this.refusedRetries += 1;
+        this.scheduleRetry(jitter(delay));
+        return;
+      }
+      // A transport error: the Manager retries with backoff.
+      this.setState({ status: "reconnecting", isConnected: false, reconnecting: true, transport: null });
+    });
+
+    socket.on("snapshot", (payload: { jobs?: unknown }) => {
+      const jobs = Array.isArray(payload?.jobs) ? payload.jobs : [];
+      if (this.store.applySnapshot(jobs).length > 0) this.requestResume();
+    });
+
+    socket.on("progress", (event: unknown) => {
+      if (this.store.applyEvent(event) === "gap") this.requestResume();
+    });
+
+    socket.on("resync", () => this.requestResume());
+
+    // Reconnection events fire on the Manager, not on the socket.
+    socket.io.on("reconnect_attempt", (attempt: number) => {
+      if (this.stopped) return;
+      this.setState({ status: "reconnecting", reconnecting: true, reconnectAttempt: attempt });
+    });
+    socket.io.on("reconnect_failed", () => {
+      if (this.stopped) return;
+      this.setState({ status: "closed", reconnecting: false, isConnected: false });
+    });
+  }
+
+  private async runResume(): Promise<void> {
+    this.resumeRunning = true;
+    try {
+      let rounds = 0;
+      for (;;) {
+        this.resumeAgain = false;
+        if (!this.socket?.connected) return;
+        let ack: ResumeAck;
+        try {
+          ack = await this.emitResume(this.store.resumeRequest());
+        } catch {
+          // Reconnected meanwhile: ask again on the new connection.
+          if (this.resumeAgain) continue;
+          // No ack on a live connection (server trouble): the REST history fills gaps.
+          if (this.socket?.connected) await this.fillFromHistory(this.store.gapJobs());
+          return;
+        }
+        const gaps = this.store.applyEvents(ack.events);
+        rounds += 1;
+        if (ack.truncated && ack.events.length > 0 && rounds < MAX_RESUME_ROUNDS) continue;
+        if (gaps.length > 0) await this.fillFromHistory(gaps);
+        if (!this.resumeAgain) return;
+      }
+    } finally {
+      this.resumeRunning = false;
+    }
+  }
+
+  private emitResume(jobs: Record<string, number>): Promise<ResumeAck> {
+    const socket = this.socket;
+    const timeoutMs = this.options.resumeTimeoutMs ?? 10000;
+    return new Promise<ResumeAck>((resolve, reject) => {
+      if (!socket?.connected) {
+        reject(new Error("not connected"));
+        return;
+      }
+      const done = (): void => {
+        clearTimeout(timer);
+        this.pendingAcks.delete(fail);
+      };
+      const fail = (): void => {
+        done();
+        reject(new Error("connection lost before the resume ack"));
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error("resume timed out"));
+      }, timeoutMs);
+      // An ack of a packet sent before a disconnect never comes: fail it at disconnect.
+      this.pendingAcks.add(fail);
+      socket.emit("resume", { jobs }, (ack: Partial<ResumeAck> | undefined) => {
+        done();
+        resolve({
+          events: Array.isArray(ack?.events) ? ack.events : [],
+          truncated: ack?.truncated === true,
+        });
+      });
+    });
+  }
+
+  private fillFromHistory(jobIds: string[]): Promise<void> {
+    return fillGapsFromHistory(this.store, jobIds, this.options.fetchHistory);
+  }
+
+  private scheduleRetry(delayMs: number): void {
+    this.clearRetry();
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (!this.stopped && this.socket && !this.socket.connected) this.socket.connect();
+    }, delayMs);
+  }
+
+  private clearRetry(): void {
+    if (this.retryTimer !== null) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+    }
+  }
+
+  private setState(patch: Partial<ConnectionState>): void {
+    const next = { ...this.state, ...patch };
+    const changed = (Object.keys(next) as (keyof ConnectionState)[]).some(
+      (k) => next[k] !== this.state[k],
+    );
+    if (!changed) return;
+    this.state = next;
+    for (const listener of this.listeners) listener(next);
+  }
+}
+
+/** `delay` +/- 50 %, like socket.io-client's own backoff. */
+function jitter(delay: number): number {
+  return Math.round(delay * (1 - RECONNECT_JITTER + Math.random() * 2 * RECONNECT_JITTER));
+}
