@@ -1,0 +1,42 @@
+/** The videos of a list: thumbnail, title, duration, resolution, codec, status, error. */
+import { formatDuration, formatResolution } from "../format";
+import type { Video } from "../types";
+import { AuthImage } from "./AuthImage";
+
+export function VideoTable({ videos }: { videos: readonly Video[] }) {
+  if (videos.length === 0) return <p className="muted">No videos yet: import a CSV or upload files.</p>;
+  return (
+    <table className="videos" data-testid="video-table">
+      <thead>
+        <tr>
+          <th scope="col">Thumbnail</th>
+          <th scope="col">Title</th>
+          <th scope="col">Duration</th>
+          <th scope="col">Resolution</th>
+          <th scope="col">Codec</th>
+          <th scope="col">Status</th>
+          <th scope="col">Error</th>
+        </tr>
+      </thead>
+      <tbody>
+        {videos.map((v) => (
+          <tr key={v.id} data-testid="video-row" data-video-id={v.id} data-status={v.status}>
+            <td>
+              <AuthImage src={v.thumbnail_url} alt={`Thumbnail of ${v.title ?? v.id}`} className="thumb" />
+            </td>
+            <td className="title-cell">{v.title || v.source || v.id}</td>
+            <td>{formatDuration(v.duration_s)}</td>
+            <td>{formatResolution(v.width, v.height)}</td>
+            <td>{[v.video_codec, v.audio_codec].filter(Boolean).join(" / ") || "—"}</td>
+            <td>
+              <span className={`badge badge-video-${v.status}`}>{v.status}</span>
+            </td>
+            <td className="error-text" data-testid="video-error">
+              {v.error ?? ""}
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
