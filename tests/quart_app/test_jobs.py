@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from rq import Queue
 
 from models.entities import JobProgressEvent, JobStatus, ProcessingJob, Video, VideoStatus
 from models.history import record_event
-from socket_layer.protocol import REDIS_CHANNEL, user_room
+from socket_layer.protocol import user_room
 from tasks.queue import JOB_FUNCTION, QUEUE_NAME, rq_job_id_for
 from tests.quart_app.conftest import Api, ApiFactory
 from tests.support.builders import event_for, make_job, make_list, make_user
@@ -21,31 +19,33 @@ from tests.support.services import free_port
 
 
 class Published:
-    """Collects what reeltrack publishes on its Socket.IO Redis channel."""
+    """Records what the app publishes through its ProgressEmitter (the emitter's wire
+    format and Redis delivery are the socket layer's tests; here: what, to whom)."""
 
-    def __init__(self, redis_url: str) -> None:
-        self.client = aioredis.Redis.from_url(redis_url)
-        self.pubsub = self.client.pubsub()
+    def __init__(self, api: Api) -> None:
+        self.emitter = services_of(api).emitter
+        self.seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     async def __aenter__(self) -> Published:
-        await self.pubsub.subscribe(REDIS_CHANNEL)
-        await self.pubsub.get_message(timeout=1)  # the subscribe confirmation
+        real = self.emitter.publish_progress
+
+        async def record(user_id: object, event: dict[str, Any]) -> None:
+            await real(user_id, event)  # raises PublishError like the real one
+            await self.seen.put({"room": user_room(user_id), "data": event})
+
+        self.emitter.publish_progress = record  # type: ignore[method-assign]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.pubsub.aclose()
-        await self.client.aclose()
+        del self.emitter.publish_progress
 
     async def next(self, wait: float = 5) -> dict[str, Any]:
         async with asyncio.timeout(wait):
-            while True:
-                message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                if message is not None:
-                    data: dict[str, Any] = json.loads(message["data"])
-                    # python-socketio sends the emit's arguments as a list
-                    if isinstance(data.get("data"), list) and len(data["data"]) == 1:
-                        data["data"] = data["data"][0]
-                    return data
+            return await self.seen.get()
+
+
+def services_of(api: Api) -> Any:
+    return api.app.extensions["reeltrack.services"]
 
 
 def _videos(n: int) -> dict[str, Any]:
@@ -59,7 +59,7 @@ async def test_import_creates_videos_job_first_event_and_rq_job(
 ) -> None:
     user = await make_user()
     vlist = await make_list(user)
-    async with Published(quart_redis_url) as published:
+    async with Published(api) as published:
         status, body = await api.call(
             "POST", f"/api/lists/{vlist.id}/videos/bulk", user, json=_videos(3)
         )
@@ -84,7 +84,6 @@ async def test_import_creates_videos_job_first_event_and_rq_job(
     assert first["total_videos"] == 3 and first["job_id"] == job_id
 
     # published to the owner's room, the same event as stored
-    assert message["event"] == "progress"
     assert message["room"] == user_room(user.id)
     assert message["data"] == first
 
@@ -168,14 +167,14 @@ async def test_other_users_job_is_404_everywhere(api: Api) -> None:
     assert job.status == JobStatus.PENDING and not job.cancel_requested
 
 
-async def test_cancel_pending_job_writes_final_event(api: Api, quart_redis_url: str) -> None:
+async def test_cancel_pending_job_writes_final_event(api: Api) -> None:
     user = await make_user()
     vlist = await make_list(user)
     status, created = await api.call(
         "POST", f"/api/lists/{vlist.id}/videos/bulk", user, json=_videos(2)
     )
     job_id = created["job_id"]
-    async with Published(quart_redis_url) as published:
+    async with Published(api) as published:
         status, body = await api.call("POST", f"/api/jobs/{job_id}/cancel", user)
         assert status == 200 and body["result"] == "cancelled" and body["status"] == "cancelled"
         message = await published.next()
@@ -226,12 +225,10 @@ async def test_batch_cancel_reports_per_id(api: Api) -> None:
     assert status == 400 and body["code"] == "validation_error"
 
 
-async def test_delete_pending_job_publishes_cancelled_and_removes_history(
-    api: Api, quart_redis_url: str
-) -> None:
+async def test_delete_pending_job_publishes_cancelled_and_removes_history(api: Api) -> None:
     user = await make_user()
     job = await make_job(await make_list(user), events=1, total=4)
-    async with Published(quart_redis_url) as published:
+    async with Published(api) as published:
         status, _ = await api.call("DELETE", f"/api/jobs/{job.id}", user)
         assert status == 204
         message = await published.next()
@@ -244,12 +241,10 @@ async def test_delete_pending_job_publishes_cancelled_and_removes_history(
     assert status == 404
 
 
-async def test_delete_processing_job_leaves_publishing_to_the_worker(
-    api: Api, quart_redis_url: str
-) -> None:
+async def test_delete_processing_job_leaves_publishing_to_the_worker(api: Api) -> None:
     user = await make_user()
     job = await make_job(await make_list(user), status=JobStatus.PROCESSING, events=3)
-    async with Published(quart_redis_url) as published:
+    async with Published(api) as published:
         status, _ = await api.call("DELETE", f"/api/jobs/{job.id}", user)
         assert status == 204
         try:
