@@ -49,6 +49,17 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_WAIT_S = 10.0
 
 
+def refused(reason: str) -> socketio.exceptions.ConnectionRefusedError:
+    """The refusal raised from the connect handler.
+
+    On the wire the CONNECT_ERROR packet is ``{"message": reason, "data": {"code": 1008,
+    "reason": reason}}``: socket.io-client then gives ``err.message == reason`` and
+    ``err.data == {"code": 1008, "reason": reason}`` (python-socketio's client passes the
+    whole dict).  A single dict argument would be stringified into ``message``.
+    """
+    return socketio.exceptions.ConnectionRefusedError(reason, refusal(reason))
+
+
 class ResumeRequestError(ValueError):
     """A ``resume`` payload that is not ``{"jobs": {"<uuid>": <int >= 0>, ...}}``."""
 
@@ -120,14 +131,12 @@ class SocketLayer:
                 self.config.secret_key, token_from(environ, auth), self.config.access_token_ttl
             )
         except InvalidToken:
-            raise socketio.exceptions.ConnectionRefusedError(
-                refusal(REASON_INVALID_TOKEN)
-            ) from None
+            raise refused(REASON_INVALID_TOKEN) from None
         if not await User.exists(id=user_id):  # a deleted user's token is dead too
-            raise socketio.exceptions.ConnectionRefusedError(refusal(REASON_INVALID_TOKEN))
+            raise refused(REASON_INVALID_TOKEN)
         uid = str(user_id)
         if not await self.registry.reserve(uid, sid):
-            raise socketio.exceptions.ConnectionRefusedError(refusal(REASON_TOO_MANY_CONNECTIONS))
+            raise refused(REASON_TOO_MANY_CONNECTIONS)
         try:
             # the room first: from here on every live event reaches this socket, so
             # the snapshot (and any resume) cannot leave a hole before the live stream
@@ -183,7 +192,7 @@ class SocketLayer:
             return_exceptions=True,
         )
         try:  # give the CLOSE packets a moment to go out
-            await asyncio.wait_for(asyncio.gather(*(s.queue.join() for s in sockets)), 1.0)
+            await asyncio.wait_for(asyncio.gather(*(s.queue.join() for s in sockets)), 0.5)
         except (TimeoutError, Exception):  # clients that went away; nothing to flush
             pass
         for s in sockets:

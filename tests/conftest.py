@@ -6,16 +6,18 @@ flushed, restarted or dropped.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from quart_app.config import Config
+from tests.support.live import LiveServer
 from tests.support.services import (
     PostgresServer,
     RedisServer,
@@ -113,3 +115,68 @@ def make_config(tmp_path: Path, redis_url: str) -> Callable[..., Config]:
         return base.with_overrides(**overrides)
 
     return build
+
+
+# --- a real web process (hypercorn + Socket.IO + Quart), see tests/support/live.py ----
+
+
+def live_config(base_dir: Path, database_url: str, redis_url: str, **overrides: Any) -> Config:
+    """Test settings for a web subprocess: short Socket.IO pings (a refused or closed
+    polling client must not linger), a short presence TTL, private dirs."""
+    base = Config(
+        env="test",
+        port=0,  # LiveServer picks a free port
+        var_dir=base_dir / "var",
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key=TEST_SECRET,
+        media_root=base_dir / "media",
+        import_root=base_dir / "import",
+        ws_ping_interval=1.0,
+        ws_ping_timeout=2.0,
+        ws_presence_ttl=3.0,
+        log_level="WARNING",
+    )
+    for d in (base.var_dir, base.media_root, base.import_root):
+        d.mkdir(parents=True, exist_ok=True)
+    return base.with_overrides(**overrides)
+
+
+@pytest.fixture(scope="session")
+async def live_server(
+    pg_database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LiveServer]:
+    """ONE web process for the whole session on the session PostgreSQL database and
+    Redis (WS_MAX_CONNECTIONS_PER_USER=5, ping 1 s / 2 s, presence TTL 3 s).  Tests
+    must not stop it; use fresh users so limits do not interfere."""
+    server = LiveServer(live_config(tmp_path_factory.mktemp("live"), pg_database_url, redis_url))
+    await server.astart()
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.close)
+
+
+@pytest.fixture
+async def start_live_server(
+    tmp_path: Path, pg_database_url: str, redis_url: str
+) -> AsyncIterator[Callable[..., Awaitable[LiveServer]]]:
+    """Factory for private web processes: ``await start_live_server(**config_overrides)``
+    (defaults: live_config on the session PostgreSQL + Redis; pass ``redis_url=...`` or
+    ``database_url=...`` to point elsewhere).  Every server is stopped at test end."""
+    servers: list[LiveServer] = []
+
+    async def start(**overrides: Any) -> LiveServer:
+        base = tmp_path / f"web{len(servers)}"
+        params = {"database_url": pg_database_url, "redis_url": redis_url, **overrides}
+        db = params.pop("database_url")
+        redis = params.pop("redis_url")
+        server = LiveServer(live_config(base, db, redis, **params), name=f"web{len(servers)}")
+        servers.append(server)
+        return await server.astart()
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            await asyncio.to_thread(server.close)

@@ -1,0 +1,45 @@
+"""Fixtures for the Socket.IO tests: Tortoise open on the session PostgreSQL database
+in the test process, tokens, the ProgressEmitter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from models.db import close_db, open_db
+from models.entities import User
+from quart_app.tokens import issue_token
+from socket_layer.emitter import ProgressEmitter
+from tests.conftest import TEST_SECRET
+from tests.support.sio_client import TRANSPORT_IDS, TRANSPORTS
+
+
+@pytest.fixture
+async def db(pg_database_url: str) -> AsyncIterator[str]:
+    """Tortoise open (in this process) on the database the live server uses."""
+    await open_db(pg_database_url)
+    try:
+        yield pg_database_url
+    finally:
+        await close_db()
+
+
+@pytest.fixture(params=TRANSPORTS, ids=TRANSPORT_IDS)
+def transports(request: pytest.FixtureRequest) -> list[str]:
+    """Every socket test runs once over websocket and once over long-polling only."""
+    value: list[str] = request.param
+    return value
+
+
+@pytest.fixture
+async def emitter(redis_url: str) -> AsyncIterator[ProgressEmitter]:
+    em = ProgressEmitter(redis_url)
+    try:
+        yield em
+    finally:
+        await em.close()
+
+
+def token_for(user: User) -> str:
+    return issue_token(TEST_SECRET, user.id)
