@@ -11,6 +11,7 @@ from quart_app.auth import BEARER_SCHEME
 from quart_app.config import Config
 from quart_app.errors import register_error_handlers
 from quart_app.services import install_services
+from quart_app.web import register_web
 
 
 def create_app(config: Config | None = None) -> Quart:
@@ -46,6 +47,7 @@ def create_app(config: Config | None = None) -> Quart:
         await close_db()
 
     register_blueprints(app)
+    register_web(app)
     return app
 
 
