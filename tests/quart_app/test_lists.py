@@ -71,22 +71,40 @@ async def test_videos_and_thumbnails(api: Api) -> None:
     status, body = await api.call("GET", f"/api/lists/{vlist.id}/videos", user)
     assert status == 200
     by_id = {v["id"]: v for v in body["videos"]}
-    assert by_id[str(ready.id)]["thumbnail_url"] == f"/api/videos/{ready.id}/thumbnail"
+    signed = by_id[str(ready.id)]["thumbnail_url"]
+    assert signed.startswith(f"/api/videos/{ready.id}/thumbnail?")
     assert by_id[str(ready.id)]["status"] == "ready" and by_id[str(ready.id)]["width"] == 320
     assert by_id[str(pending.id)]["thumbnail_url"] is None
 
-    response = await api.client.get(f"/api/videos/{ready.id}/thumbnail", headers=api.headers(user))
-    assert response.status_code == 200
-    assert response.mimetype == "image/jpeg"
-    assert await response.get_data() == JPEG
+    # the owner's bearer token, or the signed URL (for <img>, no header) serve the JPEG
+    for path, headers in (
+        (f"/api/videos/{ready.id}/thumbnail", api.headers(user)),
+        (signed, {}),
+    ):
+        response = await api.client.get(path, headers=headers)
+        assert response.status_code == 200, path
+        assert response.mimetype == "image/jpeg"
+        assert await response.get_data() == JPEG
 
+    # nobody else, and nothing outside MEDIA_ROOT
     for video_id, who in ((ready.id, stranger), (pending.id, user), (escaping.id, user)):
         status, body = await api.call("GET", f"/api/videos/{video_id}/thumbnail", who)
         assert status == 404 and body["code"] == "not_found"
+    query = signed.split("?", 1)[1]
+    tampered = signed[:-3] + ("AAA" if not signed.endswith("AAA") else "BBB")
+    for path in (
+        tampered,
+        signed.replace(f"u={user.id}", f"u={stranger.id}"),  # signed for another owner
+        f"/api/videos/{pending.id}/thumbnail?{query}",  # signature of another video
+        f"/api/videos/{ready.id}/thumbnail?u={user.id}&sig=junk",
+    ):
+        status, body = await api.call("GET", path)
+        assert status == 404, path
+    assert (await api.call("GET", f"/api/videos/{ready.id}/thumbnail"))[0] == 401
+
     status, one = await api.call("GET", f"/api/videos/{ready.id}", user)
     assert status == 200 and one["title"] == "ready one"
     assert (await api.call("GET", f"/api/videos/{ready.id}", stranger))[0] == 404
-    assert (await api.call("GET", f"/api/videos/{ready.id}/thumbnail"))[0] == 401
 
 
 async def test_upload_streams_files_to_media_root(api: Api) -> None:
@@ -156,7 +174,6 @@ async def test_delete_list_announces_pending_jobs(api: Api) -> None:
 async def test_errors_are_json_never_html(pg_api: Api, tmp_path: Path) -> None:
     user = await make_user()
     for method, path, kwargs in (
-        ("GET", "/no/such/page", {}),
         ("GET", "/api/nothing", {}),
         ("PUT", "/api/health", {}),
         ("DELETE", "/api/jobs", {}),
