@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from redis import Redis
+from rq.cron import CronScheduler
 
 from models.db import close_db, open_db
 from models.entities import JobProgressEvent, JobStatus, ProcessingJob, User, VideoList
 from models.events import ProgressEvent, utcnow
 from quart_app.config import Config
 from tasks import retention
+from tests.support.live import child_environ
+from tests.support.services import RedisServer, free_port
 
 
 @pytest.fixture
@@ -192,8 +204,6 @@ async def _count(database_url: str, job_id: uuid.UUID) -> int:
 
 def _run_cli(config: Config, *args: Any, **kwargs: Any) -> int:
     # purge_history_command calls asyncio.run: it needs a thread without a running loop
-    import concurrent.futures
-
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(retention.purge_history_command, config, *args, **kwargs).result()
 
@@ -240,8 +250,6 @@ def test_command_refuses_bad_days_clearly(
 def test_command_reports_unreachable_database(
     make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.support.services import free_port
-
     config = make_config(f"postgres://postgres@127.0.0.1:{free_port()}/nothing")
     assert _run_cli(config) == 1
     assert "error: purge failed" in capsys.readouterr().err
@@ -272,8 +280,6 @@ def test_cli_dispatches_purge_history(
 async def test_cron_job_purges_with_the_worker_config(cli_config: Config, monkeypatch: Any) -> None:
     job_id = await _seed(cli_config.database_url, n_old=5, n_recent=1, old_days=31)
     monkeypatch.setattr(retention, "_worker_config", cli_config)
-    import asyncio
-    import concurrent.futures
 
     # RQ runs an async job with asyncio.run in the work-horse: do the same
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -283,9 +289,6 @@ async def test_cron_job_purges_with_the_worker_config(cli_config: Config, monkey
 
 
 def test_register_cron_schedules_a_daily_job_on_the_worker_queue(redis_url: str) -> None:
-    from redis import Redis
-    from rq.cron import CronScheduler
-
     scheduler = CronScheduler(connection=Redis.from_url(redis_url))
     cron_job = retention.register_cron(scheduler)
     assert scheduler.get_jobs() == [cron_job]
@@ -294,3 +297,45 @@ def test_register_cron_schedules_a_daily_job_on_the_worker_queue(redis_url: str)
     assert cron_job.cron == retention.CRON_SCHEDULE
     first = cron_job.get_next_enqueue_time()
     assert timedelta(0) < first - utcnow() <= timedelta(days=1)
+
+
+def test_reeltrack_worker_registers_the_daily_purge(
+    make_config: Callable[..., Config], sqlite_database_url: str
+) -> None:
+    """A real ``reeltrack worker`` process: its cron scheduler, as RQ records it in Redis,
+    carries the daily purge on queue ``videos``."""
+    server = RedisServer().start()  # own Redis: this worker must not take others' jobs
+    config = make_config(sqlite_database_url, redis_url=server.url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quart_app.cli", "worker"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=child_environ(config),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        redis = Redis.from_url(server.url)
+        jobs: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not jobs:
+            jobs = [
+                job.to_dict()
+                for scheduler in CronScheduler.all(redis)
+                for job in scheduler.get_jobs()
+                if job.func_name == "tasks.retention.purge_history_job"
+            ]
+            if not jobs:
+                assert proc.poll() is None, "reeltrack worker exited"
+                time.sleep(0.1)
+        assert len(jobs) == 1, "no cron scheduler with the purge job appeared in Redis"
+        assert jobs[0]["cron"] == retention.CRON_SCHEDULE
+        assert jobs[0]["queue_name"] == "videos"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        server.stop()
