@@ -10,6 +10,7 @@ supervisor sees the failure instead of a half-running service.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -92,22 +93,22 @@ class _Children:
         return proc
 
     def stop_all(self) -> None:
-        for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
+        """Stop the app processes first (together), then what they depend on (Redis)."""
+        apps = [p for name, p in self.procs if name != "redis"]
+        base = [p for name, p in self.procs if name == "redis"]
+        for group in (apps, base):
+            for proc in group:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + SHUTDOWN_GRACE_S
+            for proc in group:
                 try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + SHUTDOWN_GRACE_S
-        for _name, proc in reversed(self.procs):
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
 
     def first_exited(self) -> tuple[str, int] | None:
         for name, proc in self.procs:
