@@ -47,6 +47,21 @@ DRAIN_TIMEOUT = 30.0
 DB_READ_TIMEOUT = 5.0
 
 
+def make_emitter(config: Config) -> Any:
+    """The socket layer's emitter for this config (same wire as the web processes).
+
+    Raises RuntimeError when REDIS_URL is not set.
+    """
+    from socket_layer.emitter import ProgressEmitter
+
+    if not config.redis_url:
+        raise RuntimeError("REDIS_URL is required to publish progress")
+    for_config = getattr(ProgressEmitter, "for_config", None)
+    if for_config is not None:
+        return for_config(config)
+    return ProgressEmitter(config.redis_url)
+
+
 def heartbeat_interval(config: Config) -> float:
     """How often a running job refreshes heartbeat_at: well inside STALE_JOB_SECONDS."""
     return max(0.2, min(10.0, config.stale_job_seconds / 4))
@@ -100,11 +115,7 @@ async def run_job(
         if job is None:
             return "skipped"
         if emitter is None:
-            from socket_layer.emitter import ProgressEmitter
-
-            if not config.redis_url:
-                raise RuntimeError("REDIS_URL is required to publish progress")
-            own_emitter = ProgressEmitter(config.redis_url)
+            own_emitter = make_emitter(config)
             emitter = own_emitter
         publisher = JobPublisher(
             job_id=job_uuid,

@@ -5,8 +5,9 @@ worker (the running job refreshes it every STALE_JOB_SECONDS/4).  Then, by the s
 its RQ job:
 
 * queued / scheduled / deferred: a retry is already on its way -> left alone;
-* started (the execution died without RQ noticing, e.g. the whole worker was killed)
-  with retries left -> RQ retry (the new run resumes after the last finished video);
+* started (the execution died without RQ noticing, e.g. the whole worker was
+  killed) with retries left -> RQ retry, enqueued at once (the new run resumes
+  after the last finished video);
 * no RQ job at all (Redis lost it) -> enqueued again, at most ``MAX_RETRIES`` times;
 * anything else (retries exhausted, failed, finished) -> the job ends ``failed`` with a
   final persisted and published event; its unprocessed videos are marked failed.
@@ -94,9 +95,12 @@ async def check_stale_jobs(
                 report.left.append(str(job.id))
                 continue
             if rq_job is not None and status == RQStatus.STARTED and rq_job.retries_left:
-                with redis.pipeline() as pipe:
-                    rq_job.retry(queue, pipe)
-                    pipe.execute()
+                # Enqueue now instead of Job.retry(): a retry interval needs RQ's
+                # scheduler, whose lock may still be held by the dead worker's scheduler
+                # (it expires only after a minute).
+                rq_job.retries_left -= 1
+                rq_job.save(include_meta=False, include_result=False)
+                queue.enqueue_job(rq_job, at_front=True)
                 log.warning("job %s: worker lost; RQ retry (%s left)", job.id, rq_job.retries_left)
                 report.requeued.append(str(job.id))
                 continue
@@ -161,7 +165,7 @@ async def fail_job(job: ProcessingJob, emitter: Emitter, message: str) -> bool:
 async def check_stale_jobs_job() -> dict[str, Any]:
     """The RQ cron job: one check with the worker's Config; at most one check runs at a
     time across all workers (a short Redis lock)."""
-    from socket_layer.emitter import ProgressEmitter
+    from tasks.processing import make_emitter
 
     config = Config.from_env()
     if not config.redis_url:
@@ -169,7 +173,7 @@ async def check_stale_jobs_job() -> dict[str, Any]:
     redis = Redis.from_url(config.redis_url)
     if not redis.set(LOCK_KEY, "1", nx=True, ex=max(1, check_interval(config))):
         return {"skipped": "another check is running"}
-    emitter = ProgressEmitter(config.redis_url)
+    emitter = make_emitter(config)
     await open_db(config.database_url)
     try:
         report = await check_stale_jobs(config, redis, emitter)

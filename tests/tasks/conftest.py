@@ -32,6 +32,7 @@ async def pg(pg_database_url: str) -> AsyncIterator[str]:
 @pytest.fixture
 def config(make_config: Callable[..., Config], pg_database_url: str) -> Callable[..., Config]:
     def build(**overrides: Any) -> Config:
-        return make_config(pg_database_url, **overrides)
+        url = overrides.pop("database_url", pg_database_url)
+        return make_config(url, **overrides)
 
     return build

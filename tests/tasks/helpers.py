@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import shutil
 import time
@@ -64,9 +65,11 @@ class ChannelRecorder:
 
     @classmethod
     async def start(cls, redis_url: str, user_id: object) -> ChannelRecorder:
+        """Subscribe to both wires a ProgressEmitter may use: python-socketio's stock
+        channel, and the per-user channel carrying ready engine.io packets."""
         rec = cls(redis_url, user_room(user_id))
         rec._pubsub = rec.redis.pubsub()
-        await rec._pubsub.subscribe(REDIS_CHANNEL)
+        await rec._pubsub.subscribe(REDIS_CHANNEL, f"{REDIS_CHANNEL}:{rec.room}")
         rec._task = asyncio.create_task(rec._run())
         return rec
 
@@ -74,14 +77,24 @@ class ChannelRecorder:
         async for message in self._pubsub.listen():
             if message.get("type") != "message":
                 continue
-            data = json.loads(message["data"])
-            if data.get("event") == EVENT_PROGRESS and data.get("room") == self.room:
-                self.events.append(data["data"][0])
+            raw = (
+                message["data"].decode() if isinstance(message["data"], bytes) else message["data"]
+            )
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            if channel == REDIS_CHANNEL:  # stock python-socketio pub/sub message
+                data = json.loads(raw)
+                if data.get("event") == EVENT_PROGRESS and data.get("room") == self.room:
+                    self.events.append(data["data"][0])
+            elif raw.startswith("42"):  # engine.io packet: 4 message, 2 socket.io EVENT
+                event, payload = json.loads(raw[2:])
+                if event == EVENT_PROGRESS:
+                    self.events.append(payload)
 
     async def wait_for(
-        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 20.0
+        self, predicate: Callable[[list[dict[str, Any]]], bool], within: float = 20.0
     ) -> list[dict[str, Any]]:
-        await wait_until(lambda: predicate(self.events), timeout)
+        await wait_until(lambda: predicate(self.events), within)
         return list(self.events)
 
     async def stop(self) -> None:
@@ -92,18 +105,18 @@ class ChannelRecorder:
 
 
 async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, step: float = 0.02
+    condition: Callable[[], bool | Awaitable[bool]], within: float = 20.0, step: float = 0.02
 ) -> None:
-    """Poll ``condition`` until it holds; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll ``condition`` until it holds; AssertionError after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while True:
         result = condition()
-        if not isinstance(result, bool):
+        if inspect.isawaitable(result):
             result = await result
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(step)
 
 

@@ -1,0 +1,268 @@
+"""The real RQ worker (``reeltrack worker`` subprocesses) and the stale-job check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from redis import Redis
+from rq.job import Job
+
+from models.entities import JobStatus, ProcessingJob, User, Video, VideoList, VideoStatus
+from models.events import utcnow
+from models.history import events_after
+from quart_app.config import Config
+from socket_layer.emitter import ProgressEmitter
+from tasks.imports import NewVideo, create_import_job
+from tasks.queue import enqueue_processing
+from tasks.stale import check_stale_jobs
+from tests.support.live import child_environ
+from tests.support.services import RedisServer
+from tests.tasks.helpers import ChannelRecorder, place_videos, seqs, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis for this test only: the worker must not take other tests' jobs."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+class WorkerProcess:
+    """``python -m quart_app.cli worker`` in its own process group (so SIGKILL takes the
+    parent, its work-horse, the scheduler and the cron child at once)."""
+
+    def __init__(self, config: Config, *args: str) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="rt-worker-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "quart_app.cli", "worker", *args],
+            cwd=ROOT,
+            env=child_environ(config),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def descendants(self) -> list[int]:
+        """Pids of every process below the worker (RQ's work-horse calls setsid(), so
+        it is not in the worker's process group)."""
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+        found, todo = [], [self.proc.pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child)
+        return found
+
+    def kill_all(self) -> int:
+        """SIGKILL the worker and everything it started (parent, horse, scheduler, cron)
+        at once, like an OOM kill of the container; returns how many processes died."""
+        victims = [self.proc.pid, *self.descendants()]
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+        return len(victims)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with_group = os.getpgid(self.proc.pid)
+            os.killpg(with_group, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(with_group, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+@pytest.fixture
+async def slow_media_server(samples: Path) -> AsyncIterator[str]:
+    """Serves the sample videos over HTTP, each after 0.25 s (a slow origin)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.25)
+        name = request.match_info["name"]
+        return web.Response(body=(samples / name).read_bytes(), content_type="video/mp4")
+
+    app = web.Application()
+    app.router.add_get("/{name}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def _user_and_list(name: str) -> tuple[User, VideoList]:
+    user = await User.create(username=name, password_hash="x")
+    return user, await VideoList.create(owner=user, name="list")
+
+
+async def test_worker_burst_runs_an_enqueued_job(
+    pg: str, config: Callable[..., Config], samples: Path, own_redis: RedisServer
+) -> None:
+    cfg = config(redis_url=own_redis.url)
+    items = place_videos(samples, cfg.import_root, 3)
+    user, vlist = await _user_and_list(f"burst{own_redis.port}")
+    job = await create_import_job(user.id, vlist.id, items, redis=Redis.from_url(own_redis.url))
+    assert job.rq_job_id
+    worker = WorkerProcess(cfg, "--burst")
+    try:
+        await asyncio.to_thread(worker.proc.wait, 60)
+    finally:
+        worker.stop()
+    assert worker.proc.returncode == 0, worker.output()
+    stored = await ProcessingJob.get(id=job.id)
+    assert stored.status == JobStatus.COMPLETED, worker.output()
+    assert seqs(await events_after(job.id)) == list(range(1, 6))
+
+
+@pytest.mark.slow
+async def test_killed_worker_job_resumes_and_completes_without_redoing_videos(
+    pg: str,
+    config: Callable[..., Config],
+    samples: Path,
+    own_redis: RedisServer,
+    slow_media_server: str,
+) -> None:
+    cfg = config(redis_url=own_redis.url, stale_job_seconds=2, import_allow_private_hosts=True)
+    names = sorted(n for n in os.listdir(samples) if n != "corrupt.mp4")
+    items = [
+        NewVideo(source=f"{slow_media_server}/{names[i % len(names)]}", title=f"Slow {i}")
+        for i in range(16)
+    ]
+    user, vlist = await _user_and_list(f"kill{own_redis.port}")
+    recorder = await ChannelRecorder.start(own_redis.url, user.id)
+    emitter = ProgressEmitter(own_redis.url)
+    redis = Redis.from_url(own_redis.url)
+    job = await create_import_job(user.id, vlist.id, items, redis=redis, emitter=emitter)
+    await emitter.close()
+    first = WorkerProcess(cfg)
+    second: WorkerProcess | None = None
+    try:
+
+        async def some_ready() -> bool:
+            return await Video.filter(job_id=job.id, status=VideoStatus.READY).count() >= 5
+
+        await wait_until(some_ready, 60)
+        assert first.kill_all() >= 3  # parent, work-horse, scheduler and/or cron
+        before = {
+            v.id: v.processed_at
+            for v in await Video.filter(job_id=job.id, status=VideoStatus.READY)
+        }
+        killed_at_seq = (await ProcessingJob.get(id=job.id)).last_seq
+        assert (await ProcessingJob.get(id=job.id)).status == JobStatus.PROCESSING
+        second = WorkerProcess(cfg)
+
+        async def finished() -> bool:
+            return (await ProcessingJob.get(id=job.id)).status.is_final  # type: ignore[no-any-return]
+
+        await wait_until(finished, 60)
+        published = await recorder.wait_for(lambda ev: any(e["status"] == "completed" for e in ev))
+    except BaseException:
+        print("RECORDED", [(e["seq"], e["status"]) for e in recorder.events], recorder._task)
+        print(first.output(), second.output() if second else "")
+        raise
+    finally:
+        await recorder.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
+    stored = await ProcessingJob.get(id=job.id)
+    assert stored.status == JobStatus.COMPLETED
+    history = await events_after(job.id, limit=1000)
+    assert seqs(history) == list(range(1, len(history) + 1))  # contiguous across the kill
+    assert history[-1]["status"] == "completed" and history[-1]["processed_videos"] == 16
+    assert history[-1]["seq"] > killed_at_seq
+    numbers = [e["current_video"] for e in history if e["status"] == "processing"]
+    assert len(numbers) == len(set(numbers))  # no video reported twice
+    after = {v.id: v.processed_at for v in await Video.filter(job_id=job.id)}
+    assert all(after[vid] == at for vid, at in before.items())  # not processed again
+    assert all(v.status == VideoStatus.READY for v in await Video.filter(job_id=job.id))
+    # what went live after the kill continues the same seq line
+    assert seqs(published) == sorted(set(seqs(published)))
+    assert [e for e in published if e["seq"] > killed_at_seq] == [
+        e for e in history if e["seq"] > killed_at_seq
+    ]
+    rq_job = Job.fetch(job.rq_job_id or "", connection=redis)
+    assert rq_job.retries_left is not None and rq_job.retries_left < 3  # it was a retry
+
+
+async def test_stale_job_without_retries_ends_failed_with_a_final_event(
+    pg: str, config: Callable[..., Config], samples: Path, own_redis: RedisServer
+) -> None:
+    cfg = config(redis_url=own_redis.url, stale_job_seconds=2)
+    items = place_videos(samples, cfg.import_root, 4)
+    user, vlist = await _user_and_list(f"stale{own_redis.port}")
+    redis = Redis.from_url(own_redis.url)
+    job = await create_import_job(user.id, vlist.id, items, redis=None)
+    # a worker claimed it, finished one video, then died; RQ's retries are used up
+    rq_id = enqueue_processing(redis, job.id)
+    rq_job = Job.fetch(rq_id, connection=redis)
+    rq_job.retries_left = 0
+    rq_job.save()
+    old = utcnow() - timedelta(seconds=30)
+    await ProcessingJob.filter(id=job.id).update(
+        status=JobStatus.PROCESSING, rq_job_id=rq_id, heartbeat_at=old, started_at=old
+    )
+    first_video = await Video.filter(job_id=job.id).order_by("position").first()
+    assert first_video is not None
+    await Video.filter(id=first_video.id).update(status=VideoStatus.READY, processed_at=old)
+    from rq.job import JobStatus as RQStatus
+
+    rq_job.set_status(RQStatus.FAILED)
+    # and one that is fresh: left alone
+    fresh = await create_import_job(user.id, vlist.id, items[:1], redis=None)
+    await ProcessingJob.filter(id=fresh.id).update(
+        status=JobStatus.PROCESSING, heartbeat_at=utcnow()
+    )
+    recorder = await ChannelRecorder.start(own_redis.url, user.id)
+    emitter = ProgressEmitter(own_redis.url)
+    try:
+        report = await check_stale_jobs(cfg, redis, emitter)
+        published = await recorder.wait_for(lambda ev: len(ev) >= 1)
+    finally:
+        await recorder.stop()
+        await emitter.close()
+    assert report.failed == [str(job.id)] and not report.requeued
+    stored = await ProcessingJob.get(id=job.id)
+    assert stored.status == JobStatus.FAILED and stored.finished_at is not None
+    history = await events_after(job.id)
+    assert [e["status"] for e in history] == ["pending", "failed"]
+    assert history[-1]["seq"] == 2 and history[-1]["error"]
+    assert published == [history[-1]]
+    statuses = [v.status for v in await Video.filter(job_id=job.id).order_by("position")]
+    assert statuses == [VideoStatus.READY] + [VideoStatus.FAILED] * 3
+    assert (await ProcessingJob.get(id=fresh.id)).status == JobStatus.PROCESSING
+    # a second pass changes nothing
+    again = await check_stale_jobs(cfg, redis, ProgressEmitter(own_redis.url))
+    assert not again.failed and not again.requeued
