@@ -10,6 +10,7 @@ from quart_app.api import register_blueprints
 from quart_app.auth import BEARER_SCHEME
 from quart_app.config import Config
 from quart_app.errors import register_error_handlers
+from quart_app.metrics_view import register_metrics
 from quart_app.services import install_services
 from quart_app.web import register_web
 
@@ -47,6 +48,7 @@ def create_app(config: Config | None = None) -> Quart:
         await close_db()
 
     register_blueprints(app)
+    register_metrics(app)
     register_web(app)
     return app
 

@@ -80,6 +80,10 @@ def _purge(config: Config, args: argparse.Namespace) -> int:
     return purge_history_command(config, older_than_days=args.older_than, dry_run=args.dry_run)
 
 
+#: long-running processes whose metrics GET /metrics aggregates
+PROCESS_METRICS_COMMANDS = frozenset({"serve", "worker"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reeltrack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command in PROCESS_METRICS_COMMANDS:
+        # before anything imports prometheus_client: this process and its forks write
+        # the multiprocess files that /metrics aggregates (quart_app.metrics)
+        from quart_app.metrics import setup_process_metrics
+
+        setup_process_metrics(config)
     result: int = args.handler(config, args)
     return result
 
