@@ -1,0 +1,142 @@
+"""``reeltrack demo``: sample videos synthesised with PyAV, imported for a demo user.
+
+The videos land under ``IMPORT_ROOT/demo`` (a few seconds each, varied resolutions and
+codecs, one deliberately corrupt file so the demo shows a failure), the user is created
+when missing, and one import job is created and enqueued for a new list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from redis import Redis
+
+from models.db import close_db, open_db
+from models.entities import User, VideoList
+from quart_app.config import Config
+from tasks.imports import NewVideo, create_import_job
+
+#: (width, height, fps, seconds, codec, container suffix)
+VARIANTS: list[tuple[int, int, int, float, str, str]] = [
+    (320, 180, 15, 3.0, "libx264", ".mp4"),
+    (240, 180, 12, 2.0, "mpeg4", ".mp4"),
+    (256, 144, 12, 2.0, "libvpx", ".webm"),
+    (180, 320, 15, 2.0, "libx264", ".mkv"),
+    (160, 90, 10, 4.0, "libx264", ".mp4"),
+]
+#: fastest settings: the demo must be ready within seconds on a small machine
+ENCODER_OPTIONS = {
+    "libx264": {"preset": "ultrafast"},
+    "libvpx": {"deadline": "realtime", "cpu-used": "8"},
+}
+PALETTE = [
+    (235, 64, 52),
+    (245, 166, 35),
+    (248, 231, 28),
+    (126, 211, 33),
+    (74, 144, 226),
+    (144, 19, 254),
+    (255, 255, 255),
+    (30, 30, 30),
+]
+
+
+def _frame(width: int, height: int, index: int) -> av.VideoFrame:
+    """Colour bars sliding one step per frame (cheap: one row built, repeated)."""
+    band = max(1, width // len(PALETTE))
+    row = b"".join(bytes(c) * band for c in PALETTE)
+    row = (row * 2)[: width * 3] if len(row) >= width * 3 else (row * (width // band + 2))
+    shift = (index * 3 % width) * 3
+    row = (row[shift:] + row[:shift])[: width * 3]
+    frame = av.VideoFrame(width, height, "rgb24")
+    plane = frame.planes[0]
+    line = row + b"\0" * (plane.line_size - width * 3)
+    plane.update(line * height)
+    return frame
+
+
+def synthesise(path: Path, width: int, height: int, fps: int, seconds: float, codec: str) -> Path:
+    """Write one sample video (blocking, a fraction of a second)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps, options=ENCODER_OPTIONS.get(codec, {}))
+        assert isinstance(stream, av.VideoStream)
+        stream.width = width
+        stream.height = height
+        stream.pix_fmt = "yuv420p"
+        for i in range(max(1, int(fps * seconds))):
+            frame = _frame(width, height, i)
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def make_samples(import_root: Path, count: int) -> list[NewVideo]:
+    """``count`` sample files under ``import_root/demo`` (the last one corrupt)."""
+    directory = import_root / "demo"
+    items: list[NewVideo] = []
+    for i in range(max(0, count - 1)):
+        width, height, fps, seconds, codec, suffix = VARIANTS[i % len(VARIANTS)]
+        name = f"sample-{i + 1:02d}-{width}x{height}-{codec}{suffix}"
+        if not (directory / name).exists():
+            synthesise(directory / name, width, height, fps, seconds, codec)
+        items.append(NewVideo(f"import:demo/{name}", f"Sample {i + 1} ({width}x{height}, {codec})"))
+    if count > 0:
+        corrupt = directory / "corrupt-sample.mp4"
+        corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not really a video " * 64)
+        items.append(
+            NewVideo("import:demo/corrupt-sample.mp4", "A corrupt file (fails on purpose)")
+        )
+    return items
+
+
+async def _demo(config: Config, username: str, count: int) -> tuple[str, int, str | None]:
+    from quart_app.users import create_user  # no Quart in that module
+
+    assert config.redis_url
+    await open_db(config.database_url)
+    try:
+        user = await User.get_or_none(username=username)
+        password = None
+        if user is None:
+            password = secrets.token_urlsafe(12)
+            user = await create_user(username, password)
+        items = await asyncio.to_thread(make_samples, config.import_root, count)
+        vlist = await VideoList.create(owner=user, name="Demo videos")
+        from tasks.processing import make_emitter
+
+        emitter = make_emitter(config)
+        redis = Redis.from_url(config.redis_url)
+        try:
+            job = await create_import_job(user.id, vlist.id, items, redis=redis, emitter=emitter)
+        finally:
+            await emitter.close()
+            redis.close()
+        return str(job.id), len(items), password
+    finally:
+        await close_db()
+
+
+def run_demo(config: Config, username: str = "demo", count: int = 12) -> int:
+    """Create the demo data and enqueue its import; returns the exit code (2 without
+    REDIS_URL, 1 when the username is invalid)."""
+    if not config.redis_url:
+        print("error: REDIS_URL is required for `reeltrack demo` (the job is queued)")
+        return 2
+    try:
+        job_id, n, password = asyncio.run(_demo(config, username, count))
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 1
+    if password is not None:
+        print(f"created user {username!r} with password {password!r}")
+    print(f"demo: {n} videos imported for {username!r} (job {job_id}); a worker processes them")
+    return 0
