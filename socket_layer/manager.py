@@ -17,7 +17,8 @@ from typing import Any
 
 import socketio
 
-from socket_layer.protocol import EVENT_RESYNC, NAMESPACE, REDIS_CHANNEL
+from quart_app import metrics
+from socket_layer.protocol import EVENT_PROGRESS, EVENT_RESYNC, NAMESPACE, REDIS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ RETRY_MAX_S = 5.0
 
 async def emit_resync(server: socketio.AsyncServer, reason: str) -> None:
     """Send ``resync`` to every socket connected to THIS process (never through Redis)."""
+    metrics.resyncs_sent(len(getattr(server.eio, "sockets", ())))
     await server.emit(EVENT_RESYNC, {"reason": reason}, namespace=NAMESPACE, ignore_queue=True)
 
 
@@ -94,6 +96,7 @@ class ResyncingRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 self.subscribed.clear()
                 failed_before = True
                 self.listener_failures += 1
+                metrics.redis_failure("web", "listen")
                 log.warning(
                     "Socket.IO Redis listener lost (%s: %s); retrying in %.1fs",
                     type(exc).__name__,
@@ -109,6 +112,11 @@ class ResyncingRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         async for message in self._redis_listen_with_retries():
             if message["channel"] == channel and message["type"] == "message" and "data" in message:
                 yield message["data"]
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        await super()._handle_emit(message)
+        if message.get("event") == EVENT_PROGRESS:
+            metrics.observe_forward(message.get("data"))
 
     async def _resync(self, reason: str) -> None:
         self.resyncs += 1

@@ -28,9 +28,10 @@ from tortoise.expressions import Q
 
 from models.entities import ACTIVE_JOB_STATUSES, ProcessingJob, User
 from models.history import latest_events, missed_events
+from quart_app import metrics
 from quart_app.config import Config
 from quart_app.tokens import InvalidToken, verify_token
-from socket_layer.manager import make_manager
+from socket_layer.fanout import make_fanout_manager
 from socket_layer.presence import ConnectionRegistry
 from socket_layer.protocol import (
     EVENT_RESUME,
@@ -47,16 +48,19 @@ log = logging.getLogger(__name__)
 
 #: how long start-up waits for the first Redis subscription before serving anyway
 SUBSCRIBE_WAIT_S = 10.0
+#: how often the connections gauge moves upgraded sockets from polling to websocket
+METRICS_REFRESH_S = 5.0
 
 
 def refused(reason: str) -> socketio.exceptions.ConnectionRefusedError:
-    """The refusal raised from the connect handler.
+    """The refusal raised from the connect handler (counted in the metrics).
 
     On the wire the CONNECT_ERROR packet is ``{"message": reason, "data": {"code": 1008,
     "reason": reason}}``: socket.io-client then gives ``err.message == reason`` and
     ``err.data == {"code": 1008, "reason": reason}`` (python-socketio's client passes the
     whole dict).  A single dict argument would be stringified into ``message``.
     """
+    metrics.connection_refused(reason)
     return socketio.exceptions.ConnectionRefusedError(reason, refusal(reason))
 
 
@@ -124,6 +128,7 @@ class SocketLayer:
         self.registry = registry
         #: sid -> user id (text) of sockets that passed connect
         self.users: dict[str, str] = {}
+        self._metrics_task: asyncio.Task[None] | None = None
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
@@ -146,12 +151,14 @@ class SocketLayer:
             await self.sio.emit(
                 EVENT_SNAPSHOT, snapshot, to=sid, namespace=NAMESPACE, ignore_queue=True
             )
+            metrics.connection_opened(sid, self._transport(sid))
         except BaseException:
             self.users.pop(sid, None)
             await self.registry.release(sid)
             raise
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        metrics.connection_closed(sid, reason)
         self.users.pop(sid, None)
         await self.registry.release(sid)
 
@@ -180,6 +187,20 @@ class SocketLayer:
             except TimeoutError:
                 log.warning("Redis not reachable at start-up; live events resume when it is")
         self.registry.start()
+        self._metrics_task = asyncio.create_task(self._refresh_metrics())
+
+    def _transport(self, sid: str) -> str | None:
+        """The socket's transport now (``polling``/``websocket``), None when gone."""
+        try:
+            return str(self.sio.transport(sid, namespace=NAMESPACE))
+        except Exception:  # KeyError and friends: the socket is gone
+            return None
+
+    async def _refresh_metrics(self) -> None:
+        # polling sockets upgrade to websocket after connect, and engine.io tells no one
+        while True:
+            await asyncio.sleep(METRICS_REFRESH_S)
+            metrics.refresh_transports(self._transport)
 
     async def disconnect_all(self) -> None:
         """Close every socket of this process (clients reconnect elsewhere and resume)."""
@@ -202,6 +223,8 @@ class SocketLayer:
 
     async def stop(self) -> None:
         """Disconnect every local socket, release its slots, stop background tasks."""
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
         await self.disconnect_all()
         try:
             await asyncio.wait_for(self.sio.shutdown(), 5)
@@ -218,8 +241,8 @@ def create_sio(
 ) -> socketio.AsyncServer:
     """The Socket.IO server for one web process.
 
-    ``client_manager`` defaults to :func:`socket_layer.manager.make_manager` on
-    ``config.redis_url``; the connection limit lives in Redis too, so a missing
+    ``client_manager`` defaults to the one ``config.socketio_manager`` names
+    (:func:`socket_layer.fanout.make_fanout_manager`) on ``config.redis_url``; the connection limit lives in Redis too, so a missing
     ``redis_url`` raises ValueError.  The
     :class:`SocketLayer` is reachable as ``sio.reeltrack``; call its ``start()`` and
     ``stop()`` from the ASGI lifespan (``quart_app.asgi`` does).
@@ -227,7 +250,7 @@ def create_sio(
     if not config.redis_url:
         raise ValueError("REDIS_URL is required for the Socket.IO server")
     redis_url = config.redis_url
-    manager = client_manager or make_manager(redis_url)
+    manager = client_manager or make_fanout_manager(redis_url, config.socketio_manager)
     # the token may sit in engineio's request logs: keep both loggers quiet
     for name in ("socketio", "socketio.server", "engineio", "engineio.server"):
         logging.getLogger(name).setLevel(logging.WARNING)

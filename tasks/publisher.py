@@ -31,6 +31,7 @@ from tortoise.exceptions import IntegrityError
 from models.entities import JobProgressEvent, JobStatus
 from models.events import EventStatus, ProgressEvent, utcnow
 from models.history import record_event
+from quart_app import metrics
 from socket_layer.emitter import PublishError
 
 log = logging.getLogger(__name__)
@@ -123,11 +124,13 @@ class JobPublisher:
     def _count(self, name: str, amount: int = 1) -> None:
         self.stats.add(name, amount)
         TOTALS.add(name, amount)
+        metrics.publisher_count(name, amount)
 
     def _set_backlog(self) -> None:
         delta = len(self._backlog) - self.stats.backlog
         self.stats.backlog += delta
         TOTALS.backlog += delta
+        metrics.backlog_changed(delta)
 
     @property
     def backlog_size(self) -> int:
@@ -246,10 +249,13 @@ class JobPublisher:
         lost ownership in ``self._lost``."""
         try:
             if item.event is not None:
+                started = time.perf_counter()
                 ok = await asyncio.wait_for(
                     record_event(item.event, expect_status=JobStatus.PROCESSING),
                     self.db_timeout,
                 )
+                if ok:
+                    metrics.observe_persist(time.perf_counter() - started)
                 if not ok and not await self._already_stored(item.event):
                     if item.event.seq == self.last_seq:
                         self.last_seq -= 1  # never stored nor published: the seq is free
@@ -270,6 +276,8 @@ class JobPublisher:
             self._lost = LostOwnership(f"job {self.job_id}: seq conflict")
             return True
         except Exception as exc:  # asyncpg/OS/timeout errors: the DB is unreachable
+            if item.event is not None:
+                metrics.persist_failed()
             log.warning(
                 "job %s: DB write failed (%s: %s); buffering", self.job_id, type(exc).__name__, exc
             )
