@@ -242,10 +242,10 @@ def create_sio(
     """The Socket.IO server for one web process.
 
     ``client_manager`` defaults to the one ``config.socketio_manager`` names
-    (:func:`socket_layer.fanout.make_fanout_manager`) on ``config.redis_url``; the connection limit lives in Redis too, so a missing
-    ``redis_url`` raises ValueError.  The
-    :class:`SocketLayer` is reachable as ``sio.reeltrack``; call its ``start()`` and
-    ``stop()`` from the ASGI lifespan (``quart_app.asgi`` does).
+    (:func:`socket_layer.fanout.make_fanout_manager`) on ``config.redis_url``; the
+    connection limit lives in Redis too, so a missing ``redis_url`` raises ValueError.
+    The :class:`SocketLayer` is reachable as ``sio.reeltrack``; call its ``start()``
+    and ``stop()`` from the ASGI lifespan (``quart_app.asgi`` does).
     """
     if not config.redis_url:
         raise ValueError("REDIS_URL is required for the Socket.IO server")

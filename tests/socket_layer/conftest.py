@@ -12,6 +12,7 @@ from models.entities import User
 from quart_app.tokens import issue_token
 from socket_layer.emitter import ProgressEmitter
 from tests.conftest import TEST_SECRET
+from tests.support.live import LiveServer
 from tests.support.sio_client import TRANSPORT_IDS, TRANSPORTS
 
 
@@ -33,8 +34,9 @@ def transports(request: pytest.FixtureRequest) -> list[str]:
 
 
 @pytest.fixture
-async def emitter(redis_url: str) -> AsyncIterator[ProgressEmitter]:
-    em = ProgressEmitter(redis_url)
+async def emitter(live_server: LiveServer) -> AsyncIterator[ProgressEmitter]:
+    """The emitter a worker would use for the session web process (same wire)."""
+    em = ProgressEmitter.for_config(live_server.config)
     try:
         yield em
     finally:

@@ -45,6 +45,8 @@ CONFIG_ENV: dict[str, str] = {
     "ws_ping_timeout": "WEBSOCKET_TIMEOUT",
     "ws_max_connections_per_user": "WS_MAX_CONNECTIONS_PER_USER",
     "ws_presence_ttl": "WS_PRESENCE_TTL",
+    "socketio_manager": "SOCKETIO_MANAGER",
+    "ws_permessage_deflate": "WS_PERMESSAGE_DEFLATE",
     "ws_max_message_bytes": "WS_MAX_MESSAGE_BYTES",
     "resume_max_jobs": "RESUME_MAX_JOBS",
     "resume_max_events": "RESUME_MAX_EVENTS",
