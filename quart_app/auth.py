@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from models.entities import User
 from quart_app.config import Config
 from quart_app.errors import ApiError
+from quart_app.logs import bind_log_context
 from quart_app.services import REDIS_KEY_PREFIX, services
 from quart_app.tokens import InvalidToken, verify_token
 
@@ -64,6 +65,7 @@ def require_user(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @wraps(view)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         g.user = await authenticate(services().config)
+        bind_log_context(user_id=g.user.id)  # this request's log lines name the user
         return await view(*args, **kwargs)
 
     return security_scheme([{BEARER_SCHEME: []}])(wrapper)

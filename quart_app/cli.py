@@ -82,6 +82,8 @@ def _purge(config: Config, args: argparse.Namespace) -> int:
 
 #: long-running processes whose metrics GET /metrics aggregates
 PROCESS_METRICS_COMMANDS = frozenset({"serve", "worker"})
+#: commands whose log records go through quart_app.logs (the others print to a terminal)
+LOGGING_COMMANDS = frozenset({"serve", "worker", "run", "demo", "purge-history"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command in LOGGING_COMMANDS:
+        from quart_app.logs import configure_logging
+
+        configure_logging(config)  # LOG_LEVEL / LOG_JSON, job/user context, redaction
     if args.command in PROCESS_METRICS_COMMANDS:
         # before anything imports prometheus_client: this process and its forks write
         # the multiprocess files that /metrics aggregates (quart_app.metrics)

@@ -1,66 +1,195 @@
-"""Process-wide logging set-up: text or JSON lines, and no secrets in any line.
+"""Process-wide logging set-up: text or JSON lines, job/user context, no secrets.
 
-Access tokens travel in ``?token=`` query strings (Socket.IO compatibility) and in
-``Authorization`` headers; :func:`redact` removes both from any text, and the
-:class:`RedactingFilter` installed by :func:`configure_logging` applies it to every
-record that reaches a handler.
+Every long-running process (``reeltrack serve``, ``reeltrack worker`` and its
+work-horses, ``reeltrack run``) calls :func:`configure_logging` once: one stderr
+handler on the root logger at ``LOG_LEVEL``; with ``LOG_JSON=true`` each record is one
+JSON object per line.
+
+Context: :func:`log_context` (or :func:`bind_log_context`) puts ``job_id`` and
+``user_id`` into context variables; every record logged inside carries them (JSON
+keys, or ``job_id=... user_id=...`` at the end of a text line).  The worker binds the
+job and its owner for a job's run, the REST layer binds the authenticated user for a
+request, the socket layer the user of a connection.
+
+Secrets: access tokens travel in ``?token=`` query strings (Socket.IO compatibility),
+``Authorization`` headers and JSON bodies; passwords in JSON/form bodies.
+:func:`redact` removes ``token=``/``access_token=``/``password=`` values, bearer
+credentials, JSON/dict ``"token"``/``"access_token"``/``"password"``/``"secret_key"``
+values and anything shaped like one of our signed tokens.  The formatters redact the
+WHOLE formatted line (message, arguments, exception text, extras), and the
+:class:`RedactingFilter` also cleans records reaching other handlers.
+
+Kept free of Quart imports: the worker uses it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from quart_app.config import Config
 
 REDACTED = "[redacted]"
-# token=... up to the next separator, in query strings, URLs or "Authorization: Bearer x"
-_TOKEN_RE = re.compile(r"((?:^|[?&;\s\"'])(?:access_)?token=)[^&\s\"';]*", re.IGNORECASE)
+
+_SECRET_KEYS = r"(?:access_token|refresh_token|token|password|passwd|secret_key|secret|api_key)"
+# key=value in query strings, form bodies, "Authorization: x" style text
+_KV_RE = re.compile(rf"(\b{_SECRET_KEYS}=)[^&\s\"';,]*", re.IGNORECASE)
+# "key": "value" (JSON) and 'key': 'value' (Python reprs)
+_JSON_RE = re.compile(
+    rf"""(["']{_SECRET_KEYS}["']\s*:\s*)(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""",
+    re.IGNORECASE,
+)
 _BEARER_RE = re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# the shape of our access tokens (itsdangerous: base64 JSON . timestamp . signature) and
+# of JWTs: caught wherever they appear, even without a key in front
+_TOKEN_SHAPE_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{16,}")
+
+_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("log_job_id", default=None)
+_user_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("log_user_id", default=None)
+CONTEXT_FIELDS = ("job_id", "user_id")
 
 
 def redact(text: str) -> str:
-    """``text`` with every ``token=`` value and bearer credential replaced."""
-    return _BEARER_RE.sub(rf"\1{REDACTED}", _TOKEN_RE.sub(rf"\1{REDACTED}", text))
+    """``text`` without secret values (see the module docstring for what is caught)."""
+    text = _TOKEN_SHAPE_RE.sub(REDACTED, text)
+    text = _KV_RE.sub(rf"\1{REDACTED}", text)
+    text = _JSON_RE.sub(rf'\1"{REDACTED}"', text)
+    return _BEARER_RE.sub(rf"\1{REDACTED}", text)
+
+
+# --- context --------------------------------------------------------------------------
+
+
+def bind_log_context(*, job_id: object = None, user_id: object = None) -> None:
+    """Set job_id / user_id for the rest of the current task (or context); None leaves
+    a field as it is.  Asyncio tasks (each request, each socket event) copy the context,
+    so a binding never leaks into other tasks."""
+    if job_id is not None:
+        _job_id.set(str(job_id))
+    if user_id is not None:
+        _user_id.set(str(user_id))
+
+
+@contextlib.contextmanager
+def log_context(*, job_id: object = None, user_id: object = None) -> Iterator[None]:
+    """Within the block, records carry ``job_id`` / ``user_id``; on exit both fields
+    are restored, including anything :func:`bind_log_context` set inside."""
+    saved = (_job_id.set(_job_id.get()), _user_id.set(_user_id.get()))
+    bind_log_context(job_id=job_id, user_id=user_id)
+    try:
+        yield
+    finally:
+        _user_id.reset(saved[1])
+        _job_id.reset(saved[0])
+
+
+def current_log_context() -> dict[str, str]:
+    """The bound fields (only those that are set)."""
+    found = {"job_id": _job_id.get(), "user_id": _user_id.get()}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+class ContextFilter(logging.Filter):
+    """Adds ``job_id`` / ``user_id`` from the context to each record (an explicit
+    ``extra={"job_id": ...}`` wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in current_log_context().items():
+            if getattr(record, name, None) is None:
+                setattr(record, name, value)
+        return True
+
+
+# --- redaction and formatting ---------------------------------------------------------
 
 
 class RedactingFilter(logging.Filter):
     """Rewrites a record's final message through :func:`redact` (never drops it)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record; the formatter reports it
+            return True
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
 
 
-class JsonFormatter(logging.Formatter):
+def _context_suffix(record: logging.LogRecord) -> str:
+    parts = [
+        f"{name}={getattr(record, name)}"
+        for name in CONTEXT_FIELDS
+        if getattr(record, name, None) is not None
+    ]
+    return (" " + " ".join(parts)) if parts else ""
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL [pid] logger: message job_id=... user_id=...``, redacted."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+
     def format(self, record: logging.LogRecord) -> str:
-        data = {
+        return redact(super().format(record) + _context_suffix(record))
+
+
+#: LogRecord attributes that are not "extra" fields
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, pid, message, job_id, user_id,
+    any ``extra`` fields, exc; every string redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
+        for key, value in vars(record).items():
+            if key in _STANDARD_ATTRS or key.startswith("_") or key in data:
+                continue
+            data[key] = value if isinstance(value, int | float | bool | type(None)) else str(value)
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data)
+        elif record.exc_text:
+            data["exc"] = record.exc_text
+        if record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
+        return redact(json.dumps(data, default=str, ensure_ascii=False))
+
+
+def make_handler(config: Config, stream: Any = None) -> logging.Handler:
+    """A stream handler (stderr by default) with context, redaction and the format of
+    ``config``."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(JsonFormatter() if config.log_json else TextFormatter())
+    return handler
 
 
 def configure_logging(config: Config) -> None:
-    """One stderr handler on the root logger at ``LOG_LEVEL``, redacting secrets."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter())
-    if config.log_json:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
-        )
+    """One stderr handler on the root logger at ``LOG_LEVEL``, with context and
+    redaction (idempotent: it replaces the root's handlers)."""
     root = logging.getLogger()
-    root.handlers = [handler]
+    root.handlers = [make_handler(config)]
     root.setLevel(config.log_level)
+    # their DEBUG output echoes request URLs and packets (which may hold a ?token=)
+    for noisy in ("engineio", "socketio", "hpack", "aiosqlite", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))

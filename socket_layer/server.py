@@ -30,6 +30,7 @@ from models.entities import ACTIVE_JOB_STATUSES, ProcessingJob, User
 from models.history import latest_events, missed_events
 from quart_app import metrics
 from quart_app.config import Config
+from quart_app.logs import bind_log_context
 from quart_app.tokens import InvalidToken, verify_token
 from socket_layer.fanout import make_fanout_manager
 from socket_layer.presence import ConnectionRegistry
@@ -140,6 +141,7 @@ class SocketLayer:
         if not await User.exists(id=user_id):  # a deleted user's token is dead too
             raise refused(REASON_INVALID_TOKEN)
         uid = str(user_id)
+        bind_log_context(user_id=uid)
         if not await self.registry.reserve(uid, sid):
             raise refused(REASON_TOO_MANY_CONNECTIONS)
         try:

@@ -34,6 +34,7 @@ from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
 from models.events import utcnow
 from quart_app.config import Config
+from quart_app.logs import bind_log_context, log_context
 from tasks.media import MediaError, ProcessedMedia, process_media
 from tasks.publisher import Emitter, JobPublisher, LostOwnership
 from tasks.throttle import ThrottlePolicy
@@ -84,7 +85,8 @@ async def process_video_list(job_id: str) -> str:
 
         current = get_current_job()
         rq_job_id = current.id if current is not None else None
-    return await run_job(job_id, config, rq_job_id=rq_job_id, manage_db=True)
+    with log_context(job_id=job_id):  # every log line of this run names the job
+        return await run_job(job_id, config, rq_job_id=rq_job_id, manage_db=True)
 
 
 async def run_job(
@@ -114,6 +116,7 @@ async def run_job(
         job = await claim(job_uuid, config, rq_job_id)
         if job is None:
             return "skipped"
+        bind_log_context(job_id=job_uuid, user_id=job.owner_id)
         if emitter is None:
             own_emitter = make_emitter(config)
             emitter = own_emitter
