@@ -28,9 +28,7 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], within: float, what: str
-) -> float:
+async def wait_until(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> float:
     """Poll ``condition`` until true; returns the seconds it took; AssertionError after
     ``within`` seconds."""
     start = time.monotonic()
@@ -104,12 +102,8 @@ async def test_two_web_processes_share_the_limit_and_a_killed_one_frees_its_slot
     ttl = web_a.config.ws_presence_ttl
     user = await create_user()
     token = token_for(user)
-    on_a = [
-        await connect_client(web_a.url, token=token, transports=transports) for _ in range(3)
-    ]
-    on_b = [
-        await connect_client(web_b.url, token=token, transports=transports) for _ in range(2)
-    ]
+    on_a = [await connect_client(web_a.url, token=token, transports=transports) for _ in range(3)]
+    on_b = [await connect_client(web_b.url, token=token, transports=transports) for _ in range(2)]
     try:
         for server in (web_a, web_b):
             refused = await connect_client(
