@@ -1,0 +1,108 @@
+"""``reeltrack serve``: the access log never holds a token; SIGTERM shuts down cleanly
+(sockets closed, their connection slots released, exit code 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pytest
+from redis import asyncio as aioredis
+
+from quart_app.serve import ACCESS_LOG_FORMAT, RedactedAccessLogAtoms
+from socket_layer.protocol import SOCKETIO_PATH, presence_key
+from tests.conftest import TEST_SECRET
+from tests.socket_layer.conftest import token_for
+from tests.support.factories import create_user
+from tests.support.live import LiveServer
+from tests.support.sio_client import connect_client
+
+
+def test_access_log_atoms_hold_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RT_TEST_SECRET_ENV", "env-secret-value")
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/ws/progress/",
+        "query_string": b"EIO=4&token=tok.en-SECRET_1&transport=polling",
+        "client": ("127.0.0.1", 5555),
+        "headers": [
+            (b"authorization", b"Bearer bearer-SECRET"),
+            (b"referer", b"http://x/?token=ref-SECRET"),
+            (b"cookie", b"session=cookie-SECRET"),
+        ],
+    }
+    atoms = RedactedAccessLogAtoms(scope, {"status": 200, "headers": []}, 0.01)
+    values = " ".join(str(v) for v in dict(atoms).values())
+    for secret in ("SECRET", "env-secret-value"):
+        assert secret not in values
+    line = ACCESS_LOG_FORMAT % atoms
+    assert "token=[redacted]" in line and "EIO=4" in line and "transport=polling" in line
+    assert atoms["{authorization}i"] == "[redacted]"
+    assert atoms["{rt_test_secret_env}e"] == "-"
+
+
+async def test_access_log_of_a_live_server_never_contains_the_token(
+    live_server: LiveServer, db: str
+) -> None:
+    user = await create_user()
+    token = token_for(user)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{live_server.url}/api/health?token={token}&probe=access-log",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 200
+    for transports in (["polling"], ["websocket"]):
+        client = await connect_client(
+            live_server.url, token=token, transports=transports, via_query=True
+        )
+        await client.wait_for("snapshot")
+        await client.close()
+    refused = await connect_client(
+        live_server.url, token=token + "x", transports=["polling"], expect_refusal=True
+    )
+    assert refused.refusal is not None
+
+    deadline = time.monotonic() + 10
+    while True:
+        out = live_server.output()
+        if "probe=access-log" in out and out.count(f"{SOCKETIO_PATH}/?") >= 3:
+            break
+        assert time.monotonic() < deadline, out[-2000:]
+        await asyncio.sleep(0.1)
+    assert token not in out
+    assert token.split(".")[-1] not in out  # not even the signature part
+    assert TEST_SECRET not in out
+    assert "token=[redacted]" in out
+
+
+async def test_sigterm_closes_sockets_releases_slots_and_exits_zero(
+    start_live_server: Callable[..., Awaitable[LiveServer]], db: str, redis_url: str
+) -> None:
+    web = await start_live_server()
+    user = await create_user()
+    token = token_for(user)
+    clients = [
+        await connect_client(web.url, token=token, transports=["websocket"]),
+        await connect_client(web.url, token=token, transports=["polling"]),
+    ]
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await redis.zcard(presence_key(user.id)) == 2
+        started = time.monotonic()
+        code = await web.astop()
+        took = time.monotonic() - started
+        assert code == 0, web.output()[-2000:]
+        assert took < 8, took
+        for client in clients:
+            await asyncio.wait_for(client.disconnected.wait(), 5)
+        # released at shutdown, not merely expired later
+        assert await redis.zcard(presence_key(user.id)) == 0
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+        await redis.aclose()
