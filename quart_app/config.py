@@ -44,6 +44,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "30",
         "seconds a dead web process's sockets keep counting toward the per-user limit",
     ),
+    "SOCKETIO_MANAGER": (
+        "user-channels",
+        "`user-channels` (a Redis channel per user; fast) or `stock` (python-socketio's)",
+    ),
+    "WS_PERMESSAGE_DEFLATE": ("false", "compress websocket messages (costs ~90 KB/connection)"),
     "WS_MAX_MESSAGE_BYTES": ("65536", "largest Socket.IO message a client may send"),
     "RESUME_MAX_JOBS": ("200", "job ids accepted in one `resume`"),
     "RESUME_MAX_EVENTS": ("5000", "events returned by one `resume` before `truncated`"),
@@ -100,6 +105,13 @@ def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
     return value
 
 
+def _socketio_manager(env: Mapping[str, str]) -> str:
+    raw = env.get("SOCKETIO_MANAGER", ENV_VARS["SOCKETIO_MANAGER"][0]).strip().lower()
+    if raw not in {"user-channels", "stock"}:
+        raise ConfigError(f"SOCKETIO_MANAGER must be user-channels or stock, got {raw!r}")
+    return raw
+
+
 def _float(env: Mapping[str, str], name: str) -> float:
     raw = env.get(name, ENV_VARS[name][0])
     try:
@@ -124,6 +136,8 @@ class Config:
     ws_ping_timeout: float = 60.0
     ws_max_connections_per_user: int = 5
     ws_presence_ttl: float = 30.0
+    socketio_manager: str = "user-channels"
+    ws_permessage_deflate: bool = False
     ws_max_message_bytes: int = 65536
     resume_max_jobs: int = 200
     resume_max_events: int = 5000
@@ -195,6 +209,8 @@ class Config:
             ws_ping_timeout=_float(env, "WEBSOCKET_TIMEOUT"),
             ws_max_connections_per_user=_int(env, "WS_MAX_CONNECTIONS_PER_USER", 1),
             ws_presence_ttl=_float(env, "WS_PRESENCE_TTL"),
+            socketio_manager=_socketio_manager(env),
+            ws_permessage_deflate=_bool(env, "WS_PERMESSAGE_DEFLATE"),
             ws_max_message_bytes=_int(env, "WS_MAX_MESSAGE_BYTES", 1024),
             resume_max_jobs=_int(env, "RESUME_MAX_JOBS", 1),
             resume_max_events=_int(env, "RESUME_MAX_EVENTS", 1),

@@ -1,6 +1,16 @@
-"""Publishing progress from processes that hold no sockets (the RQ worker).
+"""Publishing progress from processes that hold no sockets (the RQ worker, the API).
 
-python-socketio's write-only Redis manager only logs "giving up" when a publish fails;
+Two wires, matching the web processes' client manager (``SOCKETIO_MANAGER``):
+
+- ``user-channels`` (default): the event is encoded ONCE here into its final engine.io
+  packet text (``42["progress",{...}]``) and published on the user's own channel
+  (``reeltrack:socketio:user:<id>``); only web processes holding a socket of that user
+  are subscribed to it, and they forward the text as it is
+  (:class:`socket_layer.fanout.UserChannelManager`).
+- ``stock``: python-socketio's own pub/sub message on its one channel, as its
+  write-only ``AsyncRedisManager`` publishes it (for ``SOCKETIO_MANAGER=stock``).
+
+python-socketio's write-only manager only logs "giving up" when a publish fails;
 :class:`ProgressEmitter` raises :class:`PublishError` instead so the publisher knows
 (DESIGN section 4, rule 4).
 """
@@ -8,15 +18,42 @@ python-socketio's write-only Redis manager only logs "giving up" when a publish 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+import redis.asyncio as aioredis
 import socketio
 
 from socket_layer.protocol import EVENT_PROGRESS, NAMESPACE, REDIS_CHANNEL, user_room
 
+WIRE_USER_CHANNELS = "user-channels"
+WIRE_STOCK = "stock"
+WIRES = (WIRE_USER_CHANNELS, WIRE_STOCK)
+
 
 class PublishError(RuntimeError):
     """The message did not reach Redis; the caller decides what to do."""
+
+
+def room_channel(room: str, channel: str = REDIS_CHANNEL) -> str:
+    """The Redis channel of one (user) room."""
+    return f"{channel}:{room}"
+
+
+def encode_event_packet(event: str, data: Any, namespace: str = NAMESPACE) -> str:
+    """The engine.io text packet of a socket.io EVENT without ack id, byte for byte as
+    python-socketio encodes it (``4`` + ``2`` + [namespace ","] + JSON array)."""
+    body = json.dumps([event, data], separators=(",", ":"))
+    if namespace and namespace != "/":
+        return f"42{namespace},{body}"
+    return f"42{body}"
+
+
+def encode_user_emit(
+    user_id: object, event: str, data: Any, channel: str = REDIS_CHANNEL
+) -> tuple[str, str]:
+    """(Redis channel, message) publishing ``event`` to every socket of ``user_id``."""
+    return room_channel(user_room(user_id), channel), encode_event_packet(event, data)
 
 
 class _ReportingRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
@@ -38,26 +75,63 @@ class _ReportingRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 class ProgressEmitter:
     """Emits events into users' rooms through Redis, one instance per event loop."""
 
-    def __init__(self, redis_url: str, *, channel: str = REDIS_CHANNEL) -> None:
-        self._manager = _ReportingRedisManager(
-            redis_url,
-            channel=channel,
-            write_only=True,
-            redis_options={"socket_timeout": 2, "socket_connect_timeout": 2},
-        )
+    def __init__(
+        self, redis_url: str, *, channel: str = REDIS_CHANNEL, wire: str = WIRE_USER_CHANNELS
+    ) -> None:
+        if wire not in WIRES:
+            raise ValueError(f"wire must be one of {WIRES}, got {wire!r}")
+        self.channel = channel
+        self.wire = wire
+        self._redis_url = redis_url
+        self._options: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
+        self._redis: aioredis.Redis | None = None
+        self._manager: _ReportingRedisManager | None = None
+        if wire == WIRE_STOCK:
+            self._manager = _ReportingRedisManager(
+                redis_url, channel=channel, write_only=True, redis_options=self._options
+            )
+
+    @classmethod
+    def for_config(cls, config: Any) -> ProgressEmitter:
+        """The emitter matching ``config.socketio_manager`` (the web processes' side)."""
+        kind = getattr(config, "socketio_manager", WIRE_USER_CHANNELS)
+        return cls(config.redis_url, wire=WIRE_STOCK if kind == WIRE_STOCK else kind)
 
     async def emit_to_user(self, user_id: object, event: str, data: Any) -> None:
         """Publish ``event`` to every socket of ``user_id`` on any web process.
 
         Raises :class:`PublishError` when Redis did not accept the message.
         """
-        await self._manager.emit(event, data, namespace=NAMESPACE, room=user_room(user_id))
+        if self._manager is not None:
+            await self._manager.emit(event, data, namespace=NAMESPACE, room=user_room(user_id))
+            return
+        channel, message = encode_user_emit(user_id, event, data, self.channel)
+        last: Exception | None = None
+        for _attempt in range(2):
+            try:
+                if self._redis is None:
+                    self._redis = aioredis.Redis.from_url(self._redis_url, **self._options)
+                await self._redis.publish(channel, message)
+                return
+            except Exception as exc:  # redis raises several unrelated types
+                last = exc
+                await self._drop()
+        raise PublishError(f"publish to Redis failed: {type(last).__name__}: {last}") from last
 
     async def publish_progress(self, user_id: object, event: dict[str, Any]) -> None:
         """Publish one progress event (already validated and persisted)."""
         await self.emit_to_user(user_id, EVENT_PROGRESS, event)
 
+    async def _drop(self) -> None:
+        redis, self._redis = self._redis, None
+        if redis is not None:
+            try:
+                await asyncio.wait_for(redis.aclose(), timeout=2)
+            except Exception:  # closing a dead connection is not an error worth raising
+                pass
+
     async def close(self) -> None:
+        await self._drop()
         redis = getattr(self._manager, "redis", None)
         if redis is not None:
             try:

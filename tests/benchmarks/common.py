@@ -205,8 +205,11 @@ def py_argv(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def stock_server(redis_url: str, port: int, ping_interval: float = 25.0) -> ServerProc:
-    """The baseline: python-socketio AsyncServer + stock AsyncRedisManager, hypercorn."""
+def stock_server(
+    redis_url: str, port: int, ping_interval: float = 25.0, extra: Sequence[str] = ()
+) -> ServerProc:
+    """The baseline: python-socketio AsyncServer + stock AsyncRedisManager, hypercorn
+    (``extra`` switches the tiny app to reeltrack's manager/tuning, for profiling)."""
     return ServerProc(
         py_argv(
             "tests.benchmarks.stock_app",
@@ -216,6 +219,7 @@ def stock_server(redis_url: str, port: int, ping_interval: float = 25.0) -> Serv
             redis_url,
             "--ping-interval",
             str(ping_interval),
+            *extra,
         ),
         port,
         name="stock",
@@ -262,11 +266,11 @@ class LoadProc:
             limit=256 * 1024 * 1024,
         )
 
-    async def call(self, cmd: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
+    async def call(self, cmd: dict[str, Any], wait_s: float = 300.0) -> dict[str, Any]:
         assert self.proc and self.proc.stdin and self.proc.stdout
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
         await self.proc.stdin.drain()
-        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        line = await asyncio.wait_for(self.proc.stdout.readline(), wait_s)
         if not line:
             raise RuntimeError(f"load process died during {cmd.get('cmd')}")
         reply: dict[str, Any] = json.loads(line)
@@ -276,7 +280,7 @@ class LoadProc:
         if self.proc is None:
             return
         try:
-            await self.call({"cmd": "exit"}, timeout=20)
+            await self.call({"cmd": "exit"}, wait_s=20)
         except Exception:
             pass
         if self.proc.returncode is None:
@@ -301,11 +305,15 @@ class LoadFleet:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.gather(*(lp.stop() for lp in self.loads), return_exceptions=True)
 
-    async def broadcast(self, cmd: dict[str, Any], timeout: float = 300.0) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(lp.call(cmd, timeout) for lp in self.loads)))
+    def cpu(self) -> float:
+        """CPU seconds used so far by the load processes (the clients' side)."""
+        return sum(cpu_seconds(lp.proc.pid) for lp in self.loads if lp.proc is not None)
+
+    async def broadcast(self, cmd: dict[str, Any], wait_s: float = 300.0) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(lp.call(cmd, wait_s) for lp in self.loads)))
 
     async def connect(
-        self, specs: Sequence[ClientSpec], concurrency: int = 50, timeout: float = 300.0
+        self, specs: Sequence[ClientSpec], concurrency: int = 50, wait_s: float = 300.0
     ) -> dict[str, Any]:
         """Connect every client; returns totals and connect-time figures (ms)."""
         n = len(self.loads)
@@ -318,7 +326,7 @@ class LoadFleet:
                         "clients": [s.to_json() for s in specs[i::n]],
                         "concurrency": concurrency,
                     },
-                    timeout,
+                    wait_s,
                 )
                 for i, lp in enumerate(self.loads)
             )
@@ -358,6 +366,13 @@ class LoadFleet:
 # ---------------------------------------------------------------- emitter
 
 
+def _write_users(users: Sequence[ClientSpec], seed: int) -> str:
+    path = f"/tmp/rt-bench-users-{os.getpid()}-{seed}.json"
+    with open(path, "w") as fh:
+        json.dump([{"user": u.user, "jobs": u.jobs} for u in users], fh)
+    return path
+
+
 async def run_emitter(
     redis_url: str,
     users: Sequence[ClientSpec],
@@ -367,8 +382,7 @@ async def run_emitter(
     seed: int = 1,
 ) -> dict[str, Any]:
     """Run the external emitter process for ``duration`` s at ``rate`` events/s."""
-    spec_path = Path(f"/tmp/rt-bench-users-{os.getpid()}-{seed}.json")
-    spec_path.write_text(json.dumps([{"user": u.user, "jobs": u.jobs} for u in users]))
+    spec_path = _write_users(users, seed)
     try:
         proc = await asyncio.create_subprocess_exec(
             *py_argv(
@@ -376,7 +390,7 @@ async def run_emitter(
                 "--redis-url",
                 redis_url,
                 "--users",
-                str(spec_path),
+                spec_path,
                 "--rate",
                 str(rate),
                 "--duration",
@@ -395,7 +409,7 @@ async def run_emitter(
         result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
         return result
     finally:
-        spec_path.unlink(missing_ok=True)
+        os.unlink(spec_path)
 
 
 __all__ = [

@@ -69,7 +69,9 @@ async def run(
 ) -> dict[str, Any]:
     steps = steps or [1000, 5000, 10000]
     results: dict[str, list[dict[str, Any]]] = {}
-    async with BenchEnv(need_db=any(t != "stock" for t in targets), users=max(steps)) as env:
+    async with BenchEnv(
+        need_db=any(t.startswith("reeltrack") for t in targets), users=max(steps)
+    ) as env:
         for name in targets:
             rows = []
             for n in steps:

@@ -126,8 +126,16 @@ class BenchEnv:
             await conn.close()
 
     def target(self, name: str) -> Target:
+        target = self._target(name)
+        assert self.redis is not None and self.redis.proc is not None
+        target.redis_pid = self.redis.proc.pid
+        return target
+
+    def _target(self, name: str) -> Target:
         if name == "stock":
             return StockTarget(self.redis_url)
+        if name == "tiny-fast":
+            return StockTarget(self.redis_url, fast=True)
         if name in TARGET_ENVS:
             assert self.database_url is not None, "reeltrack targets need the database"
             return ReeltrackTarget(

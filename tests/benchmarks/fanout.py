@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from tests.benchmarks.common import LoadFleet, print_table, run_emitter, summary_ms
+from tests.benchmarks.common import LoadFleet, cpu_seconds, print_table, run_emitter, summary_ms
 from tests.benchmarks.env import BenchEnv
 from tests.benchmarks.targets import Target
 
@@ -21,9 +21,14 @@ P99_LIMIT_MS = 100.0
 DEFAULT_RATES = [200, 1000, 2000, 3000, 4500, 6000, 8000, 10000, 12000]
 
 
-async def drain(fleet: LoadFleet, expected: int, timeout: float = 3.0) -> dict[str, Any]:
-    """Wait until the clients received ``expected`` events (or ``timeout``); no reset."""
-    deadline = time.monotonic() + timeout
+def redis_cpu(target: Target) -> float:
+    """CPU seconds of the private redis-server."""
+    return cpu_seconds(target.redis_pid) if target.redis_pid else 0.0
+
+
+async def drain(fleet: LoadFleet, expected: int, wait_s: float = 3.0) -> dict[str, Any]:
+    """Wait until the clients received ``expected`` events (or ``wait_s``); no reset."""
+    deadline = time.monotonic() + wait_s
     while True:
         st = await fleet.stats(reset=False)
         if st["received"] >= expected or time.monotonic() > deadline:
@@ -70,6 +75,8 @@ async def measure_rates(
                 for f in fleets:
                     await f.stats(reset=True)
                 cpu0 = [s.cpu() for s in started]
+                client_cpu0 = sum(f.cpu() for f in fleets)
+                redis_cpu0 = redis_cpu(target)
                 t0 = time.monotonic()
                 sent = await run_emitter(
                     target.redis_url, specs, rate, duration, target.wire, seed=rate
@@ -87,6 +94,8 @@ async def measure_rates(
                         per_fleet = [await f.stats() for f in fleets]
                 wall = time.monotonic() - t0
                 cpu = [s.cpu() - c for s, c in zip(started, cpu0, strict=True)]
+                client_cpu = sum(f.cpu() for f in fleets) - client_cpu0
+                rcpu = redis_cpu(target) - redis_cpu0
                 received = sum(p["received"] for p in per_fleet)
                 foreign = sum(p["foreign"] for p in per_fleet)
                 lat = [x for p in per_fleet for x in p["lat_ms"]]
@@ -94,9 +103,7 @@ async def measure_rates(
                 for p in per_fleet:
                     for u, c in p["per_user"].items():
                         per_user[u] = per_user.get(u, 0) + c
-                mismatched = sum(
-                    1 for u, c in sent["per_user"].items() if per_user.get(u, 0) != c
-                )
+                mismatched = sum(1 for u, c in sent["per_user"].items() if per_user.get(u, 0) != c)
                 s = summary_ms(lat)
                 ok = received == sent["sent"] and foreign == 0 and s["p99"] < P99_LIMIT_MS
                 row = {
@@ -111,7 +118,7 @@ async def measure_rates(
                     "max_ms": s["max"],
                     "cpu_s": round(sum(cpu), 2),
                     "cpu_ms_per_1k": round(sum(cpu) / max(received, 1) * 1e6, 1),
-                    "emit_late_ticks": sent["late_ticks"],
+                    "others_cpu_s": f"{client_cpu:.1f}/{sent['cpu_s']:.1f}/{rcpu:.1f}",
                     "ok": "yes" if ok else "NO",
                 }
                 if len(started) > 1:
@@ -142,7 +149,9 @@ async def run(
 ) -> dict[str, Any]:
     rates = rates or DEFAULT_RATES
     results: dict[str, Any] = {}
-    async with BenchEnv(need_db="reeltrack" in targets, users=clients) as env:
+    async with BenchEnv(
+        need_db=any(t.startswith("reeltrack") for t in targets), users=clients
+    ) as env:
         for name in targets:
             target = env.target(name)
             res = await measure_rates(target, clients, rates, duration, procs)

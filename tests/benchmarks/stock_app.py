@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from typing import Any
 
 import socketio
@@ -20,10 +21,18 @@ from hypercorn.config import Config as HyperConfig
 from socket_layer.protocol import REDIS_CHANNEL, SOCKETIO_PATH, user_room
 
 
-def build_app(redis_url: str, ping_interval: float, ping_timeout: float) -> Any:
+def build_app(
+    redis_url: str, ping_interval: float, ping_timeout: float, manager: str = "stock"
+) -> Any:
+    if manager == "stock":
+        client_manager = socketio.AsyncRedisManager(redis_url, channel=REDIS_CHANNEL)
+    else:  # reeltrack's fast path in the same tiny app: isolates the manager's share
+        from socket_layer.fanout import make_fanout_manager
+
+        client_manager = make_fanout_manager(redis_url, manager)
     sio = socketio.AsyncServer(
         async_mode="asgi",
-        client_manager=socketio.AsyncRedisManager(redis_url, channel=REDIS_CHANNEL),
+        client_manager=client_manager,
         cors_allowed_origins="*",
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
@@ -46,7 +55,13 @@ async def main() -> None:
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--ping-interval", type=float, default=25.0)
     parser.add_argument("--ping-timeout", type=float, default=20.0)
+    parser.add_argument("--manager", default="stock", help="stock or user-channels")
+    parser.add_argument("--tuned", action="store_true", help="no deflate, gc tuning")
     args = parser.parse_args()
+    if args.tuned:
+        from socket_layer.fanout import configure_websockets
+
+        configure_websockets(permessage_deflate=False)
     config = HyperConfig()
     config.bind = [f"127.0.0.1:{args.port}"]
     config.accesslog = None
@@ -56,7 +71,11 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    app = build_app(args.redis_url, args.ping_interval, args.ping_timeout)
+    app = build_app(args.redis_url, args.ping_interval, args.ping_timeout, args.manager)
+    if args.tuned:
+        from socket_layer.fanout import tune_gc
+
+        tune_gc()
     await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 
@@ -64,4 +83,8 @@ if __name__ == "__main__":
     from tests.benchmarks.common import raise_nofile
 
     raise_nofile()
+    if "--tuned" in sys.argv:
+        import uvloop
+
+        uvloop.install()
     asyncio.run(main())

@@ -37,6 +37,7 @@ class Target:
 
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
+        self.redis_pid: int | None = None
         self.servers: list[ServerProc] = []
 
     def start(self, count: int = 1, ping_interval: float = 25.0) -> list[ServerProc]:
@@ -52,14 +53,27 @@ class Target:
 
 
 class StockTarget(Target):
-    """python-socketio 5.18 AsyncServer + stock AsyncRedisManager under hypercorn 0.18."""
+    """python-socketio 5.18 AsyncServer + stock AsyncRedisManager under hypercorn 0.18.
+
+    With ``fast=True`` the same tiny app runs reeltrack's user-channel manager, no
+    permessage-deflate and the GC tuning (``tiny-fast``): the fast path without the DB.
+    """
 
     name = "stock"
     wire = "stock"
 
+    def __init__(self, redis_url: str, fast: bool = False) -> None:
+        super().__init__(redis_url)
+        self.extra: list[str] = []
+        if fast:
+            self.name, self.wire = "tiny-fast", "reeltrack"
+            self.extra = ["--manager", "user-channels", "--tuned"]
+
     def start(self, count: int = 1, ping_interval: float = 25.0) -> list[ServerProc]:
         for _ in range(count):
-            self.servers.append(stock_server(self.redis_url, free_port(), ping_interval).start())
+            self.servers.append(
+                stock_server(self.redis_url, free_port(), ping_interval, self.extra).start()
+            )
         return self.servers
 
     def specs(self, n: int) -> list[ClientSpec]:

@@ -1,0 +1,103 @@
+"""Profile a web process's fan-out path with py-spy (``pip install py-spy``).
+
+Starts the target, connects the clients, runs the emitter at ``--rate`` and samples the
+server with ``py-spy record --format raw`` meanwhile; prints the top functions by own
+time and by inclusive time (share of all samples of the event-loop thread).
+
+``python -m tests.benchmarks.profile --target stock --rate 1000``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import shutil
+import sys
+from pathlib import Path
+
+from tests.benchmarks.common import LoadFleet, run_emitter
+from tests.benchmarks.env import BenchEnv
+
+
+def _py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(found).exists():
+        raise SystemExit("py-spy is not installed: pip install py-spy")
+    return found
+
+
+def summarise(raw: Path, top: int) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = [f.split(" (", 1)[0] + " (" + f.rsplit("/", 1)[-1] for f in stack.split(";")]
+        frames = [f.rstrip(")") for f in frames]
+        total += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    out = [f"samples: {total}", "", "own time:"]
+    out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(top)]
+    out += ["", "inclusive time:"]
+    out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in incl.most_common(top)]
+    return "\n".join(out)
+
+
+async def run(target_name: str, rate: int, clients: int, seconds: float, top: int) -> None:
+    async with BenchEnv(need_db=target_name.startswith("reeltrack"), users=clients) as env:
+        target = env.target(target_name)
+        (server,) = target.start(count=1)
+        try:
+            specs = target.specs(clients)
+            url = f"ws://127.0.0.1:{server.port}/api/ws/progress/"
+            async with LoadFleet(url, 2) as fleet:
+                await fleet.connect(specs, concurrency=50)
+                await asyncio.sleep(1)
+                raw = env.tmp / "profile.txt"
+                spy = await asyncio.create_subprocess_exec(
+                    _py_spy(),
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--duration",
+                    str(int(seconds)),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "-o",
+                    str(raw),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+                cpu0 = server.cpu()
+                sent = await run_emitter(target.redis_url, specs, rate, seconds, target.wire)
+                await spy.wait()
+                st = await fleet.stats()
+                print(
+                    f"{target_name}: sent {sent['sent']}, delivered {st['received']}, "
+                    f"cpu {(server.cpu() - cpu0) / max(st['received'], 1) * 1e6:.0f} ms/1k"
+                )
+                print(summarise(raw, top))
+        finally:
+            target.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target", default="stock")
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--top", type=int, default=35)
+    args = parser.parse_args()
+    asyncio.run(run(args.target, args.rate, args.clients, args.seconds, args.top))
+
+
+if __name__ == "__main__":
+    main()
