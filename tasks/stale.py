@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,15 +75,23 @@ def _requeue_budget_left(redis: Redis, job_id: uuid.UUID) -> bool:
 
 
 async def check_stale_jobs(
-    config: Config, redis: Redis, emitter: Emitter, *, now: datetime | None = None
+    config: Config,
+    redis: Redis,
+    emitter: Emitter,
+    *,
+    now: datetime | None = None,
+    only: Iterable[uuid.UUID] | None = None,
 ) -> StaleReport:
-    """One pass of the check (Tortoise open in this loop). Never raises for one job's
-    trouble: it is logged and the next job is looked at."""
+    """One pass of the check (Tortoise open in this loop), over every job or ``only``
+    the given ones.  Never raises for one job's trouble: it is logged and the next job
+    is looked at."""
     now = now or utcnow()
     cutoff = now - timedelta(seconds=config.stale_job_seconds)
     report = StaleReport()
+    scope = Q() if only is None else Q(id__in=list(only))
     stale = await ProcessingJob.filter(
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff),
+        scope,
         status=JobStatus.PROCESSING,
     )
     queue = Queue(QUEUE_NAME, connection=redis)
@@ -113,7 +122,7 @@ async def check_stale_jobs(
                 report.failed.append(str(job.id))
         except Exception:
             log.exception("stale check of job %s failed", job.id)
-    pending = await ProcessingJob.filter(status=JobStatus.PENDING, created_at__lt=cutoff)
+    pending = await ProcessingJob.filter(scope, status=JobStatus.PENDING, created_at__lt=cutoff)
     for job in pending:
         rq_id = job.rq_job_id or rq_job_id_for(job.id)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ import pytest
 
 from models.db import close_db, open_db
 from quart_app.config import Config
+from tests.conftest import migrate_in_subprocess
+from tests.support.services import create_database, drop_database
 from tests.tasks.helpers import build_samples
 
 
@@ -27,6 +30,22 @@ async def pg(pg_database_url: str) -> AsyncIterator[str]:
         yield pg_database_url
     finally:
         await close_db()
+
+
+@pytest.fixture
+async def own_pg(pg_admin_url: str) -> AsyncIterator[str]:
+    """A migrated database for ONE test, opened in this loop: for tests whose real worker
+    (and its stale-job check) must not see other tests' jobs."""
+    url = await create_database(pg_admin_url, prefix="reeltrack_tasks")
+    try:
+        await asyncio.to_thread(migrate_in_subprocess, url)
+        await open_db(url)
+        try:
+            yield url
+        finally:
+            await close_db()
+    finally:
+        await drop_database(url)
 
 
 @pytest.fixture

@@ -128,9 +128,9 @@ async def _user_and_list(name: str) -> tuple[User, VideoList]:
 
 
 async def test_worker_burst_runs_an_enqueued_job(
-    pg: str, config: Callable[..., Config], samples: Path, own_redis: RedisServer
+    own_pg: str, config: Callable[..., Config], samples: Path, own_redis: RedisServer
 ) -> None:
-    cfg = config(redis_url=own_redis.url)
+    cfg = config(redis_url=own_redis.url, database_url=own_pg)
     items = place_videos(samples, cfg.import_root, 3)
     user, vlist = await _user_and_list(f"burst{own_redis.port}")
     job = await create_import_job(user.id, vlist.id, items, redis=Redis.from_url(own_redis.url))
@@ -148,13 +148,18 @@ async def test_worker_burst_runs_an_enqueued_job(
 
 @pytest.mark.slow
 async def test_killed_worker_job_resumes_and_completes_without_redoing_videos(
-    pg: str,
+    own_pg: str,
     config: Callable[..., Config],
     samples: Path,
     own_redis: RedisServer,
     slow_media_server: str,
 ) -> None:
-    cfg = config(redis_url=own_redis.url, stale_job_seconds=2, import_allow_private_hosts=True)
+    cfg = config(
+        redis_url=own_redis.url,
+        database_url=own_pg,
+        stale_job_seconds=2,
+        import_allow_private_hosts=True,
+    )
     names = sorted(n for n in os.listdir(samples) if n != "corrupt.mp4")
     items = [
         NewVideo(source=f"{slow_media_server}/{names[i % len(names)]}", title=f"Slow {i}")
@@ -248,7 +253,8 @@ async def test_stale_job_without_retries_ends_failed_with_a_final_event(
     recorder = await ChannelRecorder.start(own_redis.url, user.id)
     emitter = ProgressEmitter(own_redis.url)
     try:
-        report = await check_stale_jobs(cfg, redis, emitter)
+        # scoped to this test's jobs: the session database holds other tests' jobs
+        report = await check_stale_jobs(cfg, redis, emitter, only=[job.id, fresh.id])
         published = await recorder.wait_for(lambda ev: len(ev) >= 1)
     finally:
         await recorder.stop()
@@ -264,5 +270,7 @@ async def test_stale_job_without_retries_ends_failed_with_a_final_event(
     assert statuses == [VideoStatus.READY] + [VideoStatus.FAILED] * 3
     assert (await ProcessingJob.get(id=fresh.id)).status == JobStatus.PROCESSING
     # a second pass changes nothing
-    again = await check_stale_jobs(cfg, redis, ProgressEmitter(own_redis.url))
+    again = await check_stale_jobs(
+        cfg, redis, ProgressEmitter(own_redis.url), only=[job.id, fresh.id]
+    )
     assert not again.failed and not again.requeued
