@@ -77,6 +77,8 @@ DISCONNECT_REASONS = {
 #: a "transport close" too, so that one is not a drop: see docs/operations.md)
 DROP_REASONS = ("ping_timeout", "transport_error")
 TRANSPORTS = ("polling", "websocket")
+#: (process, operation) of reeltrack_redis_connection_failures_total
+REDIS_OPERATIONS = (("worker", "publish"), ("web", "listen"))
 
 _PERSIST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -226,6 +228,8 @@ class _Metrics:
             self.connects.labels(transport)
         for reason in DISCONNECT_REASONS.values():
             self.disconnects.labels(reason)
+        for process, operation in REDIS_OPERATIONS:
+            self.redis_failures.labels(process, operation)
 
 
 _metrics: _Metrics | None = None
@@ -331,6 +335,24 @@ def observe_forward(event: object) -> None:
         if not isinstance(event, dict):
             return
         created = _parse_created_at(event.get("created_at"))
+        if created is not None:
+            m().forward_lag.observe(max(0.0, time.time() - created))
+
+    _safely(update)
+
+
+_CREATED_AT_RE = re.compile(r'"created_at":\s*"([^"]+)"')
+
+
+def observe_forward_packet(text: str) -> None:
+    """Like :func:`observe_forward` for an already encoded packet
+    (``42["progress",{...,"created_at":"..."}]``): only the timestamp is parsed."""
+
+    def update() -> None:
+        if '"progress"' not in text[:16]:
+            return
+        found = _CREATED_AT_RE.search(text)
+        created = _parse_created_at(found.group(1)) if found else None
         if created is not None:
             m().forward_lag.observe(max(0.0, time.time() - created))
 
