@@ -106,3 +106,28 @@ async def test_sigterm_closes_sockets_releases_slots_and_exits_zero(
     finally:
         await asyncio.gather(*(c.close() for c in clients))
         await redis.aclose()
+
+
+async def test_cross_origin_socket_is_refused_unless_configured(
+    live_server: LiveServer, start_live_server: Callable[..., Awaitable[LiveServer]]
+) -> None:
+    handshake = f"{SOCKETIO_PATH}/?EIO=4&transport=polling"
+
+    async def status(server: LiveServer, origin: str) -> int:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.url}{handshake}", headers={"Origin": origin}) as r:
+                return r.status
+
+    # CORS_ORIGINS empty: same origin only
+    assert await status(live_server, live_server.url) == 200
+    assert await status(live_server, "http://evil.example") == 400
+    web = await start_live_server(cors_origins=("http://app.example",))
+    assert await status(web, "http://app.example") == 200
+    assert await status(web, "http://evil.example") == 400
+
+
+def test_live_server_passes_every_setting() -> None:
+    from quart_app.config import ENV_VARS
+    from tests.support.live import CONFIG_ENV
+
+    assert set(CONFIG_ENV.values()) == set(ENV_VARS), "add new settings to CONFIG_ENV"
