@@ -87,9 +87,15 @@ def hypercorn_config(config: Config) -> HyperConfig:
 async def serve_async(config: Config, shutdown: asyncio.Event) -> None:
     """Serve until ``shutdown`` is set, then shut down gracefully."""
     from quart_app.asgi import create_asgi_app
+    from socket_layer.fanout import configure_websockets, tune_gc
     from socket_layer.server import layer_of
 
+    # issue 6: hypercorn has no setting for permessage-deflate (~90 KB and much CPU per
+    # connection for ~300-byte messages); and the start-up heap is frozen out of the
+    # cyclic collector, whose full passes over many sockets were the p99 spikes
+    configure_websockets(config.ws_permessage_deflate)
     asgi = create_asgi_app(config)
+    tune_gc()
 
     async def trigger() -> None:
         await shutdown.wait()
