@@ -55,6 +55,7 @@ export type VideoStatus = "pending" | "processing" | "ready" | "failed";
 export interface Video {
   id: string;
   list_id?: string;
+  job_id?: string | null;
   source?: string;
   title: string | null;
   status: VideoStatus;

@@ -10,9 +10,21 @@ import { ProgressBar } from "./ProgressBar";
 export interface JobDashboardProps {
   jobs: readonly JobProgress[];
   titleOf?: (jobId: string) => string | undefined;
+  /**
+   * The last failed video of a job, for jobs whose error event this page never saw (it
+   * joined later: a snapshot carries only the latest event).
+   */
+  failureOf?: (jobId: string) => { title: string | null; error: string } | undefined;
 }
 
-export function JobDashboard({ jobs, titleOf }: JobDashboardProps) {
+/** The job with `last_error` filled from `failureOf` when the events did not carry it. */
+function withFailure(job: JobProgress, failureOf: JobDashboardProps["failureOf"]): JobProgress {
+  if (job.last_error || job.failed_videos === 0 || !failureOf) return job;
+  const failure = failureOf(job.job_id);
+  return failure ? { ...job, last_error: failure.error, last_error_title: failure.title } : job;
+}
+
+export function JobDashboard({ jobs, titleOf, failureOf }: JobDashboardProps) {
   const [selected, setSelected] = useState<ReadonlySet<string>>(new Set());
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
@@ -85,7 +97,7 @@ export function JobDashboard({ jobs, titleOf }: JobDashboardProps) {
                   </button>
                 )}
               </div>
-              <ProgressBar job={job} label={`Progress of job ${job.job_id}`} />
+              <ProgressBar job={withFailure(job, failureOf)} label={`Progress of job ${job.job_id}`} />
             </li>
           );
         })}

@@ -58,6 +58,18 @@ export function VideosPage({ listId }: { listId: string }) {
     [jobProgress, jobLists, listId],
   );
 
+  // job id -> its most recently processed failed video (see JobDashboard.failureOf)
+  const failures = useMemo(() => {
+    const out = new Map<string, { title: string | null; error: string; at: string }>();
+    for (const v of videos) {
+      if (v.status !== "failed" || !v.error || !v.job_id) continue;
+      const at = v.processed_at ?? "";
+      const known = out.get(v.job_id);
+      if (!known || at >= known.at) out.set(v.job_id, { title: v.title, error: v.error, at });
+    }
+    return out;
+  }, [videos]);
+
   // Re-read the table while this list's jobs move (at most every VIDEO_REFRESH_MS).
   const progressKey = jobs.map((j) => `${j.job_id}:${j.seq}`).join(",");
   const refreshTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
@@ -85,7 +97,7 @@ export function VideosPage({ listId }: { listId: string }) {
         </p>
       )}
       <h2>Jobs</h2>
-      <JobDashboard jobs={jobs} />
+      <JobDashboard jobs={jobs} failureOf={(id) => failures.get(id)} />
       <h2>Add videos</h2>
       <ImportPanel
         listId={listId}

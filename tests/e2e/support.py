@@ -1,0 +1,278 @@
+"""The real stack for browser tests: web process + RQ worker + private Redis, a media
+origin the test controls video by video, and headless Debian Chromium via Playwright.
+
+Nothing here sleeps to synchronise: the media origin holds each video's download until
+the test releases it, so "mid-job" is a state the test creates, not a race it hopes to
+win; every wait is a poll on a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from quart_app.config import Config
+from socket_layer.protocol import presence_key
+from tests.support.live import ROOT, LiveServer, child_environ
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WEB_DIST = ROOT / "web" / "dist"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+#: colours of web/src/components/ProgressBar.tsx, as the browser reports them
+GREEN = "rgb(22, 163, 74)"
+BLUE = "rgb(37, 99, 235)"
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    within_s: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> None:
+    """Poll ``condition`` until it is true; AssertionError naming ``what`` after
+    ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within_s:g}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class WorkerProcess:
+    """``python -m quart_app.cli worker`` in its own session (stop takes its children)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.log = tempfile.NamedTemporaryFile(prefix="rt-e2e-worker-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "quart_app.cli", "worker"],
+            cwd=ROOT,
+            env=child_environ(self.config),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        group = os.getpgid(self.proc.pid)
+        os.killpg(group, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(group, signal.SIGKILL)
+            self.proc.wait(5)
+        self.log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log.name)
+
+
+class MediaOrigin:
+    """An HTTP origin for the worker's downloads (``/v/<name>``). ``hold(name)`` makes the
+    download of ``name`` wait until ``release(name)``, so the test decides when each
+    video finishes."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.gates: dict[str, asyncio.Event] = {}
+        self.requested: list[str] = []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v"
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    async def start(self) -> MediaOrigin:
+        app = web.Application()
+        app.router.add_get("/v/{name}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        self.release_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        self.requested.append(name)
+        gate = self.gates.get(name)
+        if gate is not None:
+            await gate.wait()
+        body = self.files.get(name)
+        if body is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=body, content_type="video/mp4")
+
+    def hold(self, *names: str) -> None:
+        for name in names:
+            self.gates.setdefault(name, asyncio.Event())
+
+    def release(self, *names: str) -> None:
+        for name in names:
+            self.gates.setdefault(name, asyncio.Event()).set()
+
+    def release_all(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
+
+    async def wait_requested(self, name: str, within_s: float = 20.0) -> None:
+        """Until the worker has asked for ``name`` (so every earlier video is done)."""
+        await wait_for(lambda: name in self.requested, within_s, what=f"the worker to fetch {name}")
+
+
+@dataclass
+class Account:
+    username: str
+    password: str
+    user_id: str
+    token: str
+
+
+@dataclass
+class Stack:
+    """The running processes and how to talk to them."""
+
+    web: LiveServer
+    worker: WorkerProcess
+    redis_url: str
+    media: MediaOrigin
+    sample: bytes
+    client: httpx.AsyncClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.AsyncClient(base_url=self.web.url, timeout=10)
+
+    @property
+    def url(self) -> str:
+        return self.web.url
+
+    async def account(self) -> Account:
+        """A fresh user (registered over REST) with a token."""
+        username = f"e2e-{uuid.uuid4().hex[:10]}"
+        password = "correct horse battery staple"
+        r = await self.client.post(
+            "/api/auth/register", json={"username": username, "password": password}
+        )
+        assert r.status_code == 201, r.text
+        user_id = r.json()["id"]
+        r = await self.client.post(
+            "/api/auth/login", json={"username": username, "password": password}
+        )
+        assert r.status_code == 200, r.text
+        return Account(username, password, user_id, r.json()["access_token"])
+
+    async def create_list(self, account: Account, name: str) -> str:
+        r = await self.client.post(
+            "/api/lists",
+            json={"name": name},
+            headers={"Authorization": f"Bearer {account.token}"},
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    async def jobs(self, account: Account) -> list[dict[str, Any]]:
+        r = await self.client.get("/api/jobs", headers={"Authorization": f"Bearer {account.token}"})
+        assert r.status_code == 200, r.text
+        jobs: list[dict[str, Any]] = r.json()["jobs"]
+        return jobs
+
+    def add_videos(self, prefix: str, count: int, broken: set[int] | None = None) -> list[str]:
+        """``count`` videos ``<prefix>-01.mp4`` ... on the media origin (``broken``
+        numbers get bytes that are no video); returns their names."""
+        names = []
+        for i in range(1, count + 1):
+            name = f"{prefix}-{i:02d}.mp4"
+            self.media.files[name] = (
+                b"this is not a video, just bytes\n" * 64 if broken and i in broken else self.sample
+            )
+            names.append(name)
+        return names
+
+    def csv(self, names: list[str]) -> str:
+        rows = ["url,title"] + [f"{self.media.url(n)},{n.removesuffix('.mp4')}" for n in names]
+        return "\n".join(rows) + "\n"
+
+    async def live_connections(self, user_id: str) -> int:
+        """Socket.IO connections of ``user_id`` counted server-side (the cross-process
+        presence registry in Redis, expired entries excluded)."""
+        from redis import asyncio as aioredis
+
+        redis = aioredis.Redis.from_url(self.redis_url)
+        try:
+            now_s, now_us = await redis.time()
+            return int(await redis.zcount(presence_key(user_id), now_s + now_us / 1e6, "+inf"))
+        finally:
+            await redis.aclose()
+
+    async def restart_web(self, down: Callable[[], Awaitable[None]] | None = None) -> None:
+        """SIGTERM the web process, run ``down`` while it is gone, start it again on the
+        same port."""
+        await self.web.astop()
+        if down is not None:
+            await down()
+        await self.web.astart()
+
+
+def check_prerequisites() -> None:
+    """Fail (not skip) with the fix when the browser or the built app is missing."""
+    if not os.access(CHROMIUM, os.X_OK):
+        raise RuntimeError(f"{CHROMIUM} is missing: run `make system-deps` (Debian's chromium)")
+    if not (WEB_DIST / "index.html").is_file():
+        raise RuntimeError("web/dist is not built: run `make web/dist/index.html`")
+
+
+def fresh_profile_dir() -> str:
+    return tempfile.mkdtemp(prefix="rt-chromium-")
+
+
+def remove_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,313 @@
+"""The dashboard in a real browser against the real stack (the seed's manual checklist).
+
+Every "mid-job" moment is created by holding a video's download at the media origin,
+so the job is provably between two videos while the test reloads, opens a second tab,
+or restarts the web server.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+from playwright.async_api import BrowserContext, Locator, Page, WebSocket, expect
+
+from tests.e2e.support import BLUE, GREEN, SCREENSHOTS, Account, Stack, wait_for
+
+
+async def login(page: Page, stack: Stack, account: Account, path: str) -> None:
+    """Log in through the login page and land on ``path`` (which may carry a query)."""
+    target, _, query = path.partition("?")
+    extra = f"&{query}" if query else ""
+    await page.goto(f"{stack.url}/login?next={target}{extra}")
+    await page.get_by_label("Username").fill(account.username)
+    await page.get_by_label("Password").fill(account.password)
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url(re.compile(re.escape(target) + r"(\?.*)?$"))
+
+
+async def import_csv(stack: Stack, account: Account, list_id: str, names: list[str]) -> str:
+    """Start an import over REST (the UI path is covered by the first test)."""
+    r = await stack.client.post(
+        f"/api/lists/{list_id}/videos/bulk",
+        content=stack.csv(names),
+        headers={"Authorization": f"Bearer {account.token}", "Content-Type": "text/csv"},
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["job_id"])
+
+
+def card_of(page: Page) -> Locator:
+    cards = page.get_by_test_id("job-card")
+    return cards.first
+
+
+async def bar_state(card: Locator) -> dict[str, str | None]:
+    return {
+        "valuenow": await card.get_by_role("progressbar").get_attribute("aria-valuenow"),
+        "status": await card.locator(".progress").get_attribute("data-status"),
+        "color": await card.locator(".progress-fill").evaluate(
+            "el => getComputedStyle(el).backgroundColor"
+        ),
+    }
+
+
+async def expect_completed(card: Locator, total: int) -> None:
+    await expect(card.locator(".progress")).to_have_attribute("data-status", "completed")
+    await expect(card.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    await expect(card.get_by_test_id("progress-count")).to_have_text(f"{total}/{total} videos")
+    await expect(card.get_by_test_id("status-badge")).to_have_text("Completed")
+    state = await bar_state(card)
+    assert state["color"] == GREEN, state
+
+
+async def expect_video_rows(page: Page, total: int, ready: int) -> None:
+    rows = page.get_by_test_id("video-row")
+    await expect(rows).to_have_count(total)
+    await expect(page.locator('[data-testid="video-row"][data-status="ready"]')).to_have_count(
+        ready
+    )
+
+
+def ws_counter(page: Page) -> list[str]:
+    """URLs of the WebSockets ``page`` opens from now on."""
+    opened: list[str] = []
+
+    def on_ws(ws: WebSocket) -> None:
+        opened.append(ws.url)
+
+    page.on("websocket", on_ws)
+    return opened
+
+
+async def test_import_ten_videos_updates_the_bar_per_video_and_ends_green(
+    stack: Stack, browser: BrowserContext
+) -> None:
+    account = await stack.account()
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    await login(page, stack, account, "/lists")
+
+    # create a list and import through the UI (pasted CSV)
+    await page.get_by_label("List name").fill("Ten videos")
+    await page.get_by_role("button", name="Create list").click()
+    await page.wait_for_url(re.compile(r"/lists/[0-9a-f-]{36}$"))
+    names = stack.add_videos("ten", 10)
+    stack.media.hold(*names)
+    await page.get_by_label("CSV text").fill(stack.csv(names))
+    await page.get_by_role("button", name="Import").click()
+    await expect(page.get_by_role("status").filter(has_text="Started a job")).to_be_visible()
+
+    card = card_of(page)
+    await expect(page.get_by_test_id("job-card")).to_have_count(1)
+    await expect(card.get_by_test_id("progress-count")).to_have_text("0/10 videos")
+    await expect_video_rows(page, 10, 0)
+
+    # one video at a time: the bar must show each step
+    for i, name in enumerate(names, start=1):
+        stack.media.release(name)
+        await expect(card.get_by_test_id("progress-count")).to_have_text(f"{i}/10 videos")
+        if i < 10:
+            await expect(card.get_by_role("progressbar")).to_have_attribute(
+                "aria-valuenow", str(i * 10)
+            )
+            state = await bar_state(card)
+            assert state["status"] == "processing" and state["color"] == BLUE, state
+            await expect(card.get_by_test_id("progress-percent")).to_have_text(f"{i * 10}%")
+        if i == 5:
+            await expect_video_rows(page, 10, 5)
+            await page.screenshot(path=str(SCREENSHOTS / "dashboard-mid-job.png"), full_page=True)
+
+    await expect_completed(card, 10)
+    await expect_video_rows(page, 10, 10)
+    first = page.get_by_test_id("video-row").first
+    await expect(first).to_contain_text("64×48")
+    await expect(first).to_contain_text("h264")
+    await expect(first).to_contain_text("0:01")
+    await expect(first.locator("img")).to_be_visible()  # the thumbnail loaded
+    await page.screenshot(path=str(SCREENSHOTS / "dashboard-completed.png"), full_page=True)
+
+    # the job page: the full timeline from the history API, every seq once, in order
+    await card.get_by_role("link").click()
+    await page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+    job = (await stack.jobs(account))[0]
+    rows = page.get_by_test_id("timeline").locator("tbody tr")
+    await expect(rows).to_have_count(job["last_seq"])
+    seqs = [int(s) for s in await rows.evaluate_all("rs => rs.map(r => r.dataset.seq)")]
+    assert seqs == list(range(1, job["last_seq"] + 1))
+    assert job["last_seq"] == 12  # pending + one per video + completed
+
+
+async def test_reload_mid_job_shows_the_state_at_once_and_continues(
+    stack: Stack, browser: BrowserContext
+) -> None:
+    account = await stack.account()
+    list_id = await stack.create_list(account, "Reload")
+    page = await browser.new_page()
+    await login(page, stack, account, f"/lists/{list_id}")
+    names = stack.add_videos("reload", 10)
+    stack.media.hold(*names[4:])
+    await import_csv(stack, account, list_id, names)
+    card = card_of(page)
+    await expect(card.get_by_test_id("progress-count")).to_have_text("4/10 videos")
+    await stack.media.wait_requested(names[4])
+
+    started = time.monotonic()
+    await page.reload()
+    # back at once: from the snapshot sent on connect, before anything else moves
+    await expect(card.get_by_test_id("progress-count")).to_have_text("4/10 videos", timeout=5000)
+    await expect(card.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "40")
+    assert time.monotonic() - started < 5
+
+    stack.media.release(*names[4:])
+    await expect_completed(card, 10)
+    await expect_video_rows(page, 10, 10)
+
+
+async def test_two_tabs_share_one_socket_connection(stack: Stack, browser: BrowserContext) -> None:
+    account = await stack.account()
+    list_id = await stack.create_list(account, "Two tabs")
+    first = await browser.new_page()
+    first_ws = ws_counter(first)
+    await login(first, stack, account, f"/lists/{list_id}")
+    status1 = first.get_by_test_id("connection-status")
+    await expect(status1).to_have_attribute("data-role", "leader")
+    await expect(status1).to_have_attribute("data-connected", "true")
+
+    second = await browser.new_page()
+    second_ws = ws_counter(second)
+    await second.goto(f"{stack.url}/lists/{list_id}")
+    status2 = second.get_by_test_id("connection-status")
+    await expect(status2).to_have_attribute("data-role", "follower")
+    await expect(status2).to_have_attribute("data-connected", "true")  # the leader's state
+
+    names = stack.add_videos("tabs", 10)
+    stack.media.hold(*names[3:])
+    await import_csv(stack, account, list_id, names)
+    for page in (first, second):
+        await expect(card_of(page).get_by_test_id("progress-count")).to_have_text("3/10 videos")
+        await expect(card_of(page).get_by_role("progressbar")).to_have_attribute(
+            "aria-valuenow", "30"
+        )
+    # ONE connection for the browser: counted by the server and by the browser
+    assert await stack.live_connections(account.user_id) == 1
+    assert len(first_ws) <= 1 and second_ws == [], (first_ws, second_ws)
+
+    stack.media.release(names[3])
+    for page in (first, second):
+        await expect(card_of(page).get_by_test_id("progress-count")).to_have_text("4/10 videos")
+
+    # the leader tab closes: the other takes over the connection and misses nothing
+    await first.close()
+    await expect(status2).to_have_attribute("data-role", "leader")
+    await expect(status2).to_have_attribute("data-connected", "true")
+    stack.media.release(*names[4:])
+    await expect_completed(card_of(second), 10)
+
+    async def one_connection() -> bool:
+        return await stack.live_connections(account.user_id) == 1
+
+    await wait_for(one_connection, 10, what="exactly one live connection")
+    assert len(second_ws) <= 1
+
+
+async def test_a_failed_video_shows_its_error(stack: Stack, browser: BrowserContext) -> None:
+    account = await stack.account()
+    list_id = await stack.create_list(account, "With a broken file")
+    page = await browser.new_page()
+    await login(page, stack, account, f"/lists/{list_id}")
+    await expect(page.get_by_test_id("connection-status")).to_have_attribute(
+        "data-connected", "true"
+    )
+    names = stack.add_videos("broken", 4, broken={2})
+    stack.media.hold(names[2])
+    await import_csv(stack, account, list_id, names)
+    card = card_of(page)
+    # live: the failure event itself carries the error
+    await expect(card.get_by_test_id("progress-count")).to_have_text("2/4 videos")
+    await expect(card.get_by_role("alert")).to_contain_text("broken-02")
+    stack.media.release(names[2])
+    await expect_completed(card, 4)
+    await expect(card.get_by_test_id("progress-failed")).to_have_text("1 failed")
+
+    r = await stack.client.get(
+        f"/api/lists/{list_id}/videos", headers={"Authorization": f"Bearer {account.token}"}
+    )
+    failed = [v for v in r.json()["videos"] if v["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["error"], failed
+    error = failed[0]["error"]
+    await expect(card.get_by_role("alert")).to_contain_text(error)
+    await expect(card.get_by_role("alert")).to_contain_text("broken-02")
+    row = page.locator('[data-testid="video-row"][data-status="failed"]')
+    await expect(row).to_have_count(1)
+    await expect(row.get_by_test_id("video-error")).to_have_text(error)
+    await expect_video_rows(page, 4, 3)
+    await page.screenshot(path=str(SCREENSHOTS / "dashboard-failed-video.png"), full_page=True)
+
+    # after a reload only the final event arrives (snapshot): the error is still shown
+    await page.reload()
+    await expect_completed(card, 4)
+    await expect(card.get_by_role("alert")).to_contain_text(error)
+
+
+async def test_forced_long_polling_works_end_to_end(stack: Stack, browser: BrowserContext) -> None:
+    account = await stack.account()
+    list_id = await stack.create_list(account, "Long-polling only")
+    page = await browser.new_page()
+    opened = ws_counter(page)
+    await login(page, stack, account, f"/lists/{list_id}?transport=polling")
+    status = page.get_by_test_id("connection-status")
+    await expect(status).to_have_attribute("data-connected", "true")
+    await expect(status).to_have_attribute("data-transport", "polling")
+
+    names = stack.add_videos("polling", 5)
+    stack.media.hold(*names[2:])
+    await import_csv(stack, account, list_id, names)
+    card = card_of(page)
+    await expect(card.get_by_test_id("progress-count")).to_have_text("2/5 videos")
+    await stack.media.wait_requested(names[2])
+    await page.reload()  # the override is in the URL: still polling after a reload
+    await expect(card.get_by_test_id("progress-count")).to_have_text("2/5 videos")
+    stack.media.release(*names[2:])
+    await expect_completed(card, 5)
+    await expect(status).to_have_attribute("data-transport", "polling")
+    assert opened == [], opened
+
+
+async def test_web_server_restart_mid_job_shows_the_banner_then_the_complete_state(
+    stack: Stack, browser: BrowserContext
+) -> None:
+    account = await stack.account()
+    list_id = await stack.create_list(account, "Server restart")
+    page = await browser.new_page()
+    await login(page, stack, account, f"/lists/{list_id}")
+    await expect(page.get_by_test_id("connection-status")).to_have_attribute(
+        "data-connected", "true"
+    )
+    names = stack.add_videos("restart", 10)
+    stack.media.hold(*names[5:])
+    await import_csv(stack, account, list_id, names)
+    card = card_of(page)
+    await expect(card.get_by_test_id("progress-count")).to_have_text("5/10 videos")
+    banner = page.get_by_test_id("reconnect-banner")
+    await expect(banner).to_be_hidden()
+
+    async def while_down() -> None:
+        await expect(banner).to_be_visible()
+        await expect(banner).to_contain_text("Reconnecting...")
+        await expect(banner.get_by_test_id("last-update")).to_contain_text("Last update at")
+        # videos 6 and 7 finish while no web process runs: their events reach nobody live
+        stack.media.release(names[5], names[6])
+        await stack.media.wait_requested(names[7])
+        with pytest.raises(httpx.TransportError):
+            await stack.client.get("/api/health")
+        assert (await card.get_by_test_id("progress-count").text_content()) == "5/10 videos"
+
+    await stack.restart_web(down=while_down)
+    # reconnected and resumed: the missed events arrive, the banner goes
+    await expect(card.get_by_test_id("progress-count")).to_have_text("7/10 videos", timeout=45_000)
+    await expect(banner).to_be_hidden()
+    stack.media.release(*names[7:])
+    await expect_completed(card, 10)
+    await expect_video_rows(page, 10, 10)
