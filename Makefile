@@ -30,7 +30,8 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 web/dist/index.html: $(WEB_STAMP) $(WEB_SRC)
 	cd web && npm run build
 
-# Debian's chromium (browser tests) and nginx (topology test); never a downloaded browser.
+# Debian's chromium (browser tests), nginx (topology test) and prometheus (promtool for
+# the alert rule tests); never a downloaded browser.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
@@ -38,6 +39,11 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing from Debian"; \
 	  $(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq $$missing >/dev/null; \
+	fi; \
+	if ! command -v promtool >/dev/null; then \
+	  echo "installing prometheus (promtool, for the alert rule tests) from Debian"; \
+	  $(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive \
+	    $(APT_GET) install -y -qq --no-install-recommends prometheus >/dev/null; \
 	fi
 
 lint: install
