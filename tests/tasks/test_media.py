@@ -1,0 +1,141 @@
+"""Fetching (paths, URL policy, size cap, timeout), probing and thumbnails."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+import tasks.media as media
+from quart_app.config import Config
+from tasks.media import BlockedAddress, MediaError, fetch, process_media
+
+
+@pytest.fixture
+async def origin(samples: Path) -> AsyncIterator[str]:
+    """A local HTTP origin: /video (a sample), /big (10 KB), /chunked (10 KB, no
+    Content-Length), /slow (2 s), /to/<host> (302 to http://<host>/video)."""
+    body = (samples / "v0.mp4").read_bytes()
+
+    async def video(_r: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="video/mp4")
+
+    async def big(_r: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 10_000)
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for _ in range(10):
+            await resp.write(b"y" * 1000)
+        await resp.write_eof()
+        return resp
+
+    async def slow(_r: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.Response(body=body)
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://{request.match_info['host']}/video")
+
+    app = web.Application()
+    app.router.add_get("/video", video)
+    app.router.add_get("/big", big)
+    app.router.add_get("/chunked", chunked)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/to/{host}", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_import_and_upload_paths_cannot_escape(
+    config: Callable[..., Config], samples: Path, tmp_path: Path
+) -> None:
+    cfg = config()
+    (cfg.import_root / "ok.mp4").write_bytes((samples / "v0.mp4").read_bytes())
+    assert (await fetch("import:ok.mp4", cfg)).path.name == "ok.mp4"
+    assert (await fetch("ok.mp4", cfg)).path.name == "ok.mp4"  # bare path = import
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(b"secret")
+    os.symlink(outside, cfg.import_root / "link.mp4")
+    for source in (
+        "import:../secret.mp4",
+        "import:link.mp4",  # a symlink leading out
+        f"import:{outside}",
+        "upload:../secret.mp4",
+        "import:missing.mp4",
+        "file:///etc/passwd",
+        "ftp://example.com/a.mp4",
+    ):
+        with pytest.raises(MediaError):
+            await fetch(source, cfg)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/x.mp4",
+        "http://localhost:9/x.mp4",
+        "http://[::1]:9/x.mp4",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/x.mp4",
+        "http://[::ffff:127.0.0.1]/x.mp4",
+    ],
+)
+async def test_private_targets_are_refused_by_default(
+    config: Callable[..., Config], url: str
+) -> None:
+    with pytest.raises(MediaError, match="refused"):
+        await fetch(url, config())
+
+
+async def test_resolver_refuses_names_resolving_to_private_addresses() -> None:
+    with pytest.raises(BlockedAddress):
+        await media._GuardedResolver().resolve("localhost", 80)
+
+
+async def test_redirect_to_a_refused_address_is_refused(
+    config: Callable[..., Config], origin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 127.0.0.1 plays the public origin; 127.0.0.2 the internal target
+    monkeypatch.setattr(media, "address_allowed", lambda a: a == "127.0.0.1")
+    cfg = config()
+    port = origin.split(":")[1]
+    with pytest.raises(MediaError, match="refused: 127.0.0.2"):
+        await fetch(f"http://{origin}/to/127.0.0.2:{port}", cfg)
+
+
+async def test_size_cap_and_timeout(config: Callable[..., Config], origin: str) -> None:
+    cfg = config(import_allow_private_hosts=True, max_upload_bytes=5000, fetch_timeout=0.5)
+    with pytest.raises(MediaError, match="too large"):
+        await fetch(f"http://{origin}/big", cfg)
+    with pytest.raises(MediaError, match="too large"):
+        await fetch(f"http://{origin}/chunked", cfg)
+    with pytest.raises(MediaError, match="timed out"):
+        await fetch(f"http://{origin}/slow", cfg)
+    assert not list((cfg.media_root / "tmp").iterdir())  # partial downloads removed
+
+
+async def test_url_processing_writes_thumbnail_and_removes_download(
+    config: Callable[..., Config], origin: str
+) -> None:
+    cfg = config(import_allow_private_hosts=True)
+    vid = uuid.uuid4()
+    result = await process_media(f"http://{origin}/video", vid, cfg)
+    assert result.info.video_codec == "h264" and result.info.audio_codec == "aac"
+    assert result.thumbnail == f"thumbnails/{vid}.jpg"
+    assert (cfg.media_root / result.thumbnail).read_bytes()[:2] == b"\xff\xd8"
+    assert not list((cfg.media_root / "tmp").iterdir())

@@ -1,0 +1,48 @@
+"""The publisher's failure accounting: a failed publish is counted, the event is stored."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from models.entities import JobStatus, ProcessingJob, User, VideoList
+from models.history import events_after
+from socket_layer.emitter import PublishError
+from tasks.publisher import TOTALS, JobPublisher
+
+
+class DownEmitter:
+    async def publish_progress(self, user_id: object, event: dict[str, Any]) -> None:
+        raise PublishError("redis down")
+
+
+async def test_failed_publish_is_counted_and_the_event_is_still_in_history(pg: str) -> None:
+    user = await User.create(username=f"pub{uuid.uuid4().hex[:10]}", password_hash="x")
+    vlist = await VideoList.create(owner=user, name="l")
+    job = await ProcessingJob.create(
+        list=vlist, owner=user, status=JobStatus.PROCESSING, total_videos=2
+    )
+    before = TOTALS.publish_failures
+    pub = JobPublisher(
+        job_id=job.id,
+        owner_id=user.id,
+        last_seq=0,
+        total_videos=2,
+        emitter=DownEmitter(),
+        buffer_size=10,
+    )
+    for n in (1, 2):
+        event = pub.build(
+            status="processing",
+            progress=n * 40,
+            current_video=n,
+            processed_videos=n,
+            failed_videos=0,
+            message=f"video {n}",
+        )
+        await pub.send(event)
+    assert pub.stats.publish_failures == 2 and pub.stats.events_published == 0
+    assert pub.stats.events_persisted == 2 and pub.stats.persist_failures == 0
+    assert TOTALS.publish_failures == before + 2
+    assert [e["seq"] for e in await events_after(job.id)] == [1, 2]
+    assert await pub.drain(1.0)
