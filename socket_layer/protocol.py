@@ -18,6 +18,9 @@ EVENT_RESUME = "resume"
 REFUSAL_CODE = 1008
 REASON_INVALID_TOKEN = "invalid_token"
 REASON_TOO_MANY_CONNECTIONS = "too_many_connections"
+#: the server could not check the connection (database down): retry later, do not log out
+UNAVAILABLE_CODE = 1011
+REASON_UNAVAILABLE = "unavailable"
 
 #: how long a finished job stays in the `snapshot`
 SNAPSHOT_FINISHED_WINDOW_S = 300
@@ -32,8 +35,9 @@ def user_room(user_id: object) -> str:
 
 
 def refusal(reason: str) -> dict[str, object]:
-    """The data of a ``connect_error`` refusal."""
-    return {"code": REFUSAL_CODE, "reason": reason}
+    """The data of a ``connect_error`` refusal (code 1008; 1011 for ``unavailable``)."""
+    code = UNAVAILABLE_CODE if reason == REASON_UNAVAILABLE else REFUSAL_CODE
+    return {"code": code, "reason": reason}
 
 
 #: Redis key prefix of the per-user connection registry (a ZSET of live sockets per user)

@@ -40,6 +40,7 @@ from socket_layer.protocol import (
     NAMESPACE,
     REASON_INVALID_TOKEN,
     REASON_TOO_MANY_CONNECTIONS,
+    REASON_UNAVAILABLE,
     SNAPSHOT_FINISHED_WINDOW_S,
     refusal,
     user_room,
@@ -138,7 +139,12 @@ class SocketLayer:
             )
         except InvalidToken:
             raise refused(REASON_INVALID_TOKEN) from None
-        if not await User.exists(id=user_id):  # a deleted user's token is dead too
+        try:
+            exists = await User.exists(id=user_id)
+        except Exception:  # the DB is down: a retry later may work, the token is fine
+            log.exception("connect: user lookup failed")
+            raise refused(REASON_UNAVAILABLE) from None
+        if not exists:  # a deleted user's token is dead too
             raise refused(REASON_INVALID_TOKEN)
         uid = str(user_id)
         bind_log_context(user_id=uid)
@@ -154,9 +160,12 @@ class SocketLayer:
                 EVENT_SNAPSHOT, snapshot, to=sid, namespace=NAMESPACE, ignore_queue=True
             )
             metrics.connection_opened(sid, self._transport(sid))
-        except BaseException:
+        except BaseException as exc:
             self.users.pop(sid, None)
             await self.registry.release(sid)
+            if isinstance(exc, Exception):  # not cancellation: refuse instead of hanging
+                log.exception("connect: snapshot failed")
+                raise refused(REASON_UNAVAILABLE) from exc
             raise
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
