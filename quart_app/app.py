@@ -11,6 +11,7 @@ from quart_app.auth import BEARER_SCHEME
 from quart_app.config import Config
 from quart_app.errors import register_error_handlers
 from quart_app.metrics_view import register_metrics
+from quart_app.security import install_security
 from quart_app.services import install_services
 from quart_app.web import register_web
 
@@ -42,6 +43,7 @@ def create_app(config: Config | None = None) -> Quart:
         await open_db(config.database_url)
 
     install_services(app, config)
+    install_security(app, config)  # rate limit, CORS, security headers
 
     @app.after_serving
     async def _close() -> None:
