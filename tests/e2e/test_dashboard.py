@@ -7,12 +7,13 @@ or restarts the web server.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Locator, Page, WebSocket, expect
+from playwright.async_api import BrowserContext, Locator, Page, expect
 
 from tests.e2e.support import BLUE, GREEN, SCREENSHOTS, Account, Stack, wait_for
 
@@ -26,6 +27,30 @@ async def login(page: Page, stack: Stack, account: Account, path: str) -> None:
     await page.get_by_label("Password").fill(account.password)
     await page.get_by_role("button", name="Log in").click()
     await page.wait_for_url(re.compile(re.escape(target) + r"(\?.*)?$"))
+
+
+async def open_logged_in(
+    browser: BrowserContext,
+    stack: Stack,
+    account: Account,
+    path: str,
+    websockets: list[str] | None = None,
+) -> Page:
+    """A new tab on ``path`` with ``account``'s session already stored (what the login
+    page stores; the login form itself is exercised by the first test).  The URLs of
+    the WebSockets the tab opens are appended to ``websockets``."""
+    user = json.dumps({"id": account.user_id, "username": account.username})
+    await browser.add_init_script(
+        "if (!localStorage.getItem('reeltrack.token')) {"
+        f"localStorage.setItem('reeltrack.token', {json.dumps(account.token)});"
+        f"localStorage.setItem('reeltrack.user', {json.dumps(user)});"
+        "}"
+    )
+    page = await browser.new_page()
+    if websockets is not None:
+        page.on("websocket", lambda ws: websockets.append(ws.url))
+    await page.goto(f"{stack.url}{path}")
+    return page
 
 
 async def import_csv(stack: Stack, account: Account, list_id: str, names: list[str]) -> str:
@@ -69,17 +94,6 @@ async def expect_video_rows(page: Page, total: int, ready: int) -> None:
     await expect(page.locator('[data-testid="video-row"][data-status="ready"]')).to_have_count(
         ready
     )
-
-
-def ws_counter(page: Page) -> list[str]:
-    """URLs of the WebSockets ``page`` opens from now on."""
-    opened: list[str] = []
-
-    def on_ws(ws: WebSocket) -> None:
-        opened.append(ws.url)
-
-    page.on("websocket", on_ws)
-    return opened
 
 
 async def test_import_ten_videos_updates_the_bar_per_video_and_ends_green(
@@ -144,8 +158,7 @@ async def test_reload_mid_job_shows_the_state_at_once_and_continues(
 ) -> None:
     account = await stack.account()
     list_id = await stack.create_list(account, "Reload")
-    page = await browser.new_page()
-    await login(page, stack, account, f"/lists/{list_id}")
+    page = await open_logged_in(browser, stack, account, f"/lists/{list_id}")
     names = stack.add_videos("reload", 10)
     stack.media.hold(*names[4:])
     await import_csv(stack, account, list_id, names)
@@ -168,16 +181,14 @@ async def test_reload_mid_job_shows_the_state_at_once_and_continues(
 async def test_two_tabs_share_one_socket_connection(stack: Stack, browser: BrowserContext) -> None:
     account = await stack.account()
     list_id = await stack.create_list(account, "Two tabs")
-    first = await browser.new_page()
-    first_ws = ws_counter(first)
-    await login(first, stack, account, f"/lists/{list_id}")
+    first_ws: list[str] = []
+    first = await open_logged_in(browser, stack, account, f"/lists/{list_id}", first_ws)
     status1 = first.get_by_test_id("connection-status")
     await expect(status1).to_have_attribute("data-role", "leader")
     await expect(status1).to_have_attribute("data-connected", "true")
 
-    second = await browser.new_page()
-    second_ws = ws_counter(second)
-    await second.goto(f"{stack.url}/lists/{list_id}")
+    second_ws: list[str] = []
+    second = await open_logged_in(browser, stack, account, f"/lists/{list_id}", second_ws)
     status2 = second.get_by_test_id("connection-status")
     await expect(status2).to_have_attribute("data-role", "follower")
     await expect(status2).to_have_attribute("data-connected", "true")  # the leader's state
@@ -215,8 +226,7 @@ async def test_two_tabs_share_one_socket_connection(stack: Stack, browser: Brows
 async def test_a_failed_video_shows_its_error(stack: Stack, browser: BrowserContext) -> None:
     account = await stack.account()
     list_id = await stack.create_list(account, "With a broken file")
-    page = await browser.new_page()
-    await login(page, stack, account, f"/lists/{list_id}")
+    page = await open_logged_in(browser, stack, account, f"/lists/{list_id}")
     await expect(page.get_by_test_id("connection-status")).to_have_attribute(
         "data-connected", "true"
     )
@@ -254,9 +264,10 @@ async def test_a_failed_video_shows_its_error(stack: Stack, browser: BrowserCont
 async def test_forced_long_polling_works_end_to_end(stack: Stack, browser: BrowserContext) -> None:
     account = await stack.account()
     list_id = await stack.create_list(account, "Long-polling only")
-    page = await browser.new_page()
-    opened = ws_counter(page)
-    await login(page, stack, account, f"/lists/{list_id}?transport=polling")
+    opened: list[str] = []
+    page = await open_logged_in(
+        browser, stack, account, f"/lists/{list_id}?transport=polling", websockets=opened
+    )
     status = page.get_by_test_id("connection-status")
     await expect(status).to_have_attribute("data-connected", "true")
     await expect(status).to_have_attribute("data-transport", "polling")
@@ -280,8 +291,7 @@ async def test_web_server_restart_mid_job_shows_the_banner_then_the_complete_sta
 ) -> None:
     account = await stack.account()
     list_id = await stack.create_list(account, "Server restart")
-    page = await browser.new_page()
-    await login(page, stack, account, f"/lists/{list_id}")
+    page = await open_logged_in(browser, stack, account, f"/lists/{list_id}")
     await expect(page.get_by_test_id("connection-status")).to_have_attribute(
         "data-connected", "true"
     )
