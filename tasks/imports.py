@@ -1,8 +1,7 @@
 """Creating an import job without Quart (the demo, scripts, tests).
 
-Same rules as the API's ``quart_app.api.job_ops.create_import_job``: the videos, the job
-and its first ``pending`` event (seq 1) are written in one transaction, the event is
-published, and ``tasks.process_video_list`` is enqueued.
+The rows are written by :func:`models.jobs.create_job_with_videos` (as for the API);
+then the first event is published and ``tasks.process_video_list`` is enqueued.
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis import Redis
-from tortoise.transactions import in_transaction
 
-from models.entities import JobStatus, ProcessingJob, Video
-from models.events import ProgressEvent, utcnow
-from models.history import record_event
+from models.entities import ProcessingJob
+from models.jobs import create_job_with_videos
 from tasks.publisher import Emitter
 from tasks.queue import enqueue_processing
 
@@ -47,42 +44,9 @@ async def create_import_job(
     redis.exceptions.RedisError when enqueueing fails: the job is then ``pending`` and
     the periodic stale-job check enqueues it later.
     """
-    n = len(items)
-    async with in_transaction():
-        job = await ProcessingJob.create(
-            list_id=list_id,
-            owner_id=owner_id,
-            status=JobStatus.PENDING,
-            total_videos=n,
-        )
-        await Video.bulk_create(
-            [
-                Video(
-                    id=uuid.uuid4(),
-                    list_id=list_id,
-                    job_id=job.id,
-                    position=i,
-                    source=item.source,
-                    title=item.title[:500],
-                )
-                for i, item in enumerate(items)
-            ]
-        )
-        first = ProgressEvent(
-            job_id=job.id,
-            seq=1,
-            status="pending",
-            progress=0,
-            current_video=0,
-            total_videos=n,
-            processed_videos=0,
-            failed_videos=0,
-            message=f"Queued {n} video{'s' if n != 1 else ''}",
-            created_at=utcnow(),
-        )
-        if not await record_event(first):
-            raise RuntimeError("could not write the first event of a new job")
-    job.last_seq = 1
+    job, first = await create_job_with_videos(
+        owner_id, list_id, [(item.source, item.title) for item in items]
+    )
     if emitter is not None:
         try:
             await emitter.publish_progress(owner_id, first.to_wire())

@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
-from tortoise.transactions import in_transaction
 
 from models.entities import JobStatus, ProcessingJob, Video, VideoList, VideoStatus
 from models.events import EventStatus, ProgressEvent, utcnow
 from models.history import record_event
+from models.jobs import create_job_with_videos
 from quart_app.errors import ApiError
 from quart_app.imports import ImportItem
 from quart_app.services import Services
@@ -66,31 +66,9 @@ async def create_import_job(
     ``failed`` with a final event (so the user sees a clear failed job, never one stuck
     ``pending``) and its videos are marked failed.
     """
-    n = len(items)
-    async with in_transaction():
-        job = await ProcessingJob.create(
-            list_id=video_list.id,
-            owner_id=video_list.owner_id,
-            status=JobStatus.PENDING,
-            total_videos=n,
-            last_seq=0,
-        )
-        await Video.bulk_create(
-            [
-                Video(
-                    id=uuid.uuid4(),
-                    list_id=video_list.id,
-                    job_id=job.id,
-                    position=i,
-                    source=item.source,
-                    title=item.title,
-                )
-                for i, item in enumerate(items)
-            ]
-        )
-        first = job_event(job, 1, "pending", f"Queued {n} video{'s' if n != 1 else ''}")
-        if not await record_event(first):  # cannot happen: we just created the job
-            raise RuntimeError("could not write the first event of a new job")
+    job, first = await create_job_with_videos(
+        video_list.owner_id, video_list.id, [(item.source, item.title) for item in items]
+    )
     await svc.publish(job, first.to_wire())
     try:
         if svc.rq_redis is None:
@@ -107,7 +85,6 @@ async def create_import_job(
         ) from None
     await ProcessingJob.filter(id=job.id).update(rq_job_id=rq_job_id)
     job.rq_job_id = rq_job_id
-    job.last_seq = 1
     return job
 
 
