@@ -139,7 +139,13 @@ async def test_import_ten_videos_updates_the_bar_per_video_and_ends_green(
     await expect(first).to_contain_text("64×48")
     await expect(first).to_contain_text("h264")
     await expect(first).to_contain_text("0:01")
-    await expect(first.locator("img")).to_be_visible()  # the thumbnail loaded
+    thumb = first.locator("img")
+    await expect(thumb).to_be_visible()
+
+    async def thumbnail_loaded() -> bool:
+        return bool(await thumb.evaluate("img => img.complete && img.naturalWidth > 0"))
+
+    await wait_for(thumbnail_loaded, 10, what="the thumbnail JPEG to load")
     await page.screenshot(path=str(SCREENSHOTS / "dashboard-completed.png"), full_page=True)
 
     # the job page: the full timeline from the history API, every seq once, in order

@@ -108,13 +108,6 @@ export const api = {
   history: (id: string, afterSeq = 0, limit = 1000) =>
     request<HistoryPage>("GET", `/api/jobs/${encodeURIComponent(id)}/progress-history?after_seq=${afterSeq}&limit=${limit}`),
 
-  /** The thumbnail as an object URL (the endpoint needs the bearer header). */
-  thumbnail: async (url: string): Promise<string> => {
-    const token = currentToken();
-    const response = await fetch(url, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
-    if (!response.ok) throw new ApiError(response.status, `http_${response.status}`, response.statusText);
-    return URL.createObjectURL(await response.blob());
-  },
 };
 
 /** HistoryFetcher for the progress layer. */

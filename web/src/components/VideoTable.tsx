@@ -1,7 +1,7 @@
 /** The videos of a list: thumbnail, title, duration, resolution, codec, status, error. */
 import { formatDuration, formatResolution } from "../format";
 import type { Video } from "../types";
-import { AuthImage } from "./AuthImage";
+import { Thumbnail } from "./Thumbnail";
 
 export function VideoTable({ videos }: { videos: readonly Video[] }) {
   if (videos.length === 0) return <p className="muted">No videos yet: import a CSV or upload files.</p>;
@@ -22,7 +22,7 @@ export function VideoTable({ videos }: { videos: readonly Video[] }) {
         {videos.map((v) => (
           <tr key={v.id} data-testid="video-row" data-video-id={v.id} data-status={v.status}>
             <td>
-              <AuthImage src={v.thumbnail_url} alt={`Thumbnail of ${v.title ?? v.id}`} className="thumb" />
+              <Thumbnail videoId={v.id} url={v.thumbnail_url} alt={`Thumbnail of ${v.title ?? v.id}`} />
             </td>
             <td className="title-cell">{v.title || v.source || v.id}</td>
             <td>{formatDuration(v.duration_s)}</td>
