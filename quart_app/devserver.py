@@ -26,6 +26,9 @@ from types import FrameType
 from quart_app.config import Config
 
 DEMO_USERNAME = "demo"
+#: rows in the first-start demo import: enough that a newcomer watches the bars move
+#: for several seconds (the sample files are reused, so this stays cheap)
+DEMO_VIDEOS = 300
 SHUTDOWN_GRACE_S = 10.0
 
 
@@ -197,7 +200,11 @@ def run_all(config: Config) -> int:
         url = f"http://{config.host}:{config.port}"
         _wait_for(lambda: _health_ok(f"{url}/api/health"), "web process", 60, [web, worker])
         if not (config.var_dir / "demo_created").exists():
-            subprocess.run([*exe, "demo", "--username", DEMO_USERNAME], env=env, check=True)
+            subprocess.run(
+                [*exe, "demo", "--username", DEMO_USERNAME, "--count", str(DEMO_VIDEOS)],
+                env=env,
+                check=True,
+            )
             (config.var_dir / "demo_created").touch()
         print(
             f"\nreeltrack is running at {url}\n"

@@ -28,6 +28,9 @@ VARIANTS: list[tuple[int, int, int, float, str, str]] = [
     (180, 320, 15, 2.0, "libx264", ".mkv"),
     (160, 90, 10, 4.0, "libx264", ".mp4"),
 ]
+#: sample files synthesised at most; longer demo imports reuse them
+DISTINCT_SAMPLES = 11
+
 #: fastest settings: the demo must be ready within seconds on a small machine
 ENCODER_OPTIONS = {
     "libx264": {"preset": "ultrafast"},
@@ -80,12 +83,15 @@ def synthesise(path: Path, width: int, height: int, fps: int, seconds: float, co
 
 
 def make_samples(import_root: Path, count: int) -> list[NewVideo]:
-    """``count`` sample files under ``import_root/demo`` (the last one corrupt)."""
+    """``count`` import rows over sample files under ``import_root/demo`` (the last row
+    a corrupt file).  At most :data:`DISTINCT_SAMPLES` files are synthesised; longer
+    imports reuse them, so a big demo job (bars that visibly move) stays cheap to make."""
     directory = import_root / "demo"
     items: list[NewVideo] = []
     for i in range(max(0, count - 1)):
-        width, height, fps, seconds, codec, suffix = VARIANTS[i % len(VARIANTS)]
-        name = f"sample-{i + 1:02d}-{width}x{height}-{codec}{suffix}"
+        k = i % DISTINCT_SAMPLES
+        width, height, fps, seconds, codec, suffix = VARIANTS[k % len(VARIANTS)]
+        name = f"sample-{k + 1:02d}-{width}x{height}-{codec}{suffix}"
         if not (directory / name).exists():
             synthesise(directory / name, width, height, fps, seconds, codec)
         items.append(NewVideo(f"import:demo/{name}", f"Sample {i + 1} ({width}x{height}, {codec})"))
