@@ -1,0 +1,1 @@
+"""Fault matrix — owned by engineer G."""
