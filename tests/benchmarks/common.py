@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -167,6 +168,18 @@ class ServerProc:
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
 
+    def pubsub_received(self) -> tuple[int, int] | None:
+        """(user-channel, common-channel) messages this process took from Redis, from
+        the line it logs at shutdown; None when it did not log one."""
+        if self.log_path is None or not self.log_path.exists():
+            return None
+        found = None
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            m = re.search(r"pub/sub messages received: (\d+) on user channels, (\d+) on", line)
+            if m:
+                found = (int(m.group(1)), int(m.group(2)))
+        return found
+
     def rss(self) -> int:
         return rss_bytes(self.pid)
 
@@ -206,7 +219,11 @@ def py_argv(module: str, *args: str) -> list[str]:
 
 
 def stock_server(
-    redis_url: str, port: int, ping_interval: float = 25.0, extra: Sequence[str] = ()
+    redis_url: str,
+    port: int,
+    ping_interval: float = 25.0,
+    extra: Sequence[str] = (),
+    log_path: Path | None = None,
 ) -> ServerProc:
     """The baseline: python-socketio AsyncServer + stock AsyncRedisManager, hypercorn
     (``extra`` switches the tiny app to reeltrack's manager/tuning, for profiling)."""
@@ -223,6 +240,7 @@ def stock_server(
         ),
         port,
         name="stock",
+        log_path=log_path,
     )
 
 
@@ -296,7 +314,8 @@ class LoadFleet:
     """Clients spread over ``procs`` processes (each with its own loopback source IP)."""
 
     def __init__(self, url: str, procs: int, extra: Sequence[str] = ()) -> None:
-        self.loads = [LoadProc(url, f"127.0.0.{20 + i}", extra) for i in range(procs)]
+        # process i's clients use source addresses 127.<20+i>.x.y (one per client)
+        self.loads = [LoadProc(url, f"127.{20 + i}.0.1", extra) for i in range(procs)]
 
     async def __aenter__(self) -> LoadFleet:
         await asyncio.gather(*(lp.start() for lp in self.loads))

@@ -11,9 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
-from tests.benchmarks.common import LoadFleet, cpu_seconds, print_table, run_emitter, summary_ms
+from tests.benchmarks.common import (
+    LoadFleet,
+    ServerProc,
+    cpu_seconds,
+    print_table,
+    run_emitter,
+    summary_ms,
+)
 from tests.benchmarks.env import BenchEnv
 from tests.benchmarks.targets import Target
 
@@ -44,18 +52,19 @@ async def measure_rates(
     procs: int,
     stop_after_failures: int = 1,
     servers: int = 1,
-    url: str | None = None,
+    front: Callable[[list[ServerProc]], str] | None = None,
 ) -> dict[str, Any]:
     """Start ``target`` (``servers`` processes), connect the clients, walk the rates.
 
-    With several servers the clients go to ``url`` (nginx) or round-robin over them."""
+    ``front(servers)`` returns the URL of what stands in front of them (nginx); without
+    it the clients go straight to the processes, round-robin."""
     started = target.start(count=servers)
     try:
         specs = target.specs(clients)
-        if url is None:
+        if front is None:
             urls = [f"ws://127.0.0.1:{s.port}/api/ws/progress/" for s in started]
         else:
-            urls = [url]
+            urls = [front(started)]
         fleets = [LoadFleet(u, max(1, procs // len(urls))) for u in urls]
         for f in fleets:
             await f.__aenter__()
@@ -132,7 +141,13 @@ async def measure_rates(
                     failures += 1
                     if failures >= stop_after_failures:
                         break
-            return {"target": target.name, "rows": rows, "max_ok_rate": best, "connect": conn}
+            return {
+                "target": target.name,
+                "rows": rows,
+                "max_ok_rate": best,
+                "connect": conn,
+                "total_sent": sum(r["sent"] for r in rows),
+            }
         finally:
             for f in fleets:
                 await f.__aexit__(None, None, None)

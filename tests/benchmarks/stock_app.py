@@ -21,11 +21,22 @@ from hypercorn.config import Config as HyperConfig
 from socket_layer.protocol import REDIS_CHANNEL, SOCKETIO_PATH, user_room
 
 
+class _CountingRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+    """The stock manager, counting what it takes from Redis (printed at exit)."""
+
+    received = 0
+
+    async def _listen(self) -> Any:
+        async for message in super()._listen():
+            _CountingRedisManager.received += 1
+            yield message
+
+
 def build_app(
     redis_url: str, ping_interval: float, ping_timeout: float, manager: str = "stock"
 ) -> Any:
     if manager == "stock":
-        client_manager = socketio.AsyncRedisManager(redis_url, channel=REDIS_CHANNEL)
+        client_manager = _CountingRedisManager(redis_url, channel=REDIS_CHANNEL)
     else:  # reeltrack's fast path in the same tiny app: isolates the manager's share
         from socket_layer.fanout import make_fanout_manager
 
@@ -77,6 +88,12 @@ async def main() -> None:
 
         tune_gc()
     await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    # the scale-out benchmark reads this line (same wording as socket_layer.fanout)
+    print(
+        f"pub/sub messages received: 0 on user channels, "
+        f"{_CountingRedisManager.received} on the common channel",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

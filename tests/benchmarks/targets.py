@@ -7,6 +7,7 @@ ProgressEmitter publishes) and makes the client specs (users, tokens, job ids).
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class Target:
         self.redis_url = redis_url
         self.redis_pid: int | None = None
         self.servers: list[ServerProc] = []
+        self.stopped: list[ServerProc] = []
 
     def start(self, count: int = 1, ping_interval: float = 25.0) -> list[ServerProc]:
         raise NotImplementedError
@@ -47,8 +49,11 @@ class Target:
         raise NotImplementedError
 
     def stop(self) -> None:
+        """Stop the servers (gracefully: they log what they received); the stopped
+        ones stay readable in ``stopped``."""
         for s in self.servers:
             s.stop()
+        self.stopped = self.servers
         self.servers = []
 
 
@@ -70,9 +75,13 @@ class StockTarget(Target):
             self.extra = ["--manager", "user-channels", "--tuned"]
 
     def start(self, count: int = 1, ping_interval: float = 25.0) -> list[ServerProc]:
+        logs = Path(tempfile.mkdtemp(prefix="rt-bench-stock-"))
         for _ in range(count):
+            port = free_port()
             self.servers.append(
-                stock_server(self.redis_url, free_port(), ping_interval, self.extra).start()
+                stock_server(
+                    self.redis_url, port, ping_interval, self.extra, logs / f"{port}.log"
+                ).start()
             )
         return self.servers
 
@@ -114,7 +123,7 @@ class ReeltrackTarget(Target):
             "SECRET_KEY": BENCH_SECRET,
             "WEBSOCKET_PING_INTERVAL": str(ping_interval),
             "WEBSOCKET_TIMEOUT": str(max(20.0, ping_interval)),
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "INFO",
             "RATE_LIMIT_PER_MINUTE": "0",
             **self.env,
         }

@@ -105,6 +105,9 @@ class Client(asyncio.Protocol):
         self.closing = False
         self.frag: list[bytes] = []
         self.frag_compressed = False
+        # a source address per client: nginx's sticky hash spreads clients by address
+        n = fleet.next_index()
+        self.source_ip = f"{fleet.source_ip.rsplit('.', 2)[0]}.{n // 250 % 250}.{n % 250 + 1}"
 
     # ------------------------------------------------------------- connection
 
@@ -123,7 +126,7 @@ class Client(asyncio.Protocol):
         try:
             await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: self, fl.host, fl.port, local_addr=(fl.source_ip, 0)
+                    lambda: self, fl.host, fl.port, local_addr=(self.source_ip, 0)
                 ),
                 _OPEN_TIMEOUT,
             )
@@ -324,8 +327,13 @@ class Fleet:
         self.reconnect = reconnect
         self.resume_on_connect = False
         self.clients: list[Client] = []
+        self._index = 0
         self.stats = Stats()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def next_index(self) -> int:
+        self._index += 1
+        return self._index - 1
 
     def on_connected(self, client: Client) -> None:
         if self.resume_on_connect:
