@@ -76,6 +76,12 @@ def register_error_handlers(app: Quart) -> None:
             exc.code or 500, code, exc.description or exc.name or "error", headers=kept
         )
 
+    @app.errorhandler(UnicodeDecodeError)
+    async def _bad_encoding(exc: UnicodeDecodeError) -> Any:
+        # Quart decodes JSON/form bodies as UTF-8 and lets the error escape (found by
+        # the schemathesis run in tests/ops/test_fuzz_api.py)
+        return error_response(400, "bad_encoding", "the request body is not valid UTF-8")
+
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Any:
         app.logger.exception("unhandled error")
