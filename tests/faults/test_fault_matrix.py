@@ -1,0 +1,237 @@
+"""The fault matrix (issue 5, must show 1): real processes, one fault each, mid-job.
+
+One rig (tests/faults/rig.py: private Redis and PostgreSQL, a web process, two RQ
+workers, a slow media origin, two users with dashboard clients on websocket and
+long-polling) serves every fault in turn.  Per fault, each user imports a job through
+the REST API; once every client has seen it move, the fault is injected:
+
+1. the web process is SIGKILLed and restarted on the same port;
+2. a worker running a job is SIGKILLed with its work-horse, scheduler and cron child,
+   and a new worker is started (the job resumes after the stale check re-queues it);
+3. Redis is restarted (it keeps nothing: queues, presence and pub/sub are gone);
+4. PostgreSQL is stopped for 10 s and started again;
+5. Redis and PostgreSQL are both stopped and started again.
+
+Then, once every job is final in the database: every client's per-job event list
+equals the DB history, every history is seq 1..n without holes (pending first,
+completed last), no client holds another user's event, no job is left ``processing``.
+The table (tests/faults/matrix.py) is printed in pytest's terminal summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from models.entities import JobStatus, ProcessingJob
+from models.history import events_after
+from tests.faults.matrix import ROWS, Row, render
+from tests.faults.rig import Rig, database, wait_until
+
+pytestmark = pytest.mark.slow
+
+#: PostgreSQL outage of fault 4 (the issue says 10 s)
+PG_OUTAGE_S = 10.0
+#: events every client must have applied for its job before the fault is injected
+MOVING = 3
+
+
+@pytest.fixture(scope="module")
+async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
+    rig = Rig(tmp_path_factory.mktemp("faults"))
+    try:
+        await rig.start()
+        yield rig
+    except BaseException:
+        print(rig.outputs())
+        raise
+    finally:
+        await rig.close()
+
+
+# -- the faults -------------------------------------------------------------------------------
+
+
+async def kill_web(rig: Rig) -> str:
+    assert rig.web is not None
+    await asyncio.to_thread(rig.web.kill)
+    await rig.web.astart(60)  # same config, same port
+    return f"web pid {rig.web.proc.pid if rig.web.proc else '?'} restarted on :{rig.web.port}"
+
+
+async def kill_worker(rig: Rig) -> str:
+    busy = [w for w in rig.workers if w.horses()]
+    assert busy, "no worker is running a job"
+    victim = busy[0]
+    killed = await asyncio.to_thread(victim.kill_all)
+    rig.workers.remove(victim)
+    rig.retired.append(victim)
+    rig.start_worker()
+    return f"{victim.name}: {killed} processes SIGKILLed, new worker started"
+
+
+async def restart_redis(rig: Rig) -> str:
+    await asyncio.to_thread(rig.redis.restart)
+    return f"redis :{rig.redis.port} restarted"
+
+
+async def pause_postgres(rig: Rig) -> str:
+    await asyncio.to_thread(rig.pg.stop)
+    await asyncio.sleep(PG_OUTAGE_S)  # the outage itself, not a synchronisation
+    await asyncio.to_thread(rig.pg.start)
+    return f"postgres :{rig.pg.port} down {PG_OUTAGE_S:.0f}s"
+
+
+async def restart_both(rig: Rig) -> str:
+    await asyncio.to_thread(rig.pg.stop)
+    await asyncio.to_thread(rig.redis.stop)
+    await asyncio.to_thread(rig.redis.start)
+    await asyncio.to_thread(rig.pg.start)
+    return "postgres and redis stopped and started"
+
+
+# -- one fault, checked ---------------------------------------------------------------------
+
+
+def _common_prefix(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+async def exercise(
+    rig: Rig,
+    fault: str,
+    inject: Callable[[Rig], Awaitable[str]],
+    *,
+    videos: int,
+    delay: float,
+) -> Row:
+    """Run one fault mid-job and check everything; records the table row, then raises
+    AssertionError listing every violation."""
+    rig.origin.delay = delay
+    before = await rig.metrics()
+    connects_before = sum(t.connects for t in rig.trackers)
+    jobs = {a.name: await rig.import_job(a, videos, fault) for a in rig.accounts}
+
+    def moving() -> bool:
+        return all(t.last_seq(jobs[rig.owner[t.name].name]) >= MOVING for t in rig.trackers)
+
+    await wait_until(moving, 60, f"{fault}: every client sees its job move")
+    t_fault = time.monotonic()
+    detail = await inject(rig)
+    print(f"{fault}: {detail}")
+
+    job_ids = list(jobs.values())
+    async with database(rig.database_url):
+
+        async def all_final() -> bool:
+            try:
+                statuses = await ProcessingJob.filter(id__in=job_ids).values_list(
+                    "status", flat=True
+                )
+            except Exception:  # the test's own connection may still be reconnecting
+                return False
+            return len(statuses) == len(job_ids) and all(JobStatus(s).is_final for s in statuses)
+
+        await wait_until(all_final, videos * delay * 4 + 90, f"{fault}: jobs final")
+        histories = {job: await events_after(job, limit=1000) for job in job_ids}
+        rows = {str(j.id): j for j in await ProcessingJob.filter(id__in=job_ids)}
+        stuck = await ProcessingJob.filter(status=JobStatus.PROCESSING).count()
+
+    def converged() -> bool:
+        return all(
+            t.history(jobs[rig.owner[t.name].name]) == histories[jobs[rig.owner[t.name].name]]
+            for t in rig.trackers
+        )
+
+    try:
+        await wait_until(converged, 30, f"{fault}: every client equal to the history")
+    except AssertionError:
+        pass  # reported below, client by client
+    recovery = time.monotonic() - t_fault
+    after = await rig.metrics()
+
+    def delta(name: str) -> int:
+        return int(after.get(name, 0) - before.get(name, 0))
+
+    problems: list[str] = []
+    row = Row(
+        fault=fault,
+        jobs=len(job_ids),
+        published=delta("reeltrack_progress_events_published_total"),
+        persisted=delta("reeltrack_progress_events_persisted_total"),
+        publish_failures=delta("reeltrack_progress_publish_failures_total"),
+        persist_failures=delta("reeltrack_progress_persist_failures_total"),
+        history=sum(len(h) for h in histories.values()),
+        reconnects=sum(t.connects for t in rig.trackers) - connects_before,
+        recovery_s=recovery,
+        statuses=",".join(sorted({str(r.status) for r in rows.values()})),
+    )
+    for job, history in histories.items():
+        seqs = [e["seq"] for e in history]
+        if seqs != list(range(1, len(history) + 1)):
+            problems.append(f"job {job}: seqs not contiguous from 1: {seqs}")
+        if not history or history[0]["status"] != "pending":
+            problems.append(f"job {job}: history does not start pending")
+        final = rows[job]
+        if final.status != JobStatus.COMPLETED or final.processed_videos != videos:
+            problems.append(
+                f"job {job}: ended {final.status} with {final.processed_videos}/{videos} videos"
+            )
+        if history and history[-1]["status"] != "completed":
+            problems.append(f"job {job}: last event is {history[-1]['status']}")
+    if stuck:
+        problems.append(f"{stuck} job(s) left processing")
+    for t in rig.trackers:
+        account = rig.owner[t.name]
+        job = jobs[account.name]
+        mine = t.history(job)
+        missed = len(histories[job]) - _common_prefix(mine, histories[job])
+        row.missed[t.name] = missed
+        if mine != histories[job]:
+            problems.append(
+                f"{t.name}: {len(mine)} events applied, history has {len(histories[job])},"
+                f" first difference at seq {_common_prefix(mine, histories[job]) + 1};"
+                f" buffered {sorted(t.buffered.get(job, {}))}; {t.stats()}"
+            )
+        foreign = t.seen_jobs - account.jobs
+        if foreign:
+            problems.append(f"{t.name}: holds events of another user's jobs {foreign}")
+        if t.conflicts:
+            problems.append(f"{t.name}: {len(t.conflicts)} seq(s) seen with two contents")
+    row.ok = not problems
+    ROWS.append(row)
+    print(render([row]))
+    if problems:
+        print(rig.outputs())
+    assert not problems, "\n".join(problems)
+    return row
+
+
+# -- the matrix ------------------------------------------------------------------------------
+
+
+async def test_web_process_killed_and_restarted(rig: Rig) -> None:
+    await exercise(rig, "1 web SIGKILL+restart", kill_web, videos=30, delay=0.15)
+
+
+async def test_worker_killed_and_replaced(rig: Rig) -> None:
+    await exercise(rig, "2 worker SIGKILL+new worker", kill_worker, videos=30, delay=0.15)
+
+
+async def test_redis_restarted(rig: Rig) -> None:
+    await exercise(rig, "3 redis restart", restart_redis, videos=30, delay=0.15)
+
+
+async def test_postgres_down_ten_seconds(rig: Rig) -> None:
+    await exercise(rig, "4 postgres down 10s", pause_postgres, videos=60, delay=0.2)
+
+
+async def test_redis_and_postgres_restarted(rig: Rig) -> None:
+    await exercise(rig, "5 redis+postgres restart", restart_both, videos=30, delay=0.15)
