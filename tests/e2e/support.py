@@ -47,6 +47,7 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 #: colours of web/src/components/ProgressBar.tsx, as the browser reports them
 GREEN = "rgb(22, 163, 74)"
 BLUE = "rgb(37, 99, 235)"
+AMBER = "rgb(217, 119, 6)"
 
 
 async def wait_for(

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.async_api import BrowserContext, Locator, Page, expect
 
-from tests.e2e.support import BLUE, GREEN, SCREENSHOTS, Account, Stack, wait_for
+from tests.e2e.support import AMBER, BLUE, GREEN, SCREENSHOTS, Account, Stack, wait_for
 
 
 async def login(page: Page, stack: Stack, account: Account, path: str) -> None:
@@ -313,6 +313,7 @@ async def test_web_server_restart_mid_job_shows_the_banner_then_the_complete_sta
         await expect(banner).to_be_visible()
         await expect(banner).to_contain_text("Reconnecting...")
         await expect(banner.get_by_test_id("last-update")).to_contain_text("Last update at")
+        await page.screenshot(path=str(SCREENSHOTS / "dashboard-reconnecting.png"))
         # videos 6 and 7 finish while no web process runs: their events reach nobody live
         stack.media.release(names[5], names[6])
         await stack.media.wait_requested(names[7])
@@ -327,3 +328,21 @@ async def test_web_server_restart_mid_job_shows_the_banner_then_the_complete_sta
     stack.media.release(*names[7:])
     await expect_completed(card, 10)
     await expect_video_rows(page, 10, 10)
+
+
+async def test_cancel_from_the_dashboard(stack: Stack, browser: BrowserContext) -> None:
+    account = await stack.account()
+    list_id = await stack.create_list(account, "Cancel me")
+    page = await open_logged_in(browser, stack, account, f"/lists/{list_id}")
+    names = stack.add_videos("cancel", 6)
+    stack.media.hold(names[2])
+    await import_csv(stack, account, list_id, names)
+    card = card_of(page)
+    await expect(card.get_by_test_id("progress-count")).to_have_text("2/6 videos")
+    await card.get_by_role("button", name="Cancel").click()
+    stack.media.release(names[2])  # the worker stops before the next video
+    await expect(card.locator(".progress")).to_have_attribute("data-status", "cancelled")
+    await expect(card.get_by_test_id("status-badge")).to_have_text("Cancelled")
+    assert (await bar_state(card))["color"] == AMBER
+    await expect(card.get_by_role("button", name="Cancel")).to_have_count(0)
+    assert names[3] not in stack.media.requested
