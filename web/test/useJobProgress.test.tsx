@@ -39,6 +39,8 @@ const mocks = vi.hoisted(() => {
   }
   class FakeSocket extends Emitter {
     connected = false;
+    /** false after a refusal by the server: socket.io-client then stops retrying */
+    active = true;
     io = new FakeManager();
     connectCalls = 0;
     disconnectCalls = 0;
@@ -48,7 +50,12 @@ const mocks = vi.hoisted(() => {
     }
     connect(): this {
       this.connectCalls += 1;
+      this.active = true;
       return this;
+    }
+    serverRefuse(message: string, data?: unknown): void {
+      this.active = false;
+      this.fire("connect_error", Object.assign(new Error(message), { data }));
     }
     disconnect(): this {
       this.disconnectCalls += 1;
@@ -192,10 +199,7 @@ describe("useJobProgress: connection lifecycle", () => {
   it("sends the user to the login page when the token is refused", async () => {
     const { hook, socket, onAuthFailure } = setup();
     await act(flush);
-    act(() => {
-      const err = Object.assign(new Error("invalid_token"), { data: { code: 1008, reason: "invalid_token" } });
-      socket().fire("connect_error", err);
-    });
+    act(() => socket().serverRefuse("invalid_token", { code: 1008, reason: "invalid_token" }));
     expect(onAuthFailure).toHaveBeenCalledTimes(1);
     expect(hook.result.current.isConnected).toBe(false);
     expect(hook.result.current.reconnecting).toBe(false);
@@ -207,7 +211,7 @@ describe("useJobProgress: connection lifecycle", () => {
   it("recognises a refusal whose reason is only in the message", async () => {
     const { socket, onAuthFailure } = setup();
     await act(flush);
-    act(() => socket().fire("connect_error", new Error("{'code': 1008, 'reason': 'invalid_token'}")));
+    act(() => socket().serverRefuse("{'code': 1008, 'reason': 'invalid_token'}"));
     expect(onAuthFailure).toHaveBeenCalledTimes(1);
   });
 
@@ -215,12 +219,7 @@ describe("useJobProgress: connection lifecycle", () => {
     const { hook, socket, onAuthFailure } = setup();
     await act(flush);
     vi.useFakeTimers();
-    act(() => {
-      const err = Object.assign(new Error("too_many_connections"), {
-        data: { code: 1008, reason: "too_many_connections" },
-      });
-      socket().fire("connect_error", err);
-    });
+    act(() => socket().serverRefuse("too_many_connections", { code: 1008, reason: "too_many_connections" }));
     expect(onAuthFailure).not.toHaveBeenCalled();
     expect(hook.result.current.refusal).toBe("too_many_connections");
     expect(hook.result.current.reconnecting).toBe(true);
@@ -233,6 +232,33 @@ describe("useJobProgress: connection lifecycle", () => {
     act(() => socket().serverConnect());
     expect(hook.result.current.refusal).toBeNull();
     expect(hook.result.current.isConnected).toBe(true);
+  });
+
+  it("retries itself after any other refusal (server unavailable)", async () => {
+    const { hook, socket, onAuthFailure } = setup();
+    await act(flush);
+    vi.useFakeTimers();
+    act(() => socket().serverRefuse("unavailable", { code: 1013, reason: "unavailable" }));
+    expect(onAuthFailure).not.toHaveBeenCalled();
+    expect(hook.result.current.reconnecting).toBe(true);
+    act(() => vi.advanceTimersByTime(4500));
+    expect(socket().connectCalls).toBe(2);
+    // the second refusal waits about twice as long (3 s doubling, +/- 50 %)
+    act(() => socket().serverRefuse("unavailable", { code: 1013, reason: "unavailable" }));
+    act(() => vi.advanceTimersByTime(2999));
+    expect(socket().connectCalls).toBe(2);
+    act(() => vi.advanceTimersByTime(6001));
+    expect(socket().connectCalls).toBe(3);
+  });
+
+  it("leaves transport errors to the Manager's own backoff", async () => {
+    const { hook, socket } = setup();
+    await act(flush);
+    vi.useFakeTimers();
+    act(() => socket().fire("connect_error", new Error("xhr poll error"))); // socket.active stays true
+    expect(hook.result.current.reconnecting).toBe(true);
+    act(() => vi.advanceTimersByTime(60000));
+    expect(socket().connectCalls).toBe(1);
   });
 
   it("shows the reconnect state from the Manager and resumes from the last seqs on reconnect", async () => {
@@ -370,6 +396,48 @@ describe("useJobProgress: events", () => {
     await act(() => vi.advanceTimersByTimeAsync(10000));
     expect(fetchHistory).toHaveBeenCalledWith(JOB_A, 2, 1000);
     expect(hook.result.current.jobProgress.get(JOB_A)?.seq).toBe(5);
+  });
+
+  it("falls back to the REST history when the server answers resume with an error", async () => {
+    const fetchHistory = vi.fn(async (_id: string, after: number) =>
+      [3, 4].filter((s) => s > after).map((s) => ev(JOB_A, s)),
+    );
+    const { hook, socket } = setup({ fetchHistory });
+    await act(flush);
+    act(() => socket().serverConnect());
+    socket().resumes()[0].ack({ events: [], truncated: false });
+    await act(flush);
+    act(() => socket().fire("progress", ev(JOB_A, 1)));
+    act(() => socket().fire("progress", ev(JOB_A, 2)));
+    act(() => socket().fire("progress", ev(JOB_A, 4)));
+    await act(async () => {
+      socket().resumes().at(-1)?.ack({ error: "at most 200 jobs per resume" });
+      await flush();
+    });
+    expect(fetchHistory).toHaveBeenCalledWith(JOB_A, 2, 1000);
+    expect(hook.result.current.jobProgress.get(JOB_A)?.seq).toBe(4);
+  });
+
+  it("splits a resume for many jobs into requests the server accepts", async () => {
+    const { socket } = setup();
+    await act(flush);
+    act(() => socket().serverConnect());
+    socket().resumes()[0].ack({ events: [], truncated: false });
+    await act(flush);
+    const ids = Array.from({ length: 250 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`);
+    act(() => socket().fire("snapshot", { jobs: ids.map((id) => ev(id, 2)) }));
+    act(() => socket().fire("resync", { reason: "test" }));
+    await act(flush);
+    const sizes: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      const pending = socket().resumes().at(-1);
+      sizes.push(Object.keys(pending?.jobs ?? {}).length);
+      await act(async () => {
+        pending?.ack({ events: [], truncated: false });
+        await flush();
+      });
+    }
+    expect(sizes).toEqual([100, 100, 50]);
   });
 
   it("drops a finished job from the dashboard 5 minutes after its final event", async () => {

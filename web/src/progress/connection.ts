@@ -16,6 +16,8 @@ export const RECONNECT_DELAY_MS = 3000;
 export const RECONNECT_DELAY_MAX_MS = 30000;
 export const RECONNECT_JITTER = 0.5;
 export const REFUSAL_CODE = 1008;
+/** Job ids per `resume` request (the server's RESUME_MAX_JOBS defaults to 200). */
+export const RESUME_MAX_JOBS = 100;
 /** resume rounds in a row (truncated acks) before falling back to REST history. */
 const MAX_RESUME_ROUNDS = 50;
 
@@ -237,22 +239,23 @@ export class ProgressConnection {
         this.options.onAuthFailure?.();
         return;
       }
-      if (reason === "too_many_connections") {
-        // A middleware refusal is final for socket.io-client: retry ourselves, same backoff.
-        this.setState({
-          status: "refused",
-          isConnected: false,
-          reconnecting: true,
-          refusal: reason,
-          transport: null,
-        });
-        const delay = Math.min(RECONNECT_DELAY_MS * 2 ** this.refusedRetries, RECONNECT_DELAY_MAX_MS);
-        this.refusedRetries += 1;
-        this.scheduleRetry(jitter(delay));
+      if (socket.active) {
+        // A transport error: the Manager retries by itself, with its backoff.
+        this.setState({ status: "reconnecting", isConnected: false, reconnecting: true, transport: null });
         return;
       }
-      // A transport error: the Manager retries with backoff.
-      this.setState({ status: "reconnecting", isConnected: false, reconnecting: true, transport: null });
+      // Refused by the server (too many connections, server unavailable, ...): final for
+      // socket.io-client, so retry ourselves with the same backoff.
+      this.setState({
+        status: reason ? "refused" : "reconnecting",
+        isConnected: false,
+        reconnecting: true,
+        refusal: reason,
+        transport: null,
+      });
+      const delay = Math.min(RECONNECT_DELAY_MS * 2 ** this.refusedRetries, RECONNECT_DELAY_MAX_MS);
+      this.refusedRetries += 1;
+      this.scheduleRetry(jitter(delay));
     });
 
     socket.on("snapshot", (payload: { jobs?: unknown }) => {
@@ -305,7 +308,25 @@ export class ProgressConnection {
     }
   }
 
-  private emitResume(jobs: Record<string, number>): Promise<ResumeAck> {
+  /**
+   * One logical `resume`: split into requests of at most RESUME_MAX_JOBS jobs (the
+   * server refuses bigger ones). Rejects on a lost connection, a timeout or an error ack.
+   */
+  private async emitResume(jobs: Record<string, number>): Promise<ResumeAck> {
+    const ids = Object.keys(jobs);
+    if (ids.length <= RESUME_MAX_JOBS) return this.emitResumeOnce(jobs);
+    const out: ResumeAck = { events: [], truncated: false };
+    for (let i = 0; i < ids.length; i += RESUME_MAX_JOBS) {
+      const chunk: Record<string, number> = {};
+      for (const id of ids.slice(i, i + RESUME_MAX_JOBS)) chunk[id] = jobs[id];
+      const ack = await this.emitResumeOnce(chunk);
+      out.events.push(...ack.events);
+      out.truncated ||= ack.truncated;
+    }
+    return out;
+  }
+
+  private emitResumeOnce(jobs: Record<string, number>): Promise<ResumeAck> {
     const socket = this.socket;
     const timeoutMs = this.options.resumeTimeoutMs ?? 10000;
     return new Promise<ResumeAck>((resolve, reject) => {
@@ -327,12 +348,13 @@ export class ProgressConnection {
       }, timeoutMs);
       // An ack of a packet sent before a disconnect never comes: fail it at disconnect.
       this.pendingAcks.add(fail);
-      socket.emit("resume", { jobs }, (ack: Partial<ResumeAck> | undefined) => {
+      socket.emit("resume", { jobs }, (ack: (Partial<ResumeAck> & { error?: unknown }) | undefined) => {
         done();
-        resolve({
-          events: Array.isArray(ack?.events) ? ack.events : [],
-          truncated: ack?.truncated === true,
-        });
+        if (!ack || typeof ack !== "object" || ack.error !== undefined || !Array.isArray(ack.events)) {
+          reject(new Error(`resume refused: ${String(ack?.error ?? "bad ack")}`));
+          return;
+        }
+        resolve({ events: ack.events, truncated: ack.truncated === true });
       });
     });
   }
