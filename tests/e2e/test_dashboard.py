@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -346,3 +347,36 @@ async def test_cancel_from_the_dashboard(stack: Stack, browser: BrowserContext) 
     assert (await bar_state(card))["color"] == AMBER
     await expect(card.get_by_role("button", name="Cancel")).to_have_count(0)
     assert names[3] not in stack.media.requested
+
+
+async def test_import_a_csv_file_and_upload_video_files(
+    stack: Stack, browser: BrowserContext, tmp_path: Path
+) -> None:
+    account = await stack.account()
+    list_id = await stack.create_list(account, "Files")
+    page = await open_logged_in(browser, stack, account, f"/lists/{list_id}")
+
+    # a CSV file through the file picker
+    names = stack.add_videos("csvfile", 2)
+    csv_file = tmp_path / "videos.csv"
+    csv_file.write_text(stack.csv(names))
+    await page.get_by_role("tab", name="CSV file").click()
+    await page.get_by_label("CSV file").set_input_files(str(csv_file))
+    await page.get_by_role("button", name="Import").click()
+    await expect(page.get_by_role("status").filter(has_text="2 videos")).to_be_visible()
+    await expect_completed(card_of(page), 2)
+
+    # video files uploaded from the browser
+    uploads = []
+    for i in (1, 2, 3):
+        path = tmp_path / f"upload-{i}.mp4"
+        path.write_bytes(stack.sample)
+        uploads.append(str(path))
+    await page.get_by_role("tab", name="Upload videos").click()
+    await page.get_by_label("Video files").set_input_files(uploads)
+    await page.get_by_role("button", name="Upload").click()
+    await expect(page.get_by_role("status").filter(has_text="3 videos")).to_be_visible()
+    cards = page.get_by_test_id("job-card")
+    await expect(cards).to_have_count(2)
+    await expect_completed(cards.first, 3)  # newest first
+    await expect_video_rows(page, 5, 5)

@@ -6,7 +6,16 @@ import { ImportPanel } from "../components/ImportPanel";
 import { JobDashboard } from "../components/JobDashboard";
 import { VideoTable } from "../components/VideoTable";
 import { useJobProgress } from "../progress/useJobProgress";
-import type { Video, VideoList } from "../types";
+import type { Job, Video, VideoList } from "../types";
+
+interface JobInfo {
+  listId: string | null;
+  createdAt: string;
+}
+
+function infoOf(job: Job): JobInfo {
+  return { listId: job.list_id ?? null, createdAt: job.created_at ?? "" };
+}
 
 /** How often the video table may be re-read while this list's jobs report progress. */
 const VIDEO_REFRESH_MS = 300;
@@ -16,8 +25,8 @@ export function VideosPage({ listId }: { listId: string }) {
   const [list, setList] = useState<VideoList | null>(null);
   const [videos, setVideos] = useState<Video[]>([]);
   const [error, setError] = useState<string | null>(null);
-  // job id -> list id (events do not carry the list; GET /api/jobs/{id} does)
-  const [jobLists, setJobLists] = useState<ReadonlyMap<string, string | null>>(new Map());
+  // job id -> its list and creation time (events carry neither; GET /api/jobs does)
+  const [jobLists, setJobLists] = useState<ReadonlyMap<string, JobInfo>>(new Map());
   const asked = useRef(new Set<string>());
 
   const loadVideos = useCallback(() => {
@@ -33,7 +42,7 @@ export function VideosPage({ listId }: { listId: string }) {
     );
     loadVideos();
     api.jobs().then(
-      (jobs) => setJobLists((prev) => new Map([...prev, ...jobs.map((j) => [j.id, j.list_id ?? null] as const)])),
+      (jobs) => setJobLists((prev) => new Map([...prev, ...jobs.map((j) => [j.id, infoOf(j)] as const)])),
       () => undefined,
     );
   }, [listId, loadVideos]);
@@ -44,8 +53,8 @@ export function VideosPage({ listId }: { listId: string }) {
       if (jobLists.has(id) || asked.current.has(id)) continue;
       asked.current.add(id);
       api.job(id).then(
-        (job) => setJobLists((prev) => new Map(prev).set(id, job.list_id ?? null)),
-        () => setJobLists((prev) => new Map(prev).set(id, null)),
+        (job) => setJobLists((prev) => new Map(prev).set(id, infoOf(job))),
+        () => setJobLists((prev) => new Map(prev).set(id, { listId: null, createdAt: "" })),
       );
     }
   }, [jobProgress, jobLists]);
@@ -53,8 +62,9 @@ export function VideosPage({ listId }: { listId: string }) {
   const jobs = useMemo(
     () =>
       [...jobProgress.values()]
-        .filter((j) => jobLists.get(j.job_id) === listId)
-        .sort((a, b) => (a.created_at < b.created_at ? 1 : -1)),
+        .filter((j) => jobLists.get(j.job_id)?.listId === listId)
+        // newest job first, by the job's creation (not its last event: cards stay put)
+        .sort((a, b) => ((jobLists.get(a.job_id)?.createdAt ?? "") < (jobLists.get(b.job_id)?.createdAt ?? "") ? 1 : -1)),
     [jobProgress, jobLists, listId],
   );
 
@@ -102,7 +112,12 @@ export function VideosPage({ listId }: { listId: string }) {
       <ImportPanel
         listId={listId}
         onStarted={(accepted) => {
-          setJobLists((prev) => new Map(prev).set(accepted.job_id, listId));
+          // "\uffff": sorts first (newest) until the server's creation time is known
+          setJobLists((prev) => new Map(prev).set(accepted.job_id, { listId, createdAt: "\uffff" }));
+          api.job(accepted.job_id).then(
+            (job) => setJobLists((prev) => new Map(prev).set(job.id, infoOf(job))),
+            () => undefined,
+          );
           loadVideos();
         }}
       />
