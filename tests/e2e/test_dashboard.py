@@ -380,3 +380,21 @@ async def test_import_a_csv_file_and_upload_video_files(
     await expect(cards).to_have_count(2)
     await expect_completed(cards.first, 3)  # newest first
     await expect_video_rows(page, 5, 5)
+
+
+async def test_a_refused_token_sends_the_user_to_the_login_page(
+    stack: Stack, browser: BrowserContext
+) -> None:
+    account = await stack.account()
+    forged = Account(account.username, account.password, account.user_id, "not-a-valid-token")
+    page = await open_logged_in(browser, stack, forged, "/lists")
+    await page.wait_for_url(re.compile(r"/login\?next=%2Flists"))
+    await expect(page.get_by_text("Your session has expired")).to_be_visible()
+    # and logging in again brings the user back where they were
+    await page.get_by_label("Username").fill(account.username)
+    await page.get_by_label("Password").fill(account.password)
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url(re.compile(r"/lists$"))
+    await expect(page.get_by_test_id("connection-status")).to_have_attribute(
+        "data-connected", "true"
+    )
