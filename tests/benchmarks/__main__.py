@@ -14,15 +14,18 @@ import time
 
 from tests.benchmarks.common import load_average
 
-#: name -> module; each module has ``async def run()`` with full-size defaults
+#: name -> (module, coroutine function called without arguments: full-size defaults)
 BENCHMARKS = {
-    "connections": "tests.benchmarks.connections",
-    "fanout": "tests.benchmarks.fanout",
-    "scaleout": "tests.benchmarks.scaleout",
-    "publisher": "tests.benchmarks.publisher",
-    "history": "tests.benchmarks.history",
-    "reconnect": "tests.benchmarks.reconnect",
+    "connections": ("tests.benchmarks.connections", "run"),
+    "fanout": ("tests.benchmarks.fanout", "run"),
+    "scaleout": ("tests.benchmarks.scaleout", "run"),
+    "publisher": ("tests.benchmarks.publisher", "main_async"),
+    "history": ("tests.benchmarks.history", "run"),
+    "reconnect": ("tests.benchmarks.reconnect", "run"),
+    "latency": ("tests.benchmarks.latency", "run"),
 }
+#: arguments for functions that have no defaults
+ARGS: dict[str, tuple[object, ...]] = {"publisher": (2000,)}
 
 
 def main(argv: list[str]) -> int:
@@ -34,14 +37,15 @@ def main(argv: list[str]) -> int:
     failed = []
     for name in names:
         print(f"\n######## {name}  (load average {load_average()})", flush=True)
+        module_name, func = BENCHMARKS[name]
         try:
-            module = importlib.import_module(BENCHMARKS[name])
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             print(f"skipped: {exc}")
             continue
         t0 = time.monotonic()
         try:
-            asyncio.run(module.run())
+            asyncio.run(getattr(module, func)(*ARGS.get(name, ())))
         except Exception as exc:  # one failing benchmark must not hide the others
             failed.append(name)
             print(f"FAILED: {type(exc).__name__}: {exc}")

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 BENCH_SECRET = "bench-secret-key-0123456789abcdef"
+#: pause after start-up / connecting before measuring (the smoke tests shorten it)
+SETTLE_S = 1.0
 
 
 def raise_nofile() -> None:

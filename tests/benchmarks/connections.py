@@ -14,22 +14,25 @@ import asyncio
 import time
 from typing import Any
 
+from tests.benchmarks import common
 from tests.benchmarks.common import LoadFleet, print_table
-from tests.benchmarks.env import BenchEnv
+from tests.benchmarks.env import BenchEnv, bench_env
 from tests.benchmarks.targets import Target
 
 PING_INTERVAL = 5.0
 
 
-async def measure(target: Target, n: int, hold: float, procs: int) -> dict[str, Any]:
-    (server,) = target.start(count=1, ping_interval=PING_INTERVAL)
+async def measure(
+    target: Target, n: int, hold: float, procs: int, ping_interval: float = PING_INTERVAL
+) -> dict[str, Any]:
+    (server,) = target.start(count=1, ping_interval=ping_interval)
     try:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(common.SETTLE_S)
         rss0 = server.rss()
         url = f"ws://127.0.0.1:{server.port}/api/ws/progress/"
         async with LoadFleet(url, procs) as fleet:
             conn = await fleet.connect(target.specs(n), concurrency=100)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(common.SETTLE_S)
             rss1 = server.rss()
             st0 = await fleet.stats()
             cpu0 = server.cpu()
@@ -51,7 +54,7 @@ async def measure(target: Target, n: int, hold: float, procs: int) -> dict[str, 
                 "still_connected": st1["connected"],
                 "pings_answered": pings,
                 "pings_ok": "yes"
-                if pings >= conn["connected"] * int(hold // PING_INTERVAL - 1)
+                if pings >= conn["connected"] * max(1, int(hold // ping_interval - 1))
                 and st1["connected"] == n
                 else "NO",
             }
@@ -66,16 +69,18 @@ async def run(
     hold: float = 12.0,
     procs: int = 4,
     targets: tuple[str, ...] = ("stock", "reeltrack"),
+    ping_interval: float = 5.0,
+    shared: BenchEnv | None = None,
 ) -> dict[str, Any]:
     steps = steps or [1000, 5000, 10000]
     results: dict[str, list[dict[str, Any]]] = {}
-    async with BenchEnv(
-        need_db=any(t.startswith("reeltrack") for t in targets), users=max(steps)
+    async with bench_env(
+        shared, need_db=any(t.startswith("reeltrack") for t in targets), users=max(steps)
     ) as env:
         for name in targets:
             rows = []
             for n in steps:
-                rows.append(await measure(env.target(name), n, hold, procs))
+                rows.append(await measure(env.target(name), n, hold, procs, ping_interval))
             results[name] = rows
             print_table(f"connections held by one web process: {name}", rows)
     return results

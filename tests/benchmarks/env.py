@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,25 @@ TARGET_ENVS: dict[str, dict[str, str]] = {
 
 def _asyncpg_url(url: str) -> str:
     return url.replace("postgres://", "postgresql://", 1)
+
+
+@asynccontextmanager
+async def bench_env(
+    shared: BenchEnv | None, *, need_db: bool = False, users: int = 0
+) -> AsyncIterator[BenchEnv]:
+    """``shared`` when given (the smoke tests run every benchmark in one environment,
+    which must have the database and at least ``users`` users), else a fresh one."""
+    if shared is not None:
+        if need_db and shared.database_url is None:
+            raise ValueError("this benchmark needs the database")
+        if users > shared.users:
+            raise ValueError(
+                f"this benchmark needs {users} users, the environment has {shared.users}"
+            )
+        yield shared
+        return
+    async with BenchEnv(need_db=need_db, users=users) as env:
+        yield env
 
 
 class BenchEnv:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.benchmarks import common
 from tests.benchmarks.common import (
     LoadFleet,
     ServerProc,
@@ -22,7 +23,7 @@ from tests.benchmarks.common import (
     run_emitter,
     summary_ms,
 )
-from tests.benchmarks.env import BenchEnv
+from tests.benchmarks.env import BenchEnv, bench_env
 from tests.benchmarks.targets import Target
 
 P99_LIMIT_MS = 100.0
@@ -76,7 +77,7 @@ async def measure_rates(
                 conn["failed"] += r["failed"]
             if conn["failed"]:
                 raise RuntimeError(f"{target.name}: {conn['failed']} clients failed to connect")
-            await asyncio.sleep(1.0)  # let connect-time work settle
+            await asyncio.sleep(common.SETTLE_S)  # let connect-time work settle
             rows: list[dict[str, Any]] = []
             failures = 0
             best = 0
@@ -161,11 +162,12 @@ async def run(
     rates: list[int] | None = None,
     procs: int = 2,
     targets: tuple[str, ...] = ("stock", "reeltrack"),
+    shared: BenchEnv | None = None,
 ) -> dict[str, Any]:
     rates = rates or DEFAULT_RATES
     results: dict[str, Any] = {}
-    async with BenchEnv(
-        need_db=any(t.startswith("reeltrack") for t in targets), users=clients
+    async with bench_env(
+        shared, need_db=any(t.startswith("reeltrack") for t in targets), users=clients
     ) as env:
         for name in targets:
             target = env.target(name)

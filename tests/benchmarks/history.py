@@ -25,7 +25,7 @@ import socketio
 
 from socket_layer.protocol import SOCKETIO_PATH
 from tests.benchmarks.common import BENCH_SECRET, print_table, summary_ms
-from tests.benchmarks.env import BenchEnv, _asyncpg_url
+from tests.benchmarks.env import BenchEnv, _asyncpg_url, bench_env
 
 USERS = 100
 JOBS_PER_USER = 10
@@ -80,9 +80,16 @@ async def fill(env: BenchEnv, events_per_job: int) -> dict[str, Any]:
             " VALUES ($1,$2,$3,'processing',$4,$4,0,$4,false,now() - interval '1 day')",
             job_rows,
         )
-        await conn.execute(FILL_SQL, events_per_job)
+        await conn.execute(
+            FILL_SQL + " WHERE j.id = ANY($2::uuid[])",
+            events_per_job,
+            [r[0] for r in job_rows],
+        )
         await conn.execute("ANALYZE job_progress_events")
-        total = await conn.fetchval("SELECT count(*) FROM job_progress_events")
+        total = await conn.fetchval(
+            "SELECT count(*) FROM job_progress_events WHERE job_id = ANY($1::uuid[])",
+            [r[0] for r in job_rows],
+        )
         return {"users": users, "events": total, "fill_s": time.time() - now}
     finally:
         await conn.close()
@@ -119,9 +126,11 @@ async def sql_pages(
     return out
 
 
-async def run(events_per_job: int = 1000, samples: int = 500) -> dict[str, Any]:
+async def run(
+    events_per_job: int = 1000, samples: int = 500, shared: BenchEnv | None = None
+) -> dict[str, Any]:
     rng = random.Random(7)
-    async with BenchEnv(need_db=True, users=0) as env:
+    async with bench_env(shared, need_db=True) as env:
         layout = await fill(env, events_per_job)
         print(
             f"  {layout['events']} events in job_progress_events "

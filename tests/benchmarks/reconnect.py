@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+import uuid
 from typing import Any
 
 from tests.benchmarks.common import LoadFleet, print_table
-from tests.benchmarks.env import BenchEnv
+from tests.benchmarks.env import BenchEnv, bench_env
 from tests.benchmarks.history import FILL_SQL
-from tests.benchmarks.targets import Target
+from tests.benchmarks.targets import Target, bench_users
 
 SEEN = 20
 MISSED = 5
@@ -81,13 +82,18 @@ async def storm(
             server.kill()
             if resumes:
                 assert env.database_url is not None
+                jobs = [uuid.UUID(s.jobs[0]) for s in specs]
                 await env.sql(
                     FILL_SQL.replace("generate_series(1, $1)", f"generate_series({SEEN + 1}, $1)")
-                    + " WHERE j.last_seq = $2",
+                    + " WHERE j.id = ANY($2::uuid[])",
                     SEEN + MISSED,
-                    SEEN,
+                    jobs,
                 )
-                await env.sql("UPDATE processing_jobs SET last_seq = $1", SEEN + MISSED)
+                await env.sql(
+                    "UPDATE processing_jobs SET last_seq = $1 WHERE id = ANY($2)",
+                    SEEN + MISSED,
+                    jobs,
+                )
                 seqs = {s.jobs[0]: SEEN + MISSED for s in specs}
                 await fleet.broadcast({"cmd": "expect", "seqs": seqs, "resume_on_connect": True})
             before = (await fleet.stats())["reconnects"]
@@ -123,12 +129,14 @@ async def run(
     clients: int = 1000,
     targets: tuple[str, ...] = ("stock", "reeltrack"),
     count_queries: bool = True,
+    shared: BenchEnv | None = None,
 ) -> dict[str, Any]:
     rows = []
-    async with BenchEnv(need_db=True, users=clients) as env:
+    async with bench_env(shared, need_db=True, users=clients) as env:
         assert env.database_url is not None
-        await env.sql(FILL_SQL, SEEN)
-        await env.sql("UPDATE processing_jobs SET last_seq = $1", SEEN)
+        jobs = [uuid.UUID(j) for _, j in bench_users(clients)]
+        await env.sql(FILL_SQL + " WHERE j.id = ANY($2::uuid[])", SEEN, jobs)
+        await env.sql("UPDATE processing_jobs SET last_seq = $1 WHERE id = ANY($2)", SEEN, jobs)
         for name in targets:
             rows.append(await storm(env, env.target(name), clients, count_queries))
             print(f"  {rows[-1]}", flush=True)

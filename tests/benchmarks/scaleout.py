@@ -16,7 +16,7 @@ import asyncio
 from typing import Any
 
 from tests.benchmarks.common import ServerProc, print_table
-from tests.benchmarks.env import BenchEnv
+from tests.benchmarks.env import BenchEnv, bench_env
 from tests.benchmarks.fanout import DEFAULT_RATES, measure_rates
 from tests.topology.nginx import Nginx
 
@@ -49,10 +49,11 @@ async def run(
     duration: float = 10.0,
     rates: list[int] | None = None,
     setups: tuple[tuple[str, int], ...] = (("reeltrack", 1), ("reeltrack", 2), ("stock", 2)),
+    shared: BenchEnv | None = None,
 ) -> dict[str, Any]:
     rates = rates or DEFAULT_RATES + [14000, 16000]
     results = []
-    async with BenchEnv(need_db=True, users=clients) as env:
+    async with bench_env(shared, need_db=True, users=clients) as env:
         for name, processes in setups:
             res = await measure(env, name, processes, clients, rates, duration)
             results.append(res)
