@@ -191,13 +191,19 @@ class JobPublisher:
             raise self._lost
         async with self._lock:
             await self._flush_locked()
-            if not self._backlog and await self._try(item):
+            attempted = not self._backlog
+            if attempted and await self._try(item):
                 if self._lost is not None:
                     raise self._lost
                 return
             self._backlog.append(item)
             if item.event is not None:
                 self._count("persist_failures")
+                if not attempted:
+                    # queued behind a write that just failed (in an outage usually a
+                    # video row): a failed event write too, or the metric - and the DB
+                    # write error alert - would stay at 0 through the whole outage
+                    metrics.persist_failed()
             self._set_backlog()
         if self._lost is not None:
             raise self._lost
