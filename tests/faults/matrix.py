@@ -18,6 +18,9 @@ class Row:
     reconnects: int = 0  # client reconnections during the fault, all clients
     recovery_s: float = 0.0  # fault injected -> every client equal to the history
     statuses: str = ""
+    seq_at_fault: int = 0  # lowest seq every client had applied when the fault began
+    seq_after_fault: int = 0  # ... when the injection was over (services back)
+    live_during_fault: int = 0  # progress events delivered live while it was injected
     ok: bool = False
 
 
@@ -25,17 +28,27 @@ ROWS: list[Row] = []
 
 
 def render(rows: list[Row]) -> str:
-    """The table (a fixed-width text block)."""
+    """The table (a fixed-width text block); the columns:
+
+    sent pub/pers: progress events the workers published / committed (metrics deltas;
+    the API's first ``pending`` event of each job is in the history only); fail pub/pers:
+    publishes Redis refused / event writes that failed and were buffered; seq@fault: the
+    lowest seq all clients had when the fault began -> when it was over; live: events
+    delivered live to clients while the fault was being injected; missed: per client,
+    history events it did not hold at the end.
+    """
     header = (
-        f"{'fault':<28} {'jobs':>4} {'sent pub/pers':>14} {'fail pub/pers':>14} "
-        f"{'history':>7} {'reconn':>6} {'recover':>7}  {'missed per client (end)':<40} result"
+        f"{'fault':<27} {'jobs':>4} {'seq@fault':>9} {'live':>5} {'sent pub/pers':>13} "
+        f"{'fail pub/pers':>13} {'history':>7} {'reconn':>6} {'recover':>7}  "
+        f"{'missed per client (end)':<40} result"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         missed = " ".join(f"{name}={n}" for name, n in sorted(r.missed.items()))
         lines.append(
-            f"{r.fault:<28} {r.jobs:>4} {f'{r.published}/{r.persisted}':>14} "
-            f"{f'{r.publish_failures}/{r.persist_failures}':>14} {r.history:>7} "
+            f"{r.fault:<27} {r.jobs:>4} {f'{r.seq_at_fault}->{r.seq_after_fault}':>9} "
+            f"{r.live_during_fault:>5} {f'{r.published}/{r.persisted}':>13} "
+            f"{f'{r.publish_failures}/{r.persist_failures}':>13} {r.history:>7} "
             f"{r.reconnects:>6} {r.recovery_s:>6.1f}s  {missed:<40} "
             f"{'ok' if r.ok else 'FAILED'} {r.statuses}"
         )

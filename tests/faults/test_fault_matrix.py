@@ -111,6 +111,7 @@ async def exercise(
     *,
     videos: int,
     delay: float,
+    db_outage: bool = False,
 ) -> Row:
     """Run one fault mid-job and check everything; records the table row, then raises
     AssertionError listing every violation."""
@@ -123,9 +124,18 @@ async def exercise(
         return all(t.last_seq(jobs[rig.owner[t.name].name]) >= MOVING for t in rig.trackers)
 
     await wait_until(moving, 60, f"{fault}: every client sees its job move")
+
+    def live_seq() -> int:  # the lowest seq every client has applied, over the jobs
+        return min(t.last_seq(jobs[rig.owner[t.name].name]) for t in rig.trackers)
+
+    def delivered() -> int:  # progress events that reached any client live
+        return sum(t.live_events for t in rig.trackers)
+
+    seq_at_fault, live_at_fault = live_seq(), delivered()
     t_fault = time.monotonic()
     detail = await inject(rig)
-    print(f"{fault}: {detail}")
+    seq_after_fault, live_during_fault = live_seq(), delivered() - live_at_fault
+    print(f"{fault}: {detail}; clients at seq {seq_at_fault} -> {seq_after_fault}")
 
     job_ids = list(jobs.values())
     async with database(rig.database_url):
@@ -172,7 +182,19 @@ async def exercise(
         reconnects=sum(t.connects for t in rig.trackers) - connects_before,
         recovery_s=recovery,
         statuses=",".join(sorted({str(r.status) for r in rows.values()})),
+        seq_at_fault=seq_at_fault,
+        seq_after_fault=seq_after_fault,
+        live_during_fault=live_during_fault,
     )
+    if db_outage and not row.persist_failures:
+        # operators learn of an outage from this counter (the DB write error alert)
+        problems.append(
+            f"{row.live_during_fault} events went live during the DB outage but"
+            " reeltrack_progress_persist_failures_total did not move"
+        )
+    shortest = min(len(h) for h in histories.values())
+    if seq_at_fault >= shortest - 1:
+        problems.append(f"the fault did not hit mid-job (seq {seq_at_fault} of {shortest})")
     for job, history in histories.items():
         seqs = [e["seq"] for e in history]
         if seqs != list(range(1, len(history) + 1)):
@@ -230,7 +252,7 @@ async def test_redis_restarted(rig: Rig) -> None:
 
 
 async def test_postgres_down_ten_seconds(rig: Rig) -> None:
-    await exercise(rig, "4 postgres down 10s", pause_postgres, videos=60, delay=0.2)
+    await exercise(rig, "4 postgres down 10s", pause_postgres, videos=60, delay=0.2, db_outage=True)
 
 
 async def test_redis_and_postgres_restarted(rig: Rig) -> None:

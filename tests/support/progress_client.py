@@ -135,8 +135,10 @@ class ProgressTracker:
         while True:
             await self._want_resume.wait()
             self._want_resume.clear()
-            if not self.sio.connected:
-                continue  # the connect handler asks again
+            while not self.sio.connected:
+                # handlers run before connect() returns (the snapshot too): wait for it;
+                # while disconnected the wish is kept for the next connection
+                await asyncio.sleep(0.05)
             jobs = {job: self.last_seq(job) for job in self.applied}
             if not jobs:
                 continue

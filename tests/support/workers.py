@@ -5,7 +5,7 @@
     worker.kill_all()                   # SIGKILL parent, horse, scheduler, cron at once
     worker.stop()                       # SIGTERM (graceful), SIGKILL after a timeout
 
-RQ's work-horse calls ``setsid()``, so it is NOT in the worker's process group: the
+RQ's work-horse calls ``setpgrp()``, so it is NOT in the worker's process group: the
 whole tree is found through ``/proc`` (parent pids).
 """
 
@@ -44,9 +44,9 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _session_of(pid: int) -> int | None:
+def _group_of(pid: int) -> int | None:
     try:
-        return os.getsid(pid)
+        return os.getpgid(pid)
     except OSError:
         return None
 
@@ -88,12 +88,12 @@ class WorkerProcess:
         return found
 
     def horses(self) -> list[int]:
-        """Children that left the worker's session: RQ work-horses (setsid on fork)."""
-        own = _session_of(self.proc.pid)
+        """Children that left the worker's process group: RQ work-horses (setpgrp on fork)."""
+        own = _group_of(self.proc.pid)
         return [
             pid
             for pid in self.descendants()
-            if _session_of(pid) not in (None, own) and "worker" in _cmdline(pid)
+            if _group_of(pid) not in (None, own) and "worker" in _cmdline(pid)
         ]
 
     def kill_all(self) -> int:
