@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -15,6 +16,7 @@ import time
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.cron import CronScheduler
 
@@ -53,14 +55,22 @@ def _cron_main(config: Config, parent_pid: int) -> None:
     scheduler.register_birth()
     try:
         while os.getppid() == parent_pid:
-            if scheduler.enqueue_jobs():
-                scheduler.save()
-            scheduler.heartbeat()
+            try:
+                if scheduler.enqueue_jobs():
+                    scheduler.save()
+                scheduler.heartbeat()  # re-registers after a Redis restart
+            except RedisError as exc:
+                # Redis is restarting: keep the schedule (a due job stays due) and try
+                # again, or this worker would never run the stale-job check again
+                log.warning("cron: Redis unavailable (%s); retrying", exc)
+                time.sleep(1.0)
+                continue
             time.sleep(min(1.0, max(0.05, scheduler.calculate_sleep_interval())))
     except KeyboardInterrupt:
         pass
     finally:
-        scheduler.register_death()
+        with contextlib.suppress(RedisError):
+            scheduler.register_death()
 
 
 def start_cron(config: Config) -> Any:
