@@ -36,6 +36,8 @@ pytestmark = pytest.mark.slow
 
 #: PostgreSQL outage of fault 4 (the issue says 10 s)
 PG_OUTAGE_S = 10.0
+#: how long fault 5 keeps both services down
+BOTH_DOWN_S = 2.0
 #: events every client must have applied for its job before the fault is injected
 MOVING = 3
 
@@ -89,9 +91,10 @@ async def pause_postgres(rig: Rig) -> str:
 async def restart_both(rig: Rig) -> str:
     await asyncio.to_thread(rig.pg.stop)
     await asyncio.to_thread(rig.redis.stop)
+    await asyncio.sleep(BOTH_DOWN_S)  # long enough for events to fall into the hole
     await asyncio.to_thread(rig.redis.start)
     await asyncio.to_thread(rig.pg.start)
-    return "postgres and redis stopped and started"
+    return f"postgres and redis down {BOTH_DOWN_S:.0f}s, started again"
 
 
 # -- one fault, checked ---------------------------------------------------------------------
@@ -111,33 +114,39 @@ async def exercise(
     *,
     videos: int,
     delay: float,
+    queued: int = 0,
     db_outage: bool = False,
+    redis_outage: bool = False,
 ) -> Row:
     """Run one fault mid-job and check everything; records the table row, then raises
-    AssertionError listing every violation."""
+    AssertionError listing every violation.
+
+    Each user imports one job of ``videos`` videos; the first ``queued`` users import a
+    second one that waits in RQ's queue behind them (two workers) during the fault.
+    ``db_outage`` / ``redis_outage``: the fault keeps that service down long enough
+    that the failure counters must move.
+    """
     rig.origin.delay = delay
     before = await rig.metrics()
-    connects_before = sum(t.connects for t in rig.trackers)
-    jobs = {a.name: await rig.import_job(a, videos, fault) for a in rig.accounts}
+    stats_before = [t.stats() for t in rig.trackers]
+    running = {a.name: await rig.import_job(a, videos, fault) for a in rig.accounts}
+    waiting = [await rig.import_job(a, videos, f"{fault} queued") for a in rig.accounts[:queued]]
+    job_ids = [*running.values(), *waiting]
+    owned = {t.name: [j for j in job_ids if j in rig.owner[t.name].jobs] for t in rig.trackers}
 
-    def moving() -> bool:
-        return all(t.last_seq(jobs[rig.owner[t.name].name]) >= MOVING for t in rig.trackers)
-
-    await wait_until(moving, 60, f"{fault}: every client sees its job move")
-
-    def live_seq() -> int:  # the lowest seq every client has applied, over the jobs
-        return min(t.last_seq(jobs[rig.owner[t.name].name]) for t in rig.trackers)
+    def live_seq() -> int:  # the lowest seq every client has applied of a running job
+        return min(t.last_seq(running[rig.owner[t.name].name]) for t in rig.trackers)
 
     def delivered() -> int:  # progress events that reached any client live
         return sum(t.live_events for t in rig.trackers)
 
+    await wait_until(lambda: live_seq() >= MOVING, 60, f"{fault}: every client sees its job move")
     seq_at_fault, live_at_fault = live_seq(), delivered()
     t_fault = time.monotonic()
     detail = await inject(rig)
     seq_after_fault, live_during_fault = live_seq(), delivered() - live_at_fault
     print(f"{fault}: {detail}; clients at seq {seq_at_fault} -> {seq_after_fault}")
 
-    job_ids = list(jobs.values())
     async with database(rig.database_url):
 
         async def all_final() -> bool:
@@ -149,16 +158,22 @@ async def exercise(
                 return False
             return len(statuses) == len(job_ids) and all(JobStatus(s).is_final for s in statuses)
 
-        await wait_until(all_final, videos * delay * 4 + 90, f"{fault}: jobs final")
+        try:
+            await wait_until(
+                all_final, videos * delay * 4 * (1 + queued) + 60, f"{fault}: jobs final"
+            )
+        except AssertionError:
+            states = await ProcessingJob.filter(id__in=job_ids).values_list(
+                "id", "status", "last_seq", "processed_videos", "rq_job_id", "heartbeat_at"
+            )
+            print("JOBS", states, "\n", rig.outputs())
+            raise
         histories = {job: await events_after(job, limit=1000) for job in job_ids}
         rows = {str(j.id): j for j in await ProcessingJob.filter(id__in=job_ids)}
         stuck = await ProcessingJob.filter(status=JobStatus.PROCESSING).count()
 
     def converged() -> bool:
-        return all(
-            t.history(jobs[rig.owner[t.name].name]) == histories[jobs[rig.owner[t.name].name]]
-            for t in rig.trackers
-        )
+        return all(t.history(j) == histories[j] for t in rig.trackers for j in owned[t.name])
 
     try:
         await wait_until(converged, 30, f"{fault}: every client equal to the history")
@@ -170,6 +185,9 @@ async def exercise(
     def delta(name: str) -> int:
         return int(after.get(name, 0) - before.get(name, 0))
 
+    def client_delta(key: str) -> int:
+        return sum(t.stats()[key] - b[key] for t, b in zip(rig.trackers, stats_before, strict=True))
+
     problems: list[str] = []
     row = Row(
         fault=fault,
@@ -179,7 +197,9 @@ async def exercise(
         publish_failures=delta("reeltrack_progress_publish_failures_total"),
         persist_failures=delta("reeltrack_progress_persist_failures_total"),
         history=sum(len(h) for h in histories.values()),
-        reconnects=sum(t.connects for t in rig.trackers) - connects_before,
+        reconnects=client_delta("connects"),
+        resyncs=client_delta("resyncs"),
+        gaps=client_delta("gaps"),
         recovery_s=recovery,
         statuses=",".join(sorted({str(r.status) for r in rows.values()})),
         seq_at_fault=seq_at_fault,
@@ -192,7 +212,9 @@ async def exercise(
             f"{row.live_during_fault} events went live during the DB outage but"
             " reeltrack_progress_persist_failures_total did not move"
         )
-    shortest = min(len(h) for h in histories.values())
+    if redis_outage and not row.publish_failures:
+        problems.append("Redis was down mid-job but no publish failure was counted")
+    shortest = min(len(histories[j]) for j in running.values())
     if seq_at_fault >= shortest - 1:
         problems.append(f"the fault did not hit mid-job (seq {seq_at_fault} of {shortest})")
     for job, history in histories.items():
@@ -206,22 +228,25 @@ async def exercise(
             problems.append(
                 f"job {job}: ended {final.status} with {final.processed_videos}/{videos} videos"
             )
-        if history and history[-1]["status"] != "completed":
+        if history and (history[-1]["status"] != "completed" or history[-1]["progress"] != 100):
             problems.append(f"job {job}: last event is {history[-1]['status']}")
+        reported = sorted(e["current_video"] for e in history if e["status"] == "processing")
+        if reported != list(range(1, videos + 1)):  # no video skipped or done twice
+            problems.append(f"job {job}: videos reported {reported}")
     if stuck:
         problems.append(f"{stuck} job(s) left processing")
     for t in rig.trackers:
         account = rig.owner[t.name]
-        job = jobs[account.name]
-        mine = t.history(job)
-        missed = len(histories[job]) - _common_prefix(mine, histories[job])
-        row.missed[t.name] = missed
-        if mine != histories[job]:
-            problems.append(
-                f"{t.name}: {len(mine)} events applied, history has {len(histories[job])},"
-                f" first difference at seq {_common_prefix(mine, histories[job]) + 1};"
-                f" buffered {sorted(t.buffered.get(job, {}))}; {t.stats()}"
-            )
+        row.missed[t.name] = 0
+        for job in owned[t.name]:
+            mine, history = t.history(job), histories[job]
+            row.missed[t.name] += len(history) - _common_prefix(mine, history)
+            if mine != history:
+                problems.append(
+                    f"{t.name} job {job}: {len(mine)} events applied, history has"
+                    f" {len(history)}, first difference at seq {_common_prefix(mine, history) + 1};"
+                    f" buffered {sorted(t.buffered.get(job, {}))}; {t.stats()}"
+                )
         foreign = t.seen_jobs - account.jobs
         if foreign:
             problems.append(f"{t.name}: holds events of another user's jobs {foreign}")
@@ -248,7 +273,8 @@ async def test_worker_killed_and_replaced(rig: Rig) -> None:
 
 
 async def test_redis_restarted(rig: Rig) -> None:
-    await exercise(rig, "3 redis restart", restart_redis, videos=30, delay=0.15)
+    # a third job waits in RQ's queue: the restart loses it, the stale check re-enqueues it
+    await exercise(rig, "3 redis restart", restart_redis, videos=25, delay=0.15, queued=1)
 
 
 async def test_postgres_down_ten_seconds(rig: Rig) -> None:
@@ -256,4 +282,13 @@ async def test_postgres_down_ten_seconds(rig: Rig) -> None:
 
 
 async def test_redis_and_postgres_restarted(rig: Rig) -> None:
-    await exercise(rig, "5 redis+postgres restart", restart_both, videos=30, delay=0.15)
+    await exercise(
+        rig,
+        "5 redis+postgres restart",
+        restart_both,
+        videos=30,
+        delay=0.15,
+        queued=1,
+        db_outage=True,
+        redis_outage=True,
+    )
