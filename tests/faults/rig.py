@@ -38,7 +38,7 @@ from tests.support.workers import WorkerProcess
 
 TRANSPORTS = ("websocket", "polling")
 CLIENTS_PER_TRANSPORT = 2
-WORKERS = 2
+WORKERS = 3
 #: the settings every process of the rig gets (besides live_config's test defaults)
 RIG_SETTINGS: dict[str, Any] = {
     "stale_job_seconds": 2,  # a killed worker's job is found stale within ~2-3 s

@@ -117,6 +117,7 @@ async def exercise(
     queued: int = 0,
     db_outage: bool = False,
     redis_outage: bool = False,
+    worker_killed: bool = False,
 ) -> Row:
     """Run one fault mid-job and check everything; records the table row, then raises
     AssertionError listing every violation.
@@ -128,6 +129,7 @@ async def exercise(
     """
     rig.origin.delay = delay
     before = await rig.metrics()
+    logged_before = {w.name: len(w.output()) for w in rig.workers}
     stats_before = [t.stats() for t in rig.trackers]
     running = {a.name: await rig.import_job(a, videos, fault) for a in rig.accounts}
     waiting = [await rig.import_job(a, videos, f"{fault} queued") for a in rig.accounts[:queued]]
@@ -214,6 +216,15 @@ async def exercise(
         )
     if redis_outage and not row.publish_failures:
         problems.append("Redis was down mid-job but no publish failure was counted")
+    # the stale-job check may only take a job over from a worker that is really gone
+    declared_lost = sum(
+        w.output()[logged_before.get(w.name, 0) :].count("worker lost")
+        for w in rig.workers + rig.retired
+    )
+    if declared_lost and not worker_killed:
+        problems.append(f"the stale check declared {declared_lost} live job(s) lost")
+    if worker_killed and not declared_lost:
+        problems.append("the killed worker's job was not taken over by the stale check")
     shortest = min(len(histories[j]) for j in running.values())
     if seq_at_fault >= shortest - 1:
         problems.append(f"the fault did not hit mid-job (seq {seq_at_fault} of {shortest})")
@@ -269,7 +280,9 @@ async def test_web_process_killed_and_restarted(rig: Rig) -> None:
 
 
 async def test_worker_killed_and_replaced(rig: Rig) -> None:
-    await exercise(rig, "2 worker SIGKILL+new worker", kill_worker, videos=30, delay=0.15)
+    await exercise(
+        rig, "2 worker SIGKILL+new worker", kill_worker, videos=30, delay=0.15, worker_killed=True
+    )
 
 
 async def test_redis_restarted(rig: Rig) -> None:
