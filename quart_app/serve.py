@@ -109,6 +109,10 @@ def hypercorn_config(config: Config) -> HyperConfig:
     hc.graceful_timeout = GRACEFUL_TIMEOUT_S
     # the Socket.IO ping keeps connections alive; hypercorn's own keep-alive is for HTTP
     hc.websocket_ping_interval = None
+    # a reconnect storm (a restarted process's clients all coming back) overflows
+    # hypercorn's default listen backlog of 100: dropped SYNs are retried after 1, 3,
+    # 7, 15 s, which showed as connects of 20+ s and timeouts (issue 6)
+    hc.backlog = 4096
     return hc
 
 
