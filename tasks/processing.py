@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
 from models.events import utcnow
@@ -131,7 +133,14 @@ async def run_job(
         if on_publisher is not None:
             on_publisher(publisher)
         run = _Run(job, config, publisher, processor, clock)
-        heartbeat = asyncio.create_task(_heartbeat_loop(job_uuid, heartbeat_interval(config)))
+        heartbeat = asyncio.create_task(
+            _heartbeat_loop(
+                job_uuid,
+                heartbeat_interval(config),
+                redis_url=config.redis_url,
+                alive_ttl=config.stale_job_seconds,
+            )
+        )
         try:
             return await run.execute()
         finally:
@@ -183,18 +192,39 @@ async def claim(job_id: uuid.UUID, config: Config, rq_job_id: str | None) -> Pro
     return job
 
 
-async def _heartbeat_loop(job_id: uuid.UUID, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await asyncio.wait_for(
-                ProcessingJob.filter(id=job_id, status=JobStatus.PROCESSING).update(
-                    heartbeat_at=utcnow()
-                ),
-                DB_READ_TIMEOUT,
-            )
-        except Exception as exc:  # DB unreachable: the job goes on, the beat is skipped
-            log.debug("job %s: heartbeat failed: %s", job_id, exc)
+async def _heartbeat_loop(
+    job_id: uuid.UUID, interval: float, *, redis_url: str | None = None, alive_ttl: int = 0
+) -> None:
+    """Refresh ``heartbeat_at`` every ``interval`` seconds, and the run's liveness key in
+    Redis (TTL ``alive_ttl``): the stale check trusts the key when the DB was down."""
+    from tasks.stale import alive_key
+
+    alive = None
+    if redis_url and alive_ttl > 0:
+        alive = aioredis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        while True:
+            if alive is not None:
+                try:
+                    await asyncio.wait_for(
+                        alive.set(alive_key(job_id), "1", ex=alive_ttl), DB_READ_TIMEOUT
+                    )
+                except Exception as exc:  # Redis unreachable: the DB beat still counts
+                    log.debug("job %s: liveness key failed: %s", job_id, exc)
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(
+                    ProcessingJob.filter(id=job_id, status=JobStatus.PROCESSING).update(
+                        heartbeat_at=utcnow()
+                    ),
+                    DB_READ_TIMEOUT,
+                )
+            except Exception as exc:  # DB unreachable: the job goes on, the beat is skipped
+                log.debug("job %s: heartbeat failed: %s", job_id, exc)
+    finally:
+        if alive is not None:
+            with contextlib.suppress(Exception):
+                await alive.aclose()
 
 
 class _Run:

@@ -1,8 +1,10 @@
 """The periodic stale-job check: no job stays ``processing`` (or ``pending``) forever.
 
 A ``processing`` job whose ``heartbeat_at`` is older than STALE_JOB_SECONDS has lost its
-worker (the running job refreshes it every STALE_JOB_SECONDS/4).  Then, by the state of
-its RQ job:
+worker (the running job refreshes it every STALE_JOB_SECONDS/4) — unless its run's
+liveness key in Redis (:func:`alive_key`, refreshed by the same heartbeat with a TTL of
+STALE_JOB_SECONDS) still exists: then the DB was unreachable for a while and the job is
+left alone.  Otherwise, by the state of its RQ job:
 
 * queued / scheduled / deferred: a retry is already on its way -> left alone;
 * started (the execution died without RQ noticing, e.g. the whole worker was
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 LOCK_KEY = "reeltrack:stale-check:lock"
 REQUEUE_COUNT_KEY = "reeltrack:stale-check:requeued:{}"
+ALIVE_KEY = "reeltrack:job-alive:{}"
 WAITING = {RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED}
 
 
@@ -53,6 +56,11 @@ class StaleReport:
 
     def as_dict(self) -> dict[str, list[str]]:
         return {"left": self.left, "requeued": self.requeued, "failed": self.failed}
+
+
+def alive_key(job_id: uuid.UUID | str) -> str:
+    """The Redis key a running job refreshes (TTL STALE_JOB_SECONDS) next to heartbeat_at."""
+    return ALIVE_KEY.format(job_id)
 
 
 def check_interval(config: Config) -> int:
@@ -98,6 +106,11 @@ async def check_stale_jobs(
     for job in stale:
         rq_id = job.rq_job_id or rq_job_id_for(job.id)
         try:
+            if redis.exists(alive_key(job.id)):
+                # its run still beats in Redis: heartbeat_at is old only because the DB
+                # was unreachable (a retry now would make a second writer of the job)
+                report.left.append(str(job.id))
+                continue
             rq_job = _fetch_rq_job(redis, rq_id)
             status = rq_job.get_status() if rq_job is not None else None
             if status in WAITING:
