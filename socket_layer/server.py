@@ -33,6 +33,7 @@ from quart_app.config import Config
 from quart_app.logs import bind_log_context
 from quart_app.tokens import InvalidToken, verify_token
 from socket_layer.fanout import make_fanout_manager
+from socket_layer.limits import guard_polling_posts, guard_socketio_packets
 from socket_layer.presence import ConnectionRegistry
 from socket_layer.protocol import (
     EVENT_RESUME,
@@ -282,6 +283,10 @@ def create_sio(
     sio.on("connect", layer.on_connect, namespace=NAMESPACE)
     sio.on("disconnect", layer.on_disconnect, namespace=NAMESPACE)
     sio.on(EVENT_RESUME, layer.on_resume, namespace=NAMESPACE)
+    # malformed or oversize input that python-engineio/socketio handle badly: refuse it
+    # in front of them (socket_layer/limits.py)
+    guard_polling_posts(sio.eio, config.ws_max_message_bytes)
+    guard_socketio_packets(sio)
     sio.reeltrack = layer
     return sio
 
