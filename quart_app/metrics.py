@@ -128,10 +128,21 @@ def setup_process_metrics(config: Config) -> Path:
     values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
     _multiproc_dir = directory
     try:
-        compact(directory)
+        # files under OUR identifier are a previous incarnation's (in a container the
+        # pid repeats after a restart): fold them in before we open our own, or a
+        # gauge would continue from the dead process's value
+        compact(directory, also_dead=_process_identifier())
     except OSError:  # a read-only or racing directory must not stop the process
         log.exception("compacting metrics files failed")
     return directory
+
+
+def compact_now() -> None:
+    """Fold dead processes' files into the archive (multiprocess mode only; never
+    raises).  Web processes do it on every scrape; workers at each job start, since
+    each RQ work-horse leaves files behind."""
+    if _multiproc_dir is not None:
+        _safely(lambda: compact(_multiproc_dir))  # type: ignore[arg-type]
 
 
 def multiprocess_dir() -> Path | None:
@@ -468,14 +479,15 @@ def _dir_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def compact(directory: Path) -> int:
+def compact(directory: Path, also_dead: str | None = None) -> int:
     """Fold the files of dead processes of this host into the archive; returns how many
     files were removed.
 
     Counters and histograms are added into ``<type>_archive.db`` (totals survive the
     process); gauges of dead processes are dropped.  Runs under an exclusive lock on
     the directory, which :func:`generate` also takes, so a scrape never sees a value
-    both in a dead process's file and in the archive.
+    both in a dead process's file and in the archive.  ``also_dead``: an identifier to
+    treat as dead although its pid is alive (our own, before we wrote anything).
     """
     from prometheus_client.mmap_dict import MmapedDict
 
@@ -485,7 +497,9 @@ def compact(directory: Path) -> int:
             name = os.path.basename(path)[: -len(".db")]
             typ, _, rest = name.partition("_")
             identifier = rest.rpartition("_")[2] if typ == "gauge" else rest
-            if identifier == ARCHIVE_ID or not _dead_identifier(identifier):
+            if identifier == ARCHIVE_ID:
+                continue
+            if identifier != also_dead and not _dead_identifier(identifier):
                 continue
             if typ in ("counter", "histogram", "summary"):
                 values = MmapedDict.read_all_values_from_file(path)

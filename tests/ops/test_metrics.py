@@ -148,3 +148,37 @@ def test_worker_side_modules_do_not_import_quart(module: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_a_restarted_process_with_the_same_pid_starts_its_gauges_from_zero(
+    tmp_path: Path,
+) -> None:
+    """In a container the pid repeats after a restart: the files of the previous
+    incarnation are folded in, so its live gauge does not carry over."""
+    code = textwrap.dedent(
+        """
+        import os, sys
+        from pathlib import Path
+        os.getpid = lambda: 1  # a pid that is alive, as a restarted container's would be
+        from quart_app.config import Config
+        from quart_app import metrics
+        metrics.setup_process_metrics(Config(var_dir=Path(sys.argv[1])))
+        metrics.connection_opened(sys.argv[2], "websocket")
+        metrics.event_published()
+        print(metrics.generate()[0].decode())
+        """
+    )
+    texts = []
+    for sid in ("a", "b"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path), sid],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        texts.append(done.stdout)
+    for text in texts:
+        assert sample_value(text, "reeltrack_socketio_connections", {"transport": "websocket"}) == 1
+    assert sample_value(texts[1], "reeltrack_progress_events_published_total") == 2
