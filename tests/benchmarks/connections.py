@@ -19,7 +19,7 @@ from tests.benchmarks.common import LoadFleet, print_table
 from tests.benchmarks.env import BenchEnv, bench_env
 from tests.benchmarks.targets import Target
 
-PING_INTERVAL = 5.0
+PING_INTERVAL = 10.0
 
 
 async def measure(
@@ -32,6 +32,8 @@ async def measure(
         url = f"ws://127.0.0.1:{server.port}/api/ws/progress/"
         async with LoadFleet(url, procs) as fleet:
             conn = await fleet.connect(target.specs(n), concurrency=100)
+            if conn["failed"]:
+                print(f"  [{target.name}] {conn['failed']} failed, e.g. {conn['errors'][:3]}")
             await asyncio.sleep(common.SETTLE_S)
             rss1 = server.rss()
             st0 = await fleet.stats()
@@ -66,10 +68,10 @@ async def measure(
 
 async def run(
     steps: list[int] | None = None,
-    hold: float = 12.0,
+    hold: float = 22.0,
     procs: int = 4,
     targets: tuple[str, ...] = ("stock", "reeltrack"),
-    ping_interval: float = 5.0,
+    ping_interval: float = PING_INTERVAL,
     shared: BenchEnv | None = None,
 ) -> dict[str, Any]:
     steps = steps or [1000, 5000, 10000]
@@ -89,7 +91,7 @@ async def run(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], default=None)
-    parser.add_argument("--hold", type=float, default=12.0)
+    parser.add_argument("--hold", type=float, default=22.0)
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--targets", default="stock,reeltrack")
     args = parser.parse_args()

@@ -29,17 +29,19 @@ from socket_layer.protocol import EVENT_PROGRESS, NAMESPACE, REDIS_CHANNEL, user
 
 TICK = 0.005
 
-Encoder = Callable[[str, dict[str, Any]], tuple[str, str | bytes]]
+#: (user id, job id, seq) -> (channel, message)
+Encoder = Callable[[str, str, int], tuple[str, str | bytes]]
 
 
 def stock_encoder() -> Encoder:
+    """What python-socketio's write-only RedisManager publishes (the baseline's wire)."""
     host_id = uuid.uuid4().hex
 
-    def encode(user: str, event: dict[str, Any]) -> tuple[str, str | bytes]:
+    def encode(user: str, job: str, seq: int) -> tuple[str, str | bytes]:
         message = {
             "method": "emit",
             "event": EVENT_PROGRESS,
-            "data": [event],
+            "data": [make_event(job, seq)],
             "binary": False,
             "namespace": NAMESPACE,
             "room": user_room(user),
@@ -53,12 +55,35 @@ def stock_encoder() -> Encoder:
 
 
 def reeltrack_encoder() -> Encoder:
+    """Byte for byte what ProgressEmitter publishes, from a template (checked against
+    :func:`socket_layer.emitter.encode_user_emit` first): the emitter stands for many
+    workers and its own JSON encoding must not eat the CPU the web process needs."""
     from socket_layer.emitter import encode_user_emit
 
-    def encode(user: str, event: dict[str, Any]) -> tuple[str, str | bytes]:
-        return encode_user_emit(user, EVENT_PROGRESS, event)
+    def encode(user: str, job: str, seq: int, ts: str | None = None) -> tuple[str, str]:
+        ts = ts or _now()
+        n = seq % 100
+        channel = f"{REDIS_CHANNEL}:{user_room(user)}"
+        return channel, (
+            f'42["{EVENT_PROGRESS}",{{"job_id":"{job}","seq":{seq},"status":"processing",'
+            f'"progress":{n},"current_video":{n},"total_videos":100,"processed_videos":{n},'
+            f'"failed_videos":0,"message":"Processing video {n}/100: \'Benchmark clip {seq}\'",'
+            f'"video_id":"{VIDEO_ID}","video_title":"Benchmark clip {seq}","error":null,'
+            f'"created_at":"{ts}"}}]'
+        )
 
-    return encode
+    sample = make_event("00000000-0000-0000-0000-0000000000aa", 7)
+    expected = encode_user_emit("u1", EVENT_PROGRESS, sample)
+    if encode("u1", sample["job_id"], 7, sample["created_at"]) != expected:
+        raise AssertionError("the emitter's template no longer matches ProgressEmitter's wire")
+    return encode  # type: ignore[return-value]
+
+
+VIDEO_ID = "6f1b3f5e-8d7a-4d61-9a53-3c2f5b1e0a77"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def make_event(job: str, seq: int) -> dict[str, Any]:
@@ -72,10 +97,10 @@ def make_event(job: str, seq: int) -> dict[str, Any]:
         "processed_videos": seq % 100,
         "failed_videos": 0,
         "message": f"Processing video {seq % 100}/100: 'Benchmark clip {seq}'",
-        "video_id": "6f1b3f5e-8d7a-4d61-9a53-3c2f5b1e0a77",
+        "video_id": VIDEO_ID,
         "video_title": f"Benchmark clip {seq}",
         "error": None,
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "created_at": _now(),
     }
 
 
@@ -133,7 +158,7 @@ async def run(
             u = users[rng.randrange(len(users))]
             job = u["jobs"][0]
             seqs[job] = seqs.get(job, 0) + 1
-            items.append(encode(u["user"], make_event(job, seqs[job])))
+            items.append(encode(u["user"], job, seqs[job]))
             per_user[u["user"]] = per_user.get(u["user"], 0) + 1
         pub.publish_many(items)
 

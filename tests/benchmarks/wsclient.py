@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
 
-_OPEN_TIMEOUT = 30.0
+_OPEN_TIMEOUT = 60.0
 
 
 def _frame(text: str) -> bytes:
@@ -268,21 +268,27 @@ class Client(asyncio.Protocol):
             self._abort()
 
     def on_event(self, body: str) -> None:
-        name, data = json.loads(body)
         stats = self.fleet.stats
-        if name == "progress":
+        if body.startswith('["progress",'):
+            # the fields this client needs, without decoding the whole event (the
+            # clients share 2 cores with the server they measure)
             now = time.time()
             stats.received += 1
-            job = data["job_id"]
+            i = body.find('"job_id":"') + 10
+            job = body[i : i + 36]
             if job not in self.jobs:
                 stats.foreign += 1
                 return
+            i = body.find('"seq":', i) + 6
+            seq = int(body[i : body.find(",", i)])
+            i = body.rfind('"created_at":"') + 14
             stats.per_user[self.user] = stats.per_user.get(self.user, 0) + 1
-            stats.lat_ms.append((now - _parse_ts(data["created_at"])) * 1000.0)
-            seq = data["seq"]
+            stats.lat_ms.append((now - _parse_ts(body[i : body.find('"', i)])) * 1000.0)
             if seq > self.last_seq.get(job, 0):
                 self.last_seq[job] = seq
-        elif name == "resync":
+            return
+        name, data = json.loads(body)
+        if name == "resync":
             stats.resyncs += 1
             self.send_resume()
 
