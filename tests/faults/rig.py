@@ -3,7 +3,7 @@ the suite so it may crash any of them.
 
 * a private ``redis-server`` and a private PostgreSQL cluster (initdb) on free ports,
   a freshly migrated database in it;
-* one web process (``reeltrack serve``: hypercorn + Socket.IO + Quart) and two RQ
+* one web process (``reeltrack serve``: hypercorn + Socket.IO + Quart) and three RQ
   workers (``reeltrack worker``: parent, work-horse, scheduler, cron child);
 * a slow media origin (HTTP, in this process) the imported videos are fetched from, so
   a job lasts ``videos x delay`` seconds without any sleep in product code;

@@ -1,9 +1,10 @@
 """The fault matrix (issue 5, must show 1): real processes, one fault each, mid-job.
 
-One rig (tests/faults/rig.py: private Redis and PostgreSQL, a web process, two RQ
-workers, a slow media origin, two users with dashboard clients on websocket and
-long-polling) serves every fault in turn.  Per fault, each user imports a job through
-the REST API; once every client has seen it move, the fault is injected:
+One rig (tests/faults/rig.py: private Redis and PostgreSQL, a web process, three RQ
+workers, a slow media origin, two users with four dashboard clients each, on websocket
+and long-polling) serves every fault in turn.  Per fault, each user imports a job
+through the REST API (in the Redis faults two more, so one waits in RQ's queue); once
+every client has seen its job move, the fault is injected:
 
 1. the web process is SIGKILLed and restarted on the same port;
 2. a worker running a job is SIGKILLed with its work-horse, scheduler and cron child,
@@ -14,7 +15,9 @@ the REST API; once every client has seen it move, the fault is injected:
 
 Then, once every job is final in the database: every client's per-job event list
 equals the DB history, every history is seq 1..n without holes (pending first,
-completed last), no client holds another user's event, no job is left ``processing``.
+completed last, every video reported once), no client holds another user's event, no
+job is left ``processing``, the stale check took over only the killed worker's job, and
+the failure counters in /metrics moved where a service was down long enough.
 The table (tests/faults/matrix.py) is printed in pytest's terminal summary.
 """
 
@@ -114,7 +117,7 @@ async def exercise(
     *,
     videos: int,
     delay: float,
-    queued: int = 0,
+    extra: int = 0,
     db_outage: bool = False,
     redis_outage: bool = False,
     worker_killed: bool = False,
@@ -122,8 +125,9 @@ async def exercise(
     """Run one fault mid-job and check everything; records the table row, then raises
     AssertionError listing every violation.
 
-    Each user imports one job of ``videos`` videos; the first ``queued`` users import a
-    second one that waits in RQ's queue behind them (two workers) during the fault.
+    Each user imports one job of ``videos`` videos, then ``extra`` more jobs are imported
+    round-robin: with three workers, ``extra=2`` leaves one job waiting in RQ's queue
+    during the fault.
     ``db_outage`` / ``redis_outage``: the fault keeps that service down long enough
     that the failure counters must move.
     """
@@ -132,7 +136,10 @@ async def exercise(
     logged_before = {w.name: len(w.output()) for w in rig.workers}
     stats_before = [t.stats() for t in rig.trackers]
     running = {a.name: await rig.import_job(a, videos, fault) for a in rig.accounts}
-    waiting = [await rig.import_job(a, videos, f"{fault} queued") for a in rig.accounts[:queued]]
+    waiting = [
+        await rig.import_job(rig.accounts[i % len(rig.accounts)], videos, f"{fault} extra{i}")
+        for i in range(extra)
+    ]
     job_ids = [*running.values(), *waiting]
     owned = {t.name: [j for j in job_ids if j in rig.owner[t.name].jobs] for t in rig.trackers}
 
@@ -162,7 +169,7 @@ async def exercise(
 
         try:
             await wait_until(
-                all_final, videos * delay * 4 * (1 + queued) + 60, f"{fault}: jobs final"
+                all_final, videos * delay * 4 * (1 + extra) + 60, f"{fault}: jobs final"
             )
         except AssertionError:
             states = await ProcessingJob.filter(id__in=job_ids).values_list(
@@ -286,8 +293,8 @@ async def test_worker_killed_and_replaced(rig: Rig) -> None:
 
 
 async def test_redis_restarted(rig: Rig) -> None:
-    # a third job waits in RQ's queue: the restart loses it, the stale check re-enqueues it
-    await exercise(rig, "3 redis restart", restart_redis, videos=25, delay=0.15, queued=1)
+    # a job waits in RQ's queue: the restart loses it, the stale check re-enqueues it
+    await exercise(rig, "3 redis restart", restart_redis, videos=25, delay=0.15, extra=2)
 
 
 async def test_postgres_down_ten_seconds(rig: Rig) -> None:
@@ -301,7 +308,7 @@ async def test_redis_and_postgres_restarted(rig: Rig) -> None:
         restart_both,
         videos=30,
         delay=0.15,
-        queued=1,
+        extra=2,
         db_outage=True,
         redis_outage=True,
     )
