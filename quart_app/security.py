@@ -122,11 +122,19 @@ def _retry_after(previous: int, current: int, limit: int, elapsed: float) -> int
 
 
 def origin_allowed(origin: str, config: Config, host: str) -> bool:
-    """Same host as the request, or listed in CORS_ORIGINS (scheme://host[:port])."""
+    """Same host as the request, or listed in CORS_ORIGINS (scheme://host[:port]).
+
+    A ``Host`` without a port (a proxy that forwards nginx's ``$host``) matches the
+    origin's host name on any port."""
     if origin.rstrip("/") in config.cors_origins:
         return True
+    if not host:
+        return False
     try:
-        return urlsplit(origin).netloc.lower() == host.lower() and bool(host)
+        parts = urlsplit(origin)
+        if parts.netloc.lower() == host.lower():
+            return True
+        return ":" not in host and (parts.hostname or "") == host.lower()
     except ValueError:
         return False
 

@@ -302,3 +302,18 @@ def test_secret_key_is_mandatory_in_production(tmp_path: Path) -> None:
     assert len(dev.secret_key) >= 32
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
     assert Config.from_env({"VAR_DIR": str(tmp_path)}).secret_key == dev.secret_key
+
+
+def test_origin_matching_rules() -> None:
+    config = Config(cors_origins=("https://app.example",))
+    allowed = security.origin_allowed
+    assert allowed("https://app.example", config, "api.example")
+    assert allowed("https://app.example/", config, "api.example")
+    assert allowed("http://api.example:8080", config, "api.example:8080")
+    # a proxy that forwards the host without its port: the name decides
+    assert allowed("http://api.example:8080", config, "api.example")
+    assert not allowed("http://api.example:8080", config, "api.example:9090")
+    assert not allowed("https://evil.example", config, "api.example")
+    assert not allowed("https://api.example.evil.example", config, "api.example")
+    assert not allowed("null", config, "api.example")
+    assert not allowed("https://app.example", Config(), "api.example")
