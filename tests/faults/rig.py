@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 from aiohttp import web
+from redis import Redis
+from rq import Worker as RQWorker
 
 from models.db import close_db, open_db
 from quart_app.config import Config
@@ -251,6 +253,20 @@ class Rig:
         r = await self.http.get("/metrics")
         assert r.status_code == 200, r.text
         return parse_metrics(r.text)
+
+    def workers_on_jobs(self) -> list[WorkerProcess]:
+        """The workers whose work-horse is running a processing job now (RQ's view, not
+        a stale-job check)."""
+        redis = Redis.from_url(self.redis.url)
+        try:
+            busy = {
+                w.pid
+                for w in RQWorker.all(connection=redis)
+                if (w.get_current_job_id() or "").startswith("process-")
+            }
+        finally:
+            redis.close()
+        return [w for w in self.workers if w.pid in busy and w.horses()]
 
     def trackers_of(self, account: Account) -> list[ProgressTracker]:
         return [t for t in self.trackers if self.owner[t.name] is account]

@@ -69,8 +69,8 @@ async def kill_web(rig: Rig) -> str:
 
 
 async def kill_worker(rig: Rig) -> str:
-    busy = [w for w in rig.workers if w.horses()]
-    assert busy, "no worker is running a job"
+    busy = await asyncio.to_thread(rig.workers_on_jobs)
+    assert busy, "no worker is running a processing job"
     victim = busy[0]
     killed = await asyncio.to_thread(victim.kill_all)
     rig.workers.remove(victim)
