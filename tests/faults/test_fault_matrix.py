@@ -165,7 +165,9 @@ async def exercise(
                 )
             except Exception:  # the test's own connection may still be reconnecting
                 return False
-            return len(statuses) == len(job_ids) and all(JobStatus(s).is_final for s in statuses)
+            return len(statuses) == len(job_ids) and all(
+                JobStatus(str(s)).is_final for s in statuses
+            )
 
         try:
             await wait_until(
