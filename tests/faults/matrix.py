@@ -33,7 +33,8 @@ def render(rows: list[Row]) -> str:
     """The table (a fixed-width text block); the columns:
 
     sent pub/pers: progress events the workers published / committed (metrics deltas;
-    the API's first ``pending`` event of each job is in the history only); fail pub/pers:
+    the API's first ``pending`` event of each job is in the history only, and a SIGKILLed
+    work-horse may take its last increments with it); fail pub/pers:
     publishes Redis refused / event writes that failed and were buffered; seq@fault: the
     lowest seq all clients had when the fault began -> when it was over; live: events
     delivered live to clients while the fault was being injected; reconn / resync / gaps:
