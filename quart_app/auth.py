@@ -18,6 +18,7 @@ from quart_schema import security_scheme
 from redis.exceptions import RedisError
 
 from models.entities import User
+from quart_app import metrics
 from quart_app.config import Config
 from quart_app.errors import ApiError
 from quart_app.logs import bind_log_context
@@ -119,6 +120,7 @@ class LoginThrottle:
             raise ApiError(503, "unavailable", "login is temporarily unavailable") from None
         if count is not None and int(count) >= self.config.login_max_attempts:
             retry_after = max(int(ttl), 1) if ttl and int(ttl) > 0 else self.config.login_window
+            metrics.rate_limited("login")
             raise ApiError(
                 429,
                 "too_many_attempts",

@@ -79,6 +79,8 @@ DROP_REASONS = ("ping_timeout", "transport_error")
 TRANSPORTS = ("polling", "websocket")
 #: (process, operation) of reeltrack_redis_connection_failures_total
 REDIS_OPERATIONS = (("worker", "publish"), ("web", "listen"))
+#: kinds of reeltrack_http_rate_limited_total: the per-user REST limit, login throttling
+RATE_LIMIT_KINDS = ("rest", "login")
 
 _PERSIST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -241,6 +243,8 @@ class _Metrics:
             self.disconnects.labels(reason)
         for process, operation in REDIS_OPERATIONS:
             self.redis_failures.labels(process, operation)
+        for kind in RATE_LIMIT_KINDS:
+            self.rate_limited.labels(kind)
 
 
 _metrics: _Metrics | None = None

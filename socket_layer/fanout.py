@@ -414,6 +414,7 @@ class UserChannelManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 self.subscribed.clear()
                 failed_before = True
                 self.listener_failures += 1
+                metrics.redis_failure("web", "listen")
                 self._drop_connection()
                 log.warning(
                     "Socket.IO Redis listener lost (%s: %s); retrying in %.1fs",
