@@ -23,6 +23,7 @@ from typing import Any
 
 from socket_layer.protocol import SOCKETIO_PATH
 from tests.support.sio_client import FastCloseClient
+from tests.support.waiting import wait_until
 
 #: seconds one resume call may wait for its ack before it is retried
 RESUME_TIMEOUT = 3.0
@@ -135,10 +136,11 @@ class ProgressTracker:
         while True:
             await self._want_resume.wait()
             self._want_resume.clear()
-            while not self.sio.connected:
-                # handlers run before connect() returns (the snapshot too): wait for it;
-                # while disconnected the wish is kept for the next connection
-                await asyncio.sleep(0.05)
+            # handlers run before connect() sets `connected` (the snapshot too): wait for
+            # it; while disconnected the wish is kept for the next connection
+            if not await wait_until(lambda: self.sio.connected, within=5.0):
+                self._want_resume.set()
+                continue
             jobs = {job: self.last_seq(job) for job in self.applied}
             if not jobs:
                 continue
