@@ -83,7 +83,7 @@ def _purge(config: Config, args: argparse.Namespace) -> int:
 #: long-running processes whose metrics GET /metrics aggregates
 PROCESS_METRICS_COMMANDS = frozenset({"serve", "worker"})
 #: commands whose log records go through quart_app.logs (the others print to a terminal)
-LOGGING_COMMANDS = frozenset({"serve", "worker", "run", "demo", "purge-history"})
+LOGGING_COMMANDS = frozenset({"serve", "worker", "run"})
 
 
 def build_parser() -> argparse.ArgumentParser:
