@@ -182,7 +182,11 @@ class SocketLayer:
             last_seqs = parse_resume(payload, self.config.resume_max_jobs)
         except ResumeRequestError as exc:
             return {"error": str(exc)}
-        events, truncated = await missed_events(uid, last_seqs, self.config.resume_max_events)
+        try:
+            events, truncated = await missed_events(uid, last_seqs, self.config.resume_max_events)
+        except Exception:  # the DB is down: answer now so the client retries, not waits
+            log.exception("resume: history lookup failed")
+            return {"error": REASON_UNAVAILABLE}
         return {"events": events, "truncated": truncated}
 
     async def start(self) -> None:
