@@ -182,3 +182,26 @@ def test_a_restarted_process_with_the_same_pid_starts_its_gauges_from_zero(
     for text in texts:
         assert sample_value(text, "reeltrack_socketio_connections", {"transport": "websocket"}) == 1
     assert sample_value(texts[1], "reeltrack_progress_events_published_total") == 2
+
+
+def test_upgraded_sockets_move_to_the_websocket_count_and_leave_once() -> None:
+    from quart_app import metrics
+
+    def gauge(transport: str) -> float:
+        return metrics.m().connections.labels(transport)._value.get()
+
+    before = {t: gauge(t) for t in ("polling", "websocket")}
+    metrics.connection_opened("up-1", "polling")
+    metrics.connection_opened("up-1", "polling")  # counted once
+    metrics.connection_opened("up-2", "polling")
+    assert gauge("polling") == before["polling"] + 2
+    transports = {"up-1": "websocket", "up-2": "polling"}
+    metrics.refresh_transports(transports.get)
+    assert gauge("polling") == before["polling"] + 1
+    assert gauge("websocket") == before["websocket"] + 1
+    metrics.refresh_transports(transports.get)  # idempotent
+    assert gauge("websocket") == before["websocket"] + 1
+    metrics.connection_closed("up-1", "transport close")
+    metrics.connection_closed("up-1", "transport close")  # only once
+    metrics.connection_closed("up-2", "ping timeout")
+    assert gauge("polling") == before["polling"] and gauge("websocket") == before["websocket"]
