@@ -310,3 +310,23 @@ async def test_unknown_events_and_calls_without_ack_are_ignored(
     await witnesses.check_alive(emitter, job)
     out = server.output()
     assert "Traceback" not in out, out[out.find("Traceback") - 300 :][:4000]
+
+
+async def test_other_origins_are_refused_on_both_transports(
+    setup: tuple[LiveServer, Witnesses, ProgressEmitter, Any],
+) -> None:
+    server, witnesses, emitter, job = setup
+    evil = {"Origin": "https://evil.example"}
+    own = {"Origin": server.url}
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(eio_url(server, "websocket"), headers=evil)
+        assert refused.value.status in (400, 403)  # (hypercorn answers a refused upgrade 403)
+        async with http.get(eio_url(server, "polling"), headers=evil) as r:
+            assert r.status == 400
+        # the app's own origin is fine on both
+        async with http.ws_connect(eio_url(server, "websocket"), headers=own) as ws:
+            assert (await ws.receive(timeout=5)).data.startswith("0")
+        async with http.get(eio_url(server, "polling"), headers=own) as r:
+            assert r.status == 200
+    await witnesses.check_alive(emitter, job)
