@@ -224,7 +224,9 @@ def main() -> None:
     except ImportError:
         pass
     result = asyncio.run(run(args.redis_url, users, args.rate, args.duration, encode, args.seed))
-    print(json.dumps(result))
+    from tests.benchmarks.wsclient import write_line
+
+    write_line(json.dumps(result))
 
 
 if __name__ == "__main__":

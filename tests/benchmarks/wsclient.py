@@ -411,6 +411,17 @@ class Fleet:
         return out
 
 
+def write_line(text: str) -> None:
+    """One line on stdout, whole: the event loop may have made the pipe non-blocking
+    (stdin and stdout can share one file description), and a partial write of a large
+    reply would cut it at the pipe's 64 KB."""
+    fd = sys.stdout.fileno()
+    os.set_blocking(fd, True)
+    view = memoryview((text + "\n").encode())
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 async def serve_commands(fleet: Fleet) -> None:
     """Commands (one JSON object per line), each answered by one JSON line:
 
@@ -425,8 +436,7 @@ async def serve_commands(fleet: Fleet) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
     def answer(obj: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
+        write_line(json.dumps(obj))
 
     while True:
         line = await reader.readline()
