@@ -45,7 +45,9 @@ class Services:
         if config.redis_url:
             svc.redis = aioredis.Redis.from_url(config.redis_url, **_REDIS_TIMEOUTS)
             svc.rq_redis = SyncRedis.from_url(config.redis_url, **_REDIS_TIMEOUTS)
-            svc.emitter = ProgressEmitter(config.redis_url)
+            # the wire the web processes' client manager listens on (SOCKETIO_MANAGER),
+            # like the worker's emitter
+            svc.emitter = ProgressEmitter.for_config(config)
         return svc
 
     async def close(self) -> None:
