@@ -7,6 +7,7 @@ flushed, restarted or dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from models.db import close_db, open_db
 from quart_app.config import Config
 from tests.support.live import LiveServer
 from tests.support.services import (
@@ -79,6 +81,25 @@ async def pg_database_url(pg_admin_url: str) -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(url)
+
+
+@contextlib.asynccontextmanager
+async def tortoise_open(database_url: str) -> AsyncIterator[str]:
+    """Tortoise open on ``database_url`` in this process for the block (yields the URL);
+    closed at its end, also when the block raises."""
+    await open_db(database_url)
+    try:
+        yield database_url
+    finally:
+        await close_db()
+
+
+@pytest.fixture
+async def db(pg_database_url: str) -> AsyncIterator[str]:
+    """Tortoise open in the test process on the session PostgreSQL database (the one
+    ``live_server`` uses); yields its URL."""
+    async with tortoise_open(pg_database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

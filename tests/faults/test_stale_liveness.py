@@ -6,30 +6,18 @@ without the key (its worker is gone) is re-queued."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from redis import Redis
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
-from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, User, VideoList
 from models.events import utcnow
 from quart_app.config import Config
 from tasks.imports import NewVideo, create_import_job
 from tasks.queue import enqueue_processing
 from tasks.stale import alive_key, check_stale_jobs
-
-
-@pytest.fixture
-async def db(pg_database_url: str) -> AsyncIterator[str]:
-    await open_db(pg_database_url)
-    try:
-        yield pg_database_url
-    finally:
-        await close_db()
 
 
 class _NoEmitter:

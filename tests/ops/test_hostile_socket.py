@@ -15,26 +15,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from models.db import close_db, open_db
 from models.entities import User
 from quart_app.tokens import issue_token
 from socket_layer.emitter import ProgressEmitter
 from socket_layer.protocol import SOCKETIO_PATH
-from tests.conftest import TEST_SECRET, live_config
+from tests.conftest import TEST_SECRET, live_config, tortoise_open
 from tests.support.factories import add_event, create_job, create_user
 from tests.support.live import LiveServer
 from tests.support.sio_client import RecordingClient, connect_client
 
 MAX_MESSAGE = 2048
-
-
-@pytest.fixture(scope="module")
-async def db(pg_database_url: str) -> AsyncIterator[str]:
-    await open_db(pg_database_url)
-    try:
-        yield pg_database_url
-    finally:
-        await close_db()
 
 
 def token(user: User) -> str:
@@ -67,13 +57,21 @@ class Witnesses:
 
 
 @pytest.fixture(scope="module")
+async def module_db(pg_database_url: str) -> AsyncIterator[str]:
+    """Tortoise open on the session PostgreSQL for the whole module (``setup`` and the
+    tests create rows)."""
+    async with tortoise_open(pg_database_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 async def setup(
-    db: str, pg_database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    module_db: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[LiveServer, Witnesses, ProgressEmitter, Any]]:
     """ONE web process for the module, and the witnesses connected across all tests."""
     config = live_config(
         tmp_path_factory.mktemp("hostile"),
-        pg_database_url,
+        module_db,
         redis_url,
         ws_max_message_bytes=MAX_MESSAGE,
         log_level="INFO",

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
-import pytest
 
-from models.db import close_db, open_db
 from quart_app.metrics import sample_value
 from quart_app.tokens import issue_token
 from tests.conftest import TEST_SECRET
@@ -19,15 +17,6 @@ from tests.support.factories import create_user
 from tests.support.live import LiveServer
 from tests.support.services import RedisServer
 from tests.support.sio_client import RecordingClient, connect_client
-
-
-@pytest.fixture
-async def db(pg_database_url: str) -> AsyncIterator[str]:
-    await open_db(pg_database_url)
-    try:
-        yield pg_database_url
-    finally:
-        await close_db()
 
 
 class Scraper:

@@ -1,5 +1,5 @@
-"""Fixtures for the Socket.IO tests: Tortoise open on the session PostgreSQL database
-in the test process, tokens, the ProgressEmitter."""
+"""Fixtures for the Socket.IO tests: transports, tokens, the ProgressEmitter (``db``,
+Tortoise open on the session PostgreSQL database, comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from models.db import close_db, open_db
 from models.entities import User
 from quart_app.tokens import issue_token
 from socket_layer.emitter import ProgressEmitter
 from tests.conftest import TEST_SECRET
 from tests.support.live import LiveServer
 from tests.support.sio_client import TRANSPORT_IDS, TRANSPORTS
-
-
-@pytest.fixture
-async def db(pg_database_url: str) -> AsyncIterator[str]:
-    """Tortoise open (in this process) on the database the live server uses."""
-    await open_db(pg_database_url)
-    try:
-        yield pg_database_url
-    finally:
-        await close_db()
 
 
 @pytest.fixture(params=TRANSPORTS, ids=TRANSPORT_IDS)

@@ -1,4 +1,5 @@
-"""Fixtures of the worker tests: the session PostgreSQL opened in this loop, sample videos."""
+"""Fixtures of the worker tests: sample videos, a private database, configs (``db``, the
+session PostgreSQL opened in this loop, comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from models.db import close_db, open_db
 from quart_app.config import Config
-from tests.conftest import migrate_in_subprocess
+from tests.conftest import migrate_in_subprocess, tortoise_open
 from tests.support.services import create_database, drop_database
 from tests.tasks.helpers import build_samples
 
@@ -24,26 +24,14 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def pg(pg_database_url: str) -> AsyncIterator[str]:
-    await open_db(pg_database_url)
-    try:
-        yield pg_database_url
-    finally:
-        await close_db()
-
-
-@pytest.fixture
 async def own_pg(pg_admin_url: str) -> AsyncIterator[str]:
     """A migrated database for ONE test, opened in this loop: for tests whose real worker
     (and its stale-job check) must not see other tests' jobs."""
     url = await create_database(pg_admin_url, prefix="reeltrack_tasks")
     try:
         await asyncio.to_thread(migrate_in_subprocess, url)
-        await open_db(url)
-        try:
+        async with tortoise_open(url):
             yield url
-        finally:
-            await close_db()
     finally:
         await drop_database(url)
 

@@ -32,7 +32,7 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 async def test_demo_command_imports_samples_and_they_process(
-    pg: str, config: Callable[..., Config], own_redis: RedisServer
+    db: str, config: Callable[..., Config], own_redis: RedisServer
 ) -> None:
     cfg = config(redis_url=own_redis.url)
     username = f"demo{uuid.uuid4().hex[:8]}"

@@ -20,7 +20,7 @@ from tests.tasks.helpers import place_videos, seqs
 
 @pytest.mark.parametrize("transports", TRANSPORTS, ids=TRANSPORT_IDS)
 async def test_client_sees_ten_video_job_live_identical_to_history(
-    pg: str,
+    db: str,
     config: Callable[..., Config],
     samples: Path,
     live_server: LiveServer,

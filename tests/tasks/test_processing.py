@@ -43,7 +43,7 @@ async def _import(
 
 
 async def test_ten_videos_events_contiguous_and_equal_to_history(
-    pg: str, config: Callable[..., Config], samples: Path
+    db: str, config: Callable[..., Config], samples: Path
 ) -> None:
     cfg = config()
     items = place_videos(samples, cfg.import_root, 10)
@@ -77,7 +77,7 @@ async def test_ten_videos_events_contiguous_and_equal_to_history(
 
 
 async def test_corrupt_file_and_unreachable_url_fail_only_their_videos(
-    pg: str, config: Callable[..., Config], samples: Path
+    db: str, config: Callable[..., Config], samples: Path
 ) -> None:
     cfg = config(import_allow_private_hosts=True, fetch_timeout=5)
     items = place_videos(samples, cfg.import_root, 3)
@@ -112,7 +112,7 @@ async def test_corrupt_file_and_unreachable_url_fail_only_their_videos(
 
 
 async def test_every_video_failing_ends_the_job_failed(
-    pg: str, config: Callable[..., Config], samples: Path
+    db: str, config: Callable[..., Config], samples: Path
 ) -> None:
     cfg = config()
     items = [NewVideo(source="import:missing.mp4", title=f"M{i}") for i in range(2)]
@@ -142,7 +142,7 @@ def _interrupting(at: int, action: Callable[[str], object]) -> Callable[..., obj
 
 
 async def test_cancel_mid_job_ends_with_cancelled_and_nothing_after(
-    pg: str, config: Callable[..., Config], samples: Path
+    db: str, config: Callable[..., Config], samples: Path
 ) -> None:
     cfg = config()
     items = place_videos(samples, cfg.import_root, 8)
@@ -168,7 +168,7 @@ async def test_cancel_mid_job_ends_with_cancelled_and_nothing_after(
 
 
 async def test_delete_mid_job_publishes_cancelled_and_leaves_nothing(
-    pg: str, config: Callable[..., Config], samples: Path
+    db: str, config: Callable[..., Config], samples: Path
 ) -> None:
     cfg = config()
     items = place_videos(samples, cfg.import_root, 6)
@@ -191,7 +191,7 @@ async def test_delete_mid_job_publishes_cancelled_and_leaves_nothing(
     assert not await JobProgressEvent.filter(job_id=job.id).exists()
 
 
-async def test_seed_helper_creates_pending_job(pg: str, config: Callable[..., Config]) -> None:
+async def test_seed_helper_creates_pending_job(db: str, config: Callable[..., Config]) -> None:
     _user, job = await seed_job([NewVideo(source="import:x.mp4", title="x")])
     stored = await ProcessingJob.get(id=job.id)
     assert stored.status == JobStatus.PENDING and stored.last_seq == 1

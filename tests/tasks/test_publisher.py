@@ -16,7 +16,7 @@ class DownEmitter:
         raise PublishError("redis down")
 
 
-async def test_failed_publish_is_counted_and_the_event_is_still_in_history(pg: str) -> None:
+async def test_failed_publish_is_counted_and_the_event_is_still_in_history(db: str) -> None:
     user = await User.create(username=f"pub{uuid.uuid4().hex[:10]}", password_hash="x")
     vlist = await VideoList.create(owner=user, name="l")
     job = await ProcessingJob.create(

@@ -20,22 +20,21 @@ import pytest
 from redis import Redis
 from rq.cron import CronScheduler
 
-from models.db import close_db, open_db
 from models.entities import JobProgressEvent, JobStatus, ProcessingJob, User, VideoList
 from models.events import ProgressEvent, utcnow
 from quart_app.config import Config
 from tasks import retention
+from tests.conftest import tortoise_open
 from tests.support.live import child_environ
 from tests.support.services import RedisServer, free_port
 
 
 @pytest.fixture
 async def db(any_database_url: str) -> AsyncIterator[str]:
-    await open_db(any_database_url)
-    try:
-        yield any_database_url
-    finally:
-        await close_db()
+    """Tortoise open on each supported database in turn (overrides the PostgreSQL-only
+    ``db`` of tests/conftest.py)."""
+    async with tortoise_open(any_database_url) as url:
+        yield url
 
 
 async def make_job(n_events: int, age_days: float, first_seq: int = 1) -> ProcessingJob:
@@ -184,22 +183,16 @@ def cli_config(any_database_url: str, make_config: Callable[..., Config]) -> Con
 
 
 async def _seed(database_url: str, n_old: int, n_recent: int, old_days: int) -> uuid.UUID:
-    await open_db(database_url)
-    try:
+    async with tortoise_open(database_url):
         await retention.purge_history(1)  # a clean slate of old events
         job = await make_job(n_old, age_days=old_days)
         await add_events(job, range(n_old + 1, n_old + n_recent + 1), age_days=0.01)
         return job.id
-    finally:
-        await close_db()
 
 
 async def _count(database_url: str, job_id: uuid.UUID) -> int:
-    await open_db(database_url)
-    try:
+    async with tortoise_open(database_url):
         return await JobProgressEvent.filter(job_id=job_id).count()
-    finally:
-        await close_db()
 
 
 def _run_cli(config: Config, *args: Any, **kwargs: Any) -> int:

@@ -58,7 +58,7 @@ def test_expected_count_formula() -> None:
 
 
 async def test_250_video_job_sends_exactly_what_the_policy_gives(
-    pg: str, config: Callable[..., Config], tmp_path: Path
+    db: str, config: Callable[..., Config], tmp_path: Path
 ) -> None:
     cfg = config()  # defaults: min 100, every 10th, 5 s
     clock = FakeClock()

@@ -223,7 +223,7 @@ async def test_killed_worker_job_resumes_and_completes_without_redoing_videos(
 
 
 async def test_stale_job_without_retries_ends_failed_with_a_final_event(
-    pg: str, config: Callable[..., Config], samples: Path, own_redis: RedisServer
+    db: str, config: Callable[..., Config], samples: Path, own_redis: RedisServer
 ) -> None:
     cfg = config(redis_url=own_redis.url, stale_job_seconds=2)
     items = place_videos(samples, cfg.import_root, 4)
