@@ -18,7 +18,6 @@ from tests.e2e.support import (
     CHROMIUM_ARGS,
     MediaOrigin,
     Stack,
-    WorkerProcess,
     check_prerequisites,
     fresh_profile_dir,
     remove_dir,
@@ -26,6 +25,7 @@ from tests.e2e.support import (
 from tests.support.live import LiveServer
 from tests.support.media import make_video
 from tests.support.services import RedisServer
+from tests.support.workers import WorkerProcess
 
 pw_expect.set_options(timeout=20_000)
 
@@ -52,7 +52,7 @@ async def stack(
     worker: WorkerProcess | None = None
     try:
         await web.astart()
-        worker = WorkerProcess(web.config).start()
+        worker = WorkerProcess(web.config, name="e2e-worker")
         sample = make_video(base / "sample.mp4", width=64, height=48, fps=10, seconds=1.0)
         the_stack = Stack(
             web=web, worker=worker, redis_url=redis.url, media=media, sample=sample.read_bytes()
@@ -62,7 +62,7 @@ async def stack(
     finally:
         await media.stop()
         if worker is not None:
-            worker.stop()
+            worker.close()
         web.close()
         redis.stop()
 

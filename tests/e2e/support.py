@@ -9,26 +9,21 @@ win; every wait is a poll on a condition with a deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 from aiohttp import web
 
-from quart_app.config import Config
 from socket_layer.protocol import presence_key
-from tests.support.live import ROOT, LiveServer, child_environ
+from tests.support.live import ROOT, LiveServer
+from tests.support.workers import WorkerProcess
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -68,44 +63,6 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within_s:g}s waiting for {what}")
         await asyncio.sleep(interval)
-
-
-class WorkerProcess:
-    """``python -m quart_app.cli worker`` in its own session (stop takes its children)."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.log = tempfile.NamedTemporaryFile(prefix="rt-e2e-worker-", suffix=".log", delete=False)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "quart_app.cli", "worker"],
-            cwd=ROOT,
-            env=child_environ(self.config),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def output(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        group = os.getpgid(self.proc.pid)
-        os.killpg(group, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(group, signal.SIGKILL)
-            self.proc.wait(5)
-        self.log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log.name)
 
 
 class MediaOrigin:

@@ -14,15 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,40 +25,13 @@ import pytest
 from quart_app.config import Config
 from quart_app.metrics import sample_value
 from tests.conftest import TEST_SECRET
-from tests.support.live import ROOT, LiveServer, child_environ
+from tests.support.live import LiveServer
 from tests.support.media import make_video
 from tests.support.services import RedisServer
 from tests.support.sio_client import RecordingClient, connect_client
+from tests.support.workers import WorkerProcess
 
 VIDEOS = 3
-
-
-class Worker:
-    """``reeltrack worker`` with its output in a file."""
-
-    def __init__(self, config: Config) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="rt-ops-worker-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "quart_app.cli", "worker"],
-            cwd=ROOT,
-            env=child_environ(config),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-
-    def output(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")
 
 
 @dataclass
@@ -121,7 +88,8 @@ async def flow(
         make_video(config.import_root / f"clip{i}.mp4", seconds=0.5)
 
     web = LiveServer(config)
-    worker = Worker(config.with_overrides(log_json=False))  # the text format, too
+    # the text log format, too
+    worker = WorkerProcess(config.with_overrides(log_json=False), name="ops-worker")
     clients: list[RecordingClient] = []
     try:
         await web.astart()
@@ -178,7 +146,9 @@ async def flow(
         for client in clients:
             await client.close()
         await web.astop()
-        await asyncio.to_thread(worker.stop)
+        await asyncio.to_thread(worker.stop, 15)
+        worker_log = worker.output()
+        worker.close()
         redis.stop()
     yield Flow(
         token=token,
@@ -188,7 +158,7 @@ async def flow(
         job_id=job_id,
         metrics_text=metrics_text,
         web_log=web.output(),
-        worker_log=worker.output(),
+        worker_log=worker_log,
         received=received,
     )
 

@@ -1,9 +1,12 @@
-"""``reeltrack worker`` subprocesses for tests that must crash them.
+"""``reeltrack worker`` subprocesses: the one helper every test that runs a real worker
+uses (tasks, ops, e2e, topology, faults).
 
     worker = WorkerProcess(config)      # python -m quart_app.cli worker, own session
+    worker.output()                     # its stdout+stderr so far (a temporary file)
     worker.horses()                     # pids of RQ work-horses running a job now
     worker.kill_all()                   # SIGKILL parent, horse, scheduler, cron at once
     worker.stop()                       # SIGTERM (graceful), SIGKILL after a timeout
+    worker.close()                      # stop, then remove the output file
 
 RQ's work-horse calls ``setpgrp()``, so it is NOT in the worker's process group: the
 whole tree is found through ``/proc`` (parent pids).

@@ -5,15 +5,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +20,8 @@ from models.events import ProgressEvent, utcnow
 from quart_app.config import Config
 from tasks import retention
 from tests.conftest import tortoise_open
-from tests.support.live import child_environ
 from tests.support.services import RedisServer, free_port
+from tests.support.workers import WorkerProcess
 
 
 @pytest.fixture
@@ -299,14 +294,7 @@ def test_reeltrack_worker_registers_the_daily_purge(
     carries the daily purge on queue ``videos``."""
     server = RedisServer().start()  # own Redis: this worker must not take others' jobs
     config = make_config(sqlite_database_url, redis_url=server.url)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "quart_app.cli", "worker"],
-        cwd=Path(__file__).resolve().parents[2],
-        env=child_environ(config),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    worker = WorkerProcess(config, name="retention-worker")
     try:
         redis = Redis.from_url(server.url)
         jobs: list[dict[str, Any]] = []
@@ -319,16 +307,11 @@ def test_reeltrack_worker_registers_the_daily_purge(
                 if job.func_name == "tasks.retention.purge_history_job"
             ]
             if not jobs:
-                assert proc.poll() is None, "reeltrack worker exited"
+                assert worker.alive(), "reeltrack worker exited:\n" + worker.output()
                 time.sleep(0.1)
         assert len(jobs) == 1, "no cron scheduler with the purge job appeared in Redis"
         assert jobs[0]["cron"] == retention.CRON_SCHEDULE
         assert jobs[0]["queue_name"] == "videos"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        worker.close()
         server.stop()

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -26,11 +21,9 @@ from socket_layer.emitter import ProgressEmitter
 from tasks.imports import NewVideo, create_import_job
 from tasks.queue import enqueue_processing
 from tasks.stale import check_stale_jobs
-from tests.support.live import child_environ
 from tests.support.services import RedisServer
+from tests.support.workers import WorkerProcess
 from tests.tasks.helpers import ChannelRecorder, place_videos, seqs, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -39,65 +32,6 @@ def own_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
-
-
-class WorkerProcess:
-    """``python -m quart_app.cli worker`` in its own process group (so SIGKILL takes the
-    parent, its work-horse, the scheduler and the cron child at once)."""
-
-    def __init__(self, config: Config, *args: str) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="rt-worker-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "quart_app.cli", "worker", *args],
-            cwd=ROOT,
-            env=child_environ(config),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def descendants(self) -> list[int]:
-        """Pids of every process below the worker (RQ's work-horse calls setsid(), so
-        it is not in the worker's process group)."""
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-        found, todo = [], [self.proc.pid]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                found.append(child)
-                todo.append(child)
-        return found
-
-    def kill_all(self) -> int:
-        """SIGKILL the worker and everything it started (parent, horse, scheduler, cron)
-        at once, like an OOM kill of the container; returns how many processes died."""
-        victims = [self.proc.pid, *self.descendants()]
-        for pid in victims:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait(10)
-        return len(victims)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with_group = os.getpgid(self.proc.pid)
-            os.killpg(with_group, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(with_group, signal.SIGKILL)
-                self.proc.wait(5)
 
 
 @pytest.fixture
@@ -138,11 +72,11 @@ async def test_worker_burst_runs_an_enqueued_job(
     worker = WorkerProcess(cfg, "--burst")
     try:
         await asyncio.to_thread(worker.proc.wait, 60)
+        assert worker.proc.returncode == 0, worker.output()
+        stored = await ProcessingJob.get(id=job.id)
+        assert stored.status == JobStatus.COMPLETED, worker.output()
     finally:
-        worker.stop()
-    assert worker.proc.returncode == 0, worker.output()
-    stored = await ProcessingJob.get(id=job.id)
-    assert stored.status == JobStatus.COMPLETED, worker.output()
+        worker.close()
     assert seqs(await events_after(job.id)) == list(range(1, 6))
 
 
@@ -199,9 +133,9 @@ async def test_killed_worker_job_resumes_and_completes_without_redoing_videos(
         raise
     finally:
         await recorder.stop()
-        first.stop()
+        first.close()
         if second is not None:
-            second.stop()
+            second.close()
     stored = await ProcessingJob.get(id=job.id)
     assert stored.status == JobStatus.COMPLETED
     history = await events_after(job.id, limit=1000)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,10 +23,11 @@ import pytest
 import socketio
 
 from socket_layer.protocol import SOCKETIO_PATH
-from tests.conftest import ROOT, live_config
-from tests.support.live import LiveServer, child_environ
+from tests.conftest import live_config
+from tests.support.live import LiveServer
 from tests.support.media import make_video
 from tests.support.services import RedisServer
+from tests.support.workers import WorkerProcess
 from tests.topology.nginx import Nginx, nginx_binary
 
 pytestmark = [
@@ -127,26 +126,6 @@ class Tracker:
             await self.session.close()
 
 
-class Worker:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "quart_app.cli", "worker"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 @pytest.fixture
 async def topology(
     pg_database_url: str, tmp_path: Path
@@ -163,18 +142,18 @@ async def topology(
     for d in (config.var_dir, config.media_root, config.import_root):
         d.mkdir(parents=True, exist_ok=True)
     webs = [LiveServer(config, name=f"web{i}") for i in range(2)]
-    workers: list[Worker] = []
+    workers: list[WorkerProcess] = []
     nginx: Nginx | None = None
     try:
         await asyncio.gather(*(w.astart(60) for w in webs))
-        workers = [Worker(child_environ(config)) for _ in range(2)]
+        workers = [WorkerProcess(config, name=f"topology-worker{i}") for i in range(2)]
         nginx = Nginx([w.port for w in webs]).start()
         yield nginx, webs, config.import_root
     finally:
         if nginx is not None:
             nginx.stop()
         for wk in workers:
-            wk.stop()
+            wk.close()
         for web in webs:
             await asyncio.to_thread(web.close)
         redis.stop()
