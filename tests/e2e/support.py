@@ -23,6 +23,7 @@ from aiohttp import web
 
 from socket_layer.protocol import presence_key
 from tests.support.live import ROOT, LiveServer
+from tests.support.services import start_app
 from tests.support.workers import WorkerProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -87,11 +88,7 @@ class MediaOrigin:
     async def start(self) -> MediaOrigin:
         app = web.Application()
         app.router.add_get("/v/{name}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await start_app(app)
         return self
 
     async def stop(self) -> None:

@@ -35,7 +35,7 @@ from tests.conftest import live_config, migrate_in_subprocess
 from tests.support.live import LiveServer
 from tests.support.media import make_video
 from tests.support.progress_client import ProgressTracker
-from tests.support.services import PostgresServer, RedisServer, create_database
+from tests.support.services import PostgresServer, RedisServer, create_database, start_app
 from tests.support.workers import WorkerProcess
 
 TRANSPORTS = ("websocket", "polling")
@@ -88,11 +88,7 @@ class MediaOrigin:
 
         app = web.Application()
         app.router.add_get("/{name}", handler)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await start_app(app, access_log=None)
         self.url = f"http://127.0.0.1:{port}"
         return self
 

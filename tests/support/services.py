@@ -5,6 +5,7 @@ restart or flush it).  PostgreSQL: the server at ``TEST_POSTGRES_ADMIN_URL`` (de
 ``postgres://postgres@127.0.0.1:5432/postgres``) when it answers, else a private cluster
 started with Debian's ``initdb``; tests create and drop their own databases in it and
 never touch others.  :class:`PostgresServer` also serves fault tests that must stop it.
+:func:`start_app` serves a test's own aiohttp app (a media origin) on loopback.
 """
 
 from __future__ import annotations
@@ -20,14 +21,30 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def start_app(app: web.Application, **runner_options: Any) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on a free port of 127.0.0.1; returns its runner (``await
+    runner.cleanup()`` stops it) and the port.  Nothing is left running when it raises."""
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, int(runner.addresses[0][1])
+    except BaseException:
+        await runner.cleanup()
+        raise
 
 
 def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:

@@ -14,6 +14,7 @@ from aiohttp import web
 import tasks.media as media
 from quart_app.config import Config
 from tasks.media import BlockedAddress, MediaError, fetch, process_media
+from tests.support.services import start_app
 
 
 @pytest.fixture
@@ -50,11 +51,7 @@ async def origin(samples: Path) -> AsyncIterator[str]:
     app.router.add_get("/chunked", chunked)
     app.router.add_get("/slow", slow)
     app.router.add_get("/to/{host}", redirect)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_app(app)
     try:
         yield f"127.0.0.1:{port}"
     finally:

@@ -21,7 +21,7 @@ from socket_layer.emitter import ProgressEmitter
 from tasks.imports import NewVideo, create_import_job
 from tasks.queue import enqueue_processing
 from tasks.stale import check_stale_jobs
-from tests.support.services import RedisServer
+from tests.support.services import RedisServer, start_app
 from tests.support.workers import WorkerProcess
 from tests.tasks.helpers import ChannelRecorder, place_videos, seqs, wait_until
 
@@ -45,11 +45,7 @@ async def slow_media_server(samples: Path) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/{name}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_app(app)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
