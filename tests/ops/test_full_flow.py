@@ -22,9 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from quart_app.config import Config
 from quart_app.metrics import sample_value
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, live_config
 from tests.support.live import LiveServer
 from tests.support.media import make_video
 from tests.support.services import RedisServer
@@ -68,22 +67,7 @@ async def flow(
 ) -> AsyncIterator[Flow]:
     base = tmp_path_factory.mktemp("ops-flow")
     redis = RedisServer().start()  # own Redis: this worker takes only our job
-    config = Config(
-        env="test",
-        port=0,
-        var_dir=base / "var",
-        database_url=pg_database_url,
-        redis_url=redis.url,
-        secret_key=TEST_SECRET,
-        media_root=base / "media",
-        import_root=base / "import",
-        ws_ping_interval=1.0,
-        ws_ping_timeout=2.0,
-        log_level="DEBUG",
-        log_json=True,
-    )
-    for d in (config.var_dir, config.media_root, config.import_root):
-        d.mkdir(parents=True, exist_ok=True)
+    config = live_config(base, pg_database_url, redis.url, log_level="DEBUG", log_json=True)
     for i in range(VIDEOS):
         make_video(config.import_root / f"clip{i}.mp4", seconds=0.5)
 

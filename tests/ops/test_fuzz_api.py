@@ -21,8 +21,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from quart_app.config import Config
-from tests.conftest import TEST_SECRET
+from tests.conftest import live_config
 from tests.support.live import LiveServer
 from tests.support.services import RedisServer
 
@@ -37,23 +36,17 @@ def fuzz_server(
 ) -> Iterator[dict[str, Any]]:
     base: Path = tmp_path_factory.mktemp("fuzz")
     redis = RedisServer().start()
-    config = Config(
-        env="test",
-        port=0,
-        var_dir=base / "var",
-        database_url=pg_database_url,
-        redis_url=redis.url,
-        secret_key=TEST_SECRET,
-        media_root=base / "media",
-        import_root=base / "import",
+    config = live_config(
+        base,
+        pg_database_url,
+        redis.url,
+        log_level="INFO",  # the Traceback check reads this log
         rate_limit_per_minute=0,  # the fuzzer is one very busy user
         login_max_attempts=1000,
         max_request_bytes=1_000_000,
         max_upload_bytes=100_000,
         max_videos_per_job=50,
     )
-    for d in (config.var_dir, config.media_root, config.import_root):
-        d.mkdir(parents=True, exist_ok=True)
     (config.import_root / "a.mp4").write_bytes(b"not really a video")
     server = LiveServer(config).start()
     try:
