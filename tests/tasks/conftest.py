@@ -4,7 +4,7 @@ session PostgreSQL opened in this loop, comes from tests/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 
 from quart_app.config import Config
 from tests.conftest import migrate_in_subprocess, tortoise_open
-from tests.support.services import create_database, drop_database
+from tests.support.services import RedisServer, create_database, drop_database
 from tests.tasks.helpers import build_samples
 
 
@@ -34,6 +34,14 @@ async def own_pg(pg_admin_url: str) -> AsyncIterator[str]:
             yield url
     finally:
         await drop_database(url)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis for this test only: its worker must not take other tests' jobs."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -6,10 +6,9 @@ import asyncio
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from redis import Redis
 from rq import Queue
 
@@ -22,13 +21,6 @@ from tests.support.live import child_environ
 from tests.support.services import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 async def test_demo_command_imports_samples_and_they_process(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,14 +24,6 @@ from tasks.stale import check_stale_jobs
 from tests.support.services import RedisServer, start_app
 from tests.support.workers import WorkerProcess
 from tests.tasks.helpers import ChannelRecorder, place_videos, seqs, wait_until
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis for this test only: the worker must not take other tests' jobs."""
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
