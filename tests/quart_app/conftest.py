@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,14 @@ class Api:
         if response.mimetype == "application/json":
             return response.status_code, json.loads(raw)
         return response.status_code, raw
+
+    async def assert_not_found(self, user: User, requests: Iterable[tuple[str, str]]) -> None:
+        """Every ``(method, path)`` answers ``user`` with the JSON 404 ``not_found`` (what
+        a stranger, an unknown id and a malformed id all get)."""
+        for method, path in requests:
+            status, body = await self.call(method, path, user)
+            assert status == 404, (method, path)
+            assert body["code"] == "not_found", (method, path)
 
 
 ApiFactory = Callable[..., contextlib.AbstractAsyncContextManager[Api]]

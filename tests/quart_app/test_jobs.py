@@ -152,17 +152,17 @@ async def test_jobs_list_and_get_carry_latest_event(api: Api) -> None:
 async def test_other_users_job_is_404_everywhere(api: Api) -> None:
     owner, stranger = await make_user(), await make_user()
     job = await make_job(await make_list(owner), events=1)
-    for method, path in (
-        ("GET", f"/api/jobs/{job.id}"),
-        ("POST", f"/api/jobs/{job.id}/cancel"),
-        ("DELETE", f"/api/jobs/{job.id}"),
-        ("GET", f"/api/jobs/{job.id}/progress-history"),
-        ("GET", f"/api/jobs/{uuid.uuid4()}"),
-        ("GET", "/api/jobs/123"),
-    ):
-        status, body = await api.call(method, path, stranger)
-        assert status == 404, (method, path)
-        assert body["code"] == "not_found"
+    await api.assert_not_found(
+        stranger,
+        [
+            ("GET", f"/api/jobs/{job.id}"),
+            ("POST", f"/api/jobs/{job.id}/cancel"),
+            ("DELETE", f"/api/jobs/{job.id}"),
+            ("GET", f"/api/jobs/{job.id}/progress-history"),
+            ("GET", f"/api/jobs/{uuid.uuid4()}"),
+            ("GET", "/api/jobs/123"),
+        ],
+    )
     job = await ProcessingJob.get(id=job.id)
     assert job.status == JobStatus.PENDING and not job.cancel_requested
 

@@ -27,18 +27,18 @@ async def test_list_crud_and_isolation(api: Api) -> None:
     status, one = await api.call("GET", f"/api/lists/{list_id}", user)
     assert status == 200 and one["video_count"] == 1
 
-    for method, path in (
-        ("GET", f"/api/lists/{list_id}"),
-        ("GET", f"/api/lists/{list_id}/videos"),
-        ("DELETE", f"/api/lists/{list_id}"),
-        ("POST", f"/api/lists/{list_id}/videos/bulk"),
-        ("POST", f"/api/lists/{list_id}/videos/upload"),
-        ("GET", f"/api/lists/{uuid.uuid4()}"),
-        ("GET", "/api/lists/xyz"),
-    ):
-        status, body = await api.call(method, path, stranger)
-        assert status == 404, (method, path)
-        assert body["code"] == "not_found"
+    await api.assert_not_found(
+        stranger,
+        [
+            ("GET", f"/api/lists/{list_id}"),
+            ("GET", f"/api/lists/{list_id}/videos"),
+            ("DELETE", f"/api/lists/{list_id}"),
+            ("POST", f"/api/lists/{list_id}/videos/bulk"),
+            ("POST", f"/api/lists/{list_id}/videos/upload"),
+            ("GET", f"/api/lists/{uuid.uuid4()}"),
+            ("GET", "/api/lists/xyz"),
+        ],
+    )
 
     for bad in ({}, {"name": ""}, {"name": "   "}, {"name": "x" * 201}, {"name": 3}):
         status, body = await api.call("POST", "/api/lists", user, json=bad)
