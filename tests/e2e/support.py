@@ -12,7 +12,6 @@ import asyncio
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from aiohttp import web
 from socket_layer.protocol import presence_key
 from tests.support.live import ROOT, LiveServer
 from tests.support.services import start_app
+from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,26 +44,6 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 GREEN = "rgb(22, 163, 74)"
 BLUE = "rgb(37, 99, 235)"
 AMBER = "rgb(217, 119, 6)"
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    within_s: float = 20.0,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> None:
-    """Poll ``condition`` until it is true; AssertionError naming ``what`` after
-    ``within_s`` seconds."""
-    deadline = time.monotonic() + within_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within_s:g}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 class MediaOrigin:

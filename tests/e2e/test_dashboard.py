@@ -16,7 +16,8 @@ import httpx
 import pytest
 from playwright.async_api import BrowserContext, Locator, Page, expect
 
-from tests.e2e.support import AMBER, BLUE, GREEN, SCREENSHOTS, Account, Stack, wait_for
+from tests.e2e.support import AMBER, BLUE, GREEN, SCREENSHOTS, Account, Stack
+from tests.support.waiting import wait_for
 
 
 async def login(page: Page, stack: Stack, account: Account, path: str) -> None:

@@ -19,7 +19,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,23 +50,6 @@ RIG_SETTINGS: dict[str, Any] = {
     "ws_ping_timeout": 2.0,
     "ws_presence_ttl": 3.0,
 }
-
-
-async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], within: float, what: str
-) -> float:
-    """Poll ``condition`` every 50 ms; returns the seconds it took, raises
-    AssertionError naming ``what`` after ``within`` seconds."""
-    started = time.monotonic()
-    while True:
-        value = condition()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return time.monotonic() - started
-        if time.monotonic() - started > within:
-            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class MediaOrigin:

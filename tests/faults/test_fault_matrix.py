@@ -33,7 +33,8 @@ import pytest
 from models.entities import JobStatus, ProcessingJob
 from models.history import events_after
 from tests.faults.matrix import ROWS, Row, render
-from tests.faults.rig import Rig, database, wait_until
+from tests.faults.rig import Rig, database
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +150,7 @@ async def exercise(
     def delivered() -> int:  # progress events that reached any client live
         return sum(t.live_events for t in rig.trackers)
 
-    await wait_until(lambda: live_seq() >= MOVING, 60, f"{fault}: every client sees its job move")
+    await wait_for(lambda: live_seq() >= MOVING, 60, f"{fault}: every client sees its job move")
     seq_at_fault, live_at_fault = live_seq(), delivered()
     t_fault = time.monotonic()
     detail = await inject(rig)
@@ -170,9 +171,7 @@ async def exercise(
             )
 
         try:
-            await wait_until(
-                all_final, videos * delay * 4 * (1 + extra) + 60, f"{fault}: jobs final"
-            )
+            await wait_for(all_final, videos * delay * 4 * (1 + extra) + 60, f"{fault}: jobs final")
         except AssertionError:
             states = await ProcessingJob.filter(id__in=job_ids).values_list(
                 "id", "status", "last_seq", "processed_videos", "rq_job_id", "heartbeat_at"
@@ -187,7 +186,7 @@ async def exercise(
         return all(t.history(j) == histories[j] for t in rig.trackers for j in owned[t.name])
 
     try:
-        await wait_until(converged, 30, f"{fault}: every client equal to the history")
+        await wait_for(converged, 30, f"{fault}: every client equal to the history")
     except AssertionError:
         pass  # reported below, client by client
     recovery = time.monotonic() - t_fault

@@ -15,6 +15,7 @@ from tests.socket_layer.conftest import token_for
 from tests.support.factories import create_user
 from tests.support.live import LiveServer
 from tests.support.sio_client import RecordingClient, connect_client
+from tests.support.waiting import wait_for
 
 TOO_MANY = refusal(REASON_TOO_MANY_CONNECTIONS)
 
@@ -26,17 +27,6 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> float:
-    """Poll ``condition`` until true; returns the seconds it took; AssertionError after
-    ``within`` seconds."""
-    start = time.monotonic()
-    while not await condition():
-        if time.monotonic() - start > within:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - start
 
 
 async def close_all(clients: list[RecordingClient]) -> None:
@@ -74,7 +64,7 @@ async def test_sixth_connection_is_refused_and_accepted_again_after_one_closes(
         async def slot_free() -> bool:
             return await redis.zcard(presence_key(user.id)) == limit - 1
 
-        await wait_until(slot_free, 5, "the closed socket's slot is released")
+        await wait_for(slot_free, 5, "the closed socket's slot is released")
         clients.append(await connect_client(live_server.url, token=token, transports=transports))
         assert await clients[-1].wait_for("snapshot") == {"jobs": []}
         again = await connect_client(
@@ -83,7 +73,7 @@ async def test_sixth_connection_is_refused_and_accepted_again_after_one_closes(
         assert again.refusal == TOO_MANY
     finally:
         await close_all(clients)
-    await wait_until(
+    await wait_for(
         lambda: _is_zero(redis, presence_key(user.id)), 5, "all slots released after closing"
     )
 
@@ -117,7 +107,7 @@ async def test_two_web_processes_share_the_limit_and_a_killed_one_frees_its_slot
         async def four_left() -> bool:
             return await redis.zcard(presence_key(user.id)) == 4
 
-        await wait_until(four_left, 5, "slot released on B")
+        await wait_for(four_left, 5, "slot released on B")
         on_a.append(await connect_client(web_a.url, token=token, transports=transports))
         refused = await connect_client(
             web_b.url, token=token, transports=transports, expect_refusal=True
@@ -143,7 +133,7 @@ async def test_two_web_processes_share_the_limit_and_a_killed_one_frees_its_slot
                 return False
             return len(on_b) == 5
 
-        await wait_until(five_on_b, ttl + 3, "a dead process's slots expire")
+        await wait_for(five_on_b, ttl + 3, "a dead process's slots expire")
         healed_after = time.monotonic() - killed_at
         assert healed_after <= ttl + 2, healed_after
         refused = await connect_client(

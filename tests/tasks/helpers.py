@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import shutil
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from models.entities import ProcessingJob, User, VideoList
 from socket_layer.protocol import EVENT_PROGRESS, REDIS_CHANNEL, user_room
 from tasks.imports import NewVideo, create_import_job
 from tests.support.media import make_corrupt, make_video
+from tests.support.waiting import wait_for
 
 #: (file name, builder kwargs): varied sizes and codecs
 SAMPLES: list[tuple[str, dict[str, Any]]] = [
@@ -94,7 +93,7 @@ class ChannelRecorder:
     async def wait_for(
         self, predicate: Callable[[list[dict[str, Any]]], bool], within: float = 20.0
     ) -> list[dict[str, Any]]:
-        await wait_until(lambda: predicate(self.events), within)
+        await wait_for(lambda: predicate(self.events), within, "the recorded events")
         return list(self.events)
 
     async def stop(self) -> None:
@@ -102,22 +101,6 @@ class ChannelRecorder:
             self._task.cancel()
         await self._pubsub.aclose()
         await self.redis.aclose()
-
-
-async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], within: float = 20.0, step: float = 0.02
-) -> None:
-    """Poll ``condition`` until it holds; AssertionError after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(step)
 
 
 def seqs(events: list[dict[str, Any]]) -> list[int]:

@@ -22,8 +22,9 @@ from tasks.imports import NewVideo, create_import_job
 from tasks.queue import enqueue_processing
 from tasks.stale import check_stale_jobs
 from tests.support.services import RedisServer, start_app
+from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
-from tests.tasks.helpers import ChannelRecorder, place_videos, seqs, wait_until
+from tests.tasks.helpers import ChannelRecorder, place_videos, seqs
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ async def test_killed_worker_job_resumes_and_completes_without_redoing_videos(
         async def some_ready() -> bool:
             return await Video.filter(job_id=job.id, status=VideoStatus.READY).count() >= 5
 
-        await wait_until(some_ready, 60)
+        await wait_for(some_ready, 60, "five videos ready")
         assert first.kill_all() >= 3  # parent, work-horse, scheduler and/or cron
         before = {
             v.id: v.processed_at
@@ -113,7 +114,7 @@ async def test_killed_worker_job_resumes_and_completes_without_redoing_videos(
         async def finished() -> bool:
             return (await ProcessingJob.get(id=job.id)).status.is_final  # type: ignore[no-any-return]
 
-        await wait_until(finished, 60)
+        await wait_for(finished, 60, "the job to finish")
         published = await recorder.wait_for(lambda ev: any(e["status"] == "completed" for e in ev))
     except BaseException:
         print("RECORDED", [(e["seq"], e["status"]) for e in recorder.events], recorder._task)

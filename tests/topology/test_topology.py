@@ -27,6 +27,7 @@ from tests.conftest import live_config
 from tests.support.live import LiveServer
 from tests.support.media import make_video
 from tests.support.services import RedisServer
+from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 from tests.topology.nginx import Nginx, nginx_binary
 
@@ -177,14 +178,6 @@ async def _upstream_of(base: str, ip: str) -> str:
         return r.headers["x-reeltrack-upstream"]
 
 
-async def _wait(cond: Any, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s: {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_two_web_processes_behind_nginx_survive_one_killed(
     topology: tuple[Nginx, list[LiveServer], Path],
 ) -> None:
@@ -236,7 +229,7 @@ async def test_two_web_processes_behind_nginx_survive_one_killed(
                 t.jobs.add(job_of[t.user])
 
             # every client saw its job move, then one web process crashes
-            await _wait(
+            await wait_for(
                 lambda: all(len(t.events.get(job_of[t.user], {})) >= 2 for t in trackers),
                 30,
                 "first progress events on every client",
@@ -274,7 +267,7 @@ async def test_two_web_processes_behind_nginx_survive_one_killed(
             def complete() -> bool:
                 return all(t.contiguous(job_of[t.user]) == len(history[t.user]) for t in trackers)
 
-            await _wait(complete, max(5.0, deadline - time.monotonic()), "clients complete")
+            await wait_for(complete, max(5.0, deadline - time.monotonic()), "clients complete")
             recovery = time.monotonic() - t_kill
             print(f"kill -> every client complete: {recovery:.1f}s")
         finally:
