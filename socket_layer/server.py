@@ -133,7 +133,9 @@ class SocketLayer:
         self.users: dict[str, str] = {}
         self._metrics_task: asyncio.Task[None] | None = None
 
-    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool | None:
+        """Accept (None), refuse (raises ConnectionRefusedError), or return False when
+        the client left before the handler finished (nothing of it is kept)."""
         try:
             user_id = verify_token(
                 self.config.secret_key, token_from(environ, auth), self.config.access_token_ttl
@@ -160,6 +162,13 @@ class SocketLayer:
             await self.sio.emit(
                 EVENT_SNAPSHOT, snapshot, to=sid, namespace=NAMESPACE, ignore_queue=True
             )
+            if not self._still_there(sid):
+                # the client left while this handler awaited: python-socketio calls no
+                # disconnect handler for a socket that never finished connecting, so
+                # its slot (and room) would be held for as long as this process lives
+                self.users.pop(sid, None)
+                await self.registry.release(sid)
+                return False
             metrics.connection_opened(sid, self._transport(sid))
         except BaseException as exc:
             self.users.pop(sid, None)
@@ -168,6 +177,7 @@ class SocketLayer:
                 log.exception("connect: snapshot failed")
                 raise refused(REASON_UNAVAILABLE) from exc
             raise
+        return None
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         metrics.connection_closed(sid, reason)
@@ -204,6 +214,15 @@ class SocketLayer:
                 log.warning("Redis not reachable at start-up; live events resume when it is")
         self.registry.start()
         self._metrics_task = asyncio.create_task(self._refresh_metrics())
+
+    def _still_there(self, sid: str) -> bool:
+        """Whether ``sid``'s engine.io session is still open."""
+        try:
+            eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        except Exception:  # KeyError and friends: the socket is gone
+            return False
+        socket = self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        return socket is not None and not (socket.closed or socket.closing)
 
     def _transport(self, sid: str) -> str | None:
         """The socket's transport now (``polling``/``websocket``), None when gone."""
