@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_valid
 
 EventStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
 FINAL_EVENT_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+#: the largest seq the history can hold (``job_progress_events.seq`` is a 32-bit int)
+MAX_SEQ = 2**31 - 1
 
 
 class ProgressEvent(BaseModel):

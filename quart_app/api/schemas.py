@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from models.events import MAX_SEQ
 from quart_app.users import MAX_PASSWORD
 
 
@@ -146,7 +147,8 @@ class BatchCancelOut(BaseModel):
 
 class HistoryQuery(BaseModel):
     since: datetime | None = None
-    after_seq: int = Field(default=0, ge=0)
+    #: bounded like the seq column: a larger cursor made the DB query fail (500)
+    after_seq: int = Field(default=0, ge=0, le=MAX_SEQ)
     limit: int = Field(default=100, ge=1, le=1000)
 
 

@@ -80,6 +80,7 @@ async def test_bad_parameters_answer_400_json(api: Api) -> None:
     for query in (
         "after_seq=-1",
         "after_seq=abc",
+        "after_seq=2147483648",  # beyond the seq column: was a 500 from the DB
         "limit=0",
         "limit=1001",
         "limit=ten",
