@@ -32,6 +32,7 @@ from models.history import latest_events, missed_events
 from quart_app import metrics
 from quart_app.config import Config
 from quart_app.logs import bind_log_context
+from quart_app.security import origin_allowed
 from quart_app.tokens import InvalidToken, verify_token
 from socket_layer.fanout import make_fanout_manager
 from socket_layer.limits import guard_polling_posts, guard_socketio_packets
@@ -290,10 +291,16 @@ def create_sio(
     # the token may sit in engineio's request logs: keep both loggers quiet
     for name in ("socketio", "socketio.server", "engineio", "engineio.server"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+    def origin_ok(origin: str, environ: dict[str, Any]) -> bool:
+        # the REST API's rule (CORS_ORIGINS plus the app's own origin); python-engineio's
+        # own list form would refuse the app's own origin as soon as CORS_ORIGINS is set
+        return origin_allowed(origin, config, environ.get("HTTP_HOST", ""))
+
     sio = socketio.AsyncServer(
         async_mode="asgi",
         client_manager=manager,
-        cors_allowed_origins=list(config.cors_origins) or None,
+        cors_allowed_origins=origin_ok,
         ping_interval=config.ws_ping_interval,
         ping_timeout=config.ws_ping_timeout,
         max_http_buffer_size=config.ws_max_message_bytes,
