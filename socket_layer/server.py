@@ -292,9 +292,12 @@ def create_sio(
     for name in ("socketio", "socketio.server", "engineio", "engineio.server"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    def origin_ok(origin: str, environ: dict[str, Any]) -> bool:
+    def origin_ok(origin: str | None, environ: dict[str, Any]) -> bool:
         # the REST API's rule (CORS_ORIGINS plus the app's own origin); python-engineio's
-        # own list form would refuse the app's own origin as soon as CORS_ORIGINS is set
+        # own list form would refuse the app's own origin as soon as CORS_ORIGINS is set.
+        # engineio also asks with no Origin at all (non-browser clients: nothing to check)
+        if not origin:
+            return True
         return origin_allowed(origin, config, environ.get("HTTP_HOST", ""))
 
     sio = socketio.AsyncServer(

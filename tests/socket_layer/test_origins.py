@@ -41,6 +41,7 @@ async def test_socket_origins_match_the_rest_api(
     server = await start_live_server(cors_origins=(LISTED,))
     url = eio_url(server, transport)
     async with aiohttp.ClientSession() as http:
+        assert await opens(http, url, transport, {}), "no Origin (not a browser) is fine"
         for origin, allowed in (
             (LISTED, True),
             (server.url, True),
