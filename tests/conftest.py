@@ -115,38 +115,14 @@ def any_database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_database_url".replace("postgres", "pg")))
 
 
-@pytest.fixture
-def make_config(tmp_path: Path, redis_url: str) -> Callable[..., Config]:
-    """Build a test Config: private dirs under tmp_path, the session Redis, overrides."""
-
-    def build(database_url: str, **overrides: Any) -> Config:
-        base = Config(
-            env="test",
-            var_dir=tmp_path / "var",
-            database_url=database_url,
-            redis_url=redis_url,
-            secret_key=TEST_SECRET,
-            media_root=tmp_path / "media",
-            import_root=tmp_path / "import",
-            ws_ping_interval=1.0,
-            ws_ping_timeout=2.0,
-        )
-        for d in (base.var_dir, base.media_root, base.import_root):
-            d.mkdir(parents=True, exist_ok=True)
-        return base.with_overrides(**overrides)
-
-    return build
-
-
-# --- a real web process (hypercorn + Socket.IO + Quart), see tests/support/live.py ----
-
-
-def live_config(base_dir: Path, database_url: str, redis_url: str, **overrides: Any) -> Config:
-    """Test settings for a web subprocess: short Socket.IO pings (a refused or closed
-    polling client must not linger), a short presence TTL, private dirs."""
+def config_for_test(
+    base_dir: Path, database_url: str, redis_url: str, /, **overrides: Any
+) -> Config:
+    """Test settings: private var/media/import dirs under ``base_dir`` (created),
+    TEST_SECRET, short Socket.IO pings (a refused or closed polling client must not
+    linger), then ``overrides``."""
     base = Config(
         env="test",
-        port=0,  # LiveServer picks a free port
         var_dir=base_dir / "var",
         database_url=database_url,
         redis_url=redis_url,
@@ -155,12 +131,30 @@ def live_config(base_dir: Path, database_url: str, redis_url: str, **overrides: 
         import_root=base_dir / "import",
         ws_ping_interval=1.0,
         ws_ping_timeout=2.0,
-        ws_presence_ttl=3.0,
-        log_level="WARNING",
     )
     for d in (base.var_dir, base.media_root, base.import_root):
         d.mkdir(parents=True, exist_ok=True)
     return base.with_overrides(**overrides)
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, redis_url: str) -> Callable[..., Config]:
+    """Build a test Config: private dirs under tmp_path, the session Redis, overrides."""
+
+    def build(database_url: str, **overrides: Any) -> Config:
+        return config_for_test(tmp_path, database_url, redis_url, **overrides)
+
+    return build
+
+
+# --- a real web process (hypercorn + Socket.IO + Quart), see tests/support/live.py ----
+
+
+def live_config(base_dir: Path, database_url: str, redis_url: str, **overrides: Any) -> Config:
+    """Test settings for a web subprocess: :func:`config_for_test` plus a short presence TTL,
+    a free port picked by LiveServer, WARNING logs."""
+    defaults: dict[str, Any] = {"port": 0, "ws_presence_ttl": 3.0, "log_level": "WARNING"}
+    return config_for_test(base_dir, database_url, redis_url, **{**defaults, **overrides})
 
 
 @pytest.fixture(scope="session")
