@@ -72,15 +72,31 @@ async def pg_admin_url() -> AsyncIterator[str]:
         private.destroy()
 
 
-@pytest.fixture(scope="session")
-async def pg_database_url(pg_admin_url: str) -> AsyncIterator[str]:
-    """A migrated PostgreSQL database for this session, dropped at its end."""
-    url = await create_database(pg_admin_url)
+@contextlib.asynccontextmanager
+async def migrated_database(admin_url: str, prefix: str = "reeltrack_test") -> AsyncIterator[str]:
+    """A new database on ``admin_url``'s server with the migrations applied (yields its
+    URL); dropped at the end of the block, also when the block raised or dropped it."""
+    url = await create_database(admin_url, prefix=prefix)
     try:
-        migrate_in_subprocess(url)
+        await asyncio.to_thread(migrate_in_subprocess, url)
         yield url
     finally:
         await drop_database(url)
+
+
+@pytest.fixture(scope="session")
+async def pg_database_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """A migrated PostgreSQL database for this session, dropped at its end."""
+    async with migrated_database(pg_admin_url) as url:
+        yield url
+
+
+@pytest.fixture
+async def fresh_pg_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """A migrated PostgreSQL database for ONE test, dropped at its end: for a test that
+    drops it (an outage) or whose real worker must not see other tests' jobs."""
+    async with migrated_database(pg_admin_url, prefix="reeltrack_own") as url:
+        yield url
 
 
 @contextlib.asynccontextmanager

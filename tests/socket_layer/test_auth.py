@@ -3,7 +3,6 @@ opens a socket; every refusal is ``{"code": 1008, "reason": "invalid_token"}``."
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,11 +14,11 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from quart_app import tokens
 from quart_app.tokens import issue_token
 from socket_layer.protocol import REASON_INVALID_TOKEN, REASON_UNAVAILABLE, refusal
-from tests.conftest import TEST_SECRET, migrate_in_subprocess
+from tests.conftest import TEST_SECRET
 from tests.socket_layer.conftest import token_for
 from tests.support.factories import create_user
 from tests.support.live import LiveServer
-from tests.support.services import create_database, drop_database
+from tests.support.services import drop_database
 from tests.support.sio_client import connect_client
 
 INVALID = refusal(REASON_INVALID_TOKEN)
@@ -132,12 +131,10 @@ async def test_token_of_deleted_user_is_refused(
 
 
 async def test_database_down_refuses_with_unavailable_instead_of_hanging(
-    start_live_server: Callable[..., Awaitable[LiveServer]], pg_admin_url: str
+    start_live_server: Callable[..., Awaitable[LiveServer]], fresh_pg_url: str
 ) -> None:
-    database_url = await create_database(pg_admin_url)
-    await asyncio.to_thread(migrate_in_subprocess, database_url)
-    web = await start_live_server(database_url=database_url)
-    await drop_database(database_url)  # ends the server's connections too
+    web = await start_live_server(database_url=fresh_pg_url)
+    await drop_database(fresh_pg_url)  # ends the server's connections too
     token = issue_token(TEST_SECRET, uuid.uuid4())
     for transports in (["websocket"], ["polling"]):
         client = await connect_client(

@@ -3,7 +3,6 @@ validated; a client that drops and returns catches up from history, then live.""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,11 +11,10 @@ from typing import Any
 import httpx
 
 from socket_layer.emitter import ProgressEmitter
-from tests.conftest import migrate_in_subprocess
 from tests.socket_layer.conftest import token_for
 from tests.support.factories import add_event, add_events, create_job, create_user
 from tests.support.live import LiveServer
-from tests.support.services import create_database, drop_database
+from tests.support.services import drop_database
 from tests.support.sio_client import connect_client
 
 
@@ -159,18 +157,16 @@ async def test_client_that_drops_catches_up_with_resume_then_live(
 
 
 async def test_resume_while_the_database_is_down_answers_unavailable_at_once(
-    start_live_server: Callable[..., Awaitable[LiveServer]], pg_admin_url: str
+    start_live_server: Callable[..., Awaitable[LiveServer]], fresh_pg_url: str
 ) -> None:
-    database_url = await create_database(pg_admin_url)
-    await asyncio.to_thread(migrate_in_subprocess, database_url)
-    web = await start_live_server(database_url=database_url)
+    web = await start_live_server(database_url=fresh_pg_url)
     async with httpx.AsyncClient(base_url=web.url) as http:
         creds = {"username": "resume-outage", "password": "correct horse battery"}
         assert (await http.post("/api/auth/register", json=creds)).status_code == 201
         token = (await http.post("/api/auth/login", json=creds)).json()["access_token"]
     client = await connect_client(web.url, token=token, transports=["websocket"])
     try:
-        await drop_database(database_url)  # ends the server's DB connections too
+        await drop_database(fresh_pg_url)  # ends the server's DB connections too
         started = time.monotonic()
         ack = await client.call("resume", {"jobs": {str(uuid.uuid4()): 0}})
         assert ack == {"error": "unavailable"}

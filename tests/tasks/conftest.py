@@ -3,7 +3,6 @@ session PostgreSQL opened in this loop, comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,8 @@ from typing import Any
 import pytest
 
 from quart_app.config import Config
-from tests.conftest import migrate_in_subprocess, tortoise_open
-from tests.support.services import RedisServer, create_database, drop_database
+from tests.conftest import tortoise_open
+from tests.support.services import RedisServer
 from tests.tasks.helpers import build_samples
 
 
@@ -24,16 +23,11 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def own_pg(pg_admin_url: str) -> AsyncIterator[str]:
+async def own_pg(fresh_pg_url: str) -> AsyncIterator[str]:
     """A migrated database for ONE test, opened in this loop: for tests whose real worker
     (and its stale-job check) must not see other tests' jobs."""
-    url = await create_database(pg_admin_url, prefix="reeltrack_tasks")
-    try:
-        await asyncio.to_thread(migrate_in_subprocess, url)
-        async with tortoise_open(url):
-            yield url
-    finally:
-        await drop_database(url)
+    async with tortoise_open(fresh_pg_url) as url:
+        yield url
 
 
 @pytest.fixture
