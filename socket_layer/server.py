@@ -27,7 +27,6 @@ import socketio
 from tortoise.expressions import Q
 
 from models.entities import ACTIVE_JOB_STATUSES, ProcessingJob, User
-from models.events import MAX_SEQ
 from models.history import latest_events, missed_events
 from quart_app import metrics
 from quart_app.config import Config
@@ -99,8 +98,8 @@ def parse_resume(payload: Any, max_jobs: int) -> dict[uuid.UUID, int]:
             job_id = uuid.UUID(str(key))
         except ValueError:
             raise ResumeRequestError("job ids must be UUIDs") from None
-        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
-            raise ResumeRequestError(f"last seq must be an integer from 0 to {MAX_SEQ}")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise ResumeRequestError("last seq must be an integer >= 0")
         parsed[job_id] = seq
     return parsed
 
