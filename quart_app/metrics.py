@@ -32,7 +32,7 @@ Metric names, with the process that moves them:
 ``reeltrack_progress_publish_failures_total``   worker  events Redis did not accept
 ``reeltrack_progress_events_persisted_total``   worker  events committed to the DB
 ``reeltrack_progress_persist_seconds``          worker  one event's INSERT + COMMIT
-``reeltrack_progress_persist_failures_total``   worker  failed event writes (each attempt)
+``reeltrack_progress_persist_failures_total``   worker  failed writes + events queued behind one
 ``reeltrack_progress_events_lost_total``        worker  buffered events given up on
 ``reeltrack_progress_retry_backlog``            worker  gauge: events waiting for the DB
 ``reeltrack_redis_connection_failures_total``   both    {process,operation}: Redis errors
