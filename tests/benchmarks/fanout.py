@@ -51,7 +51,7 @@ async def measure_rates(
     rates: list[int],
     duration: float,
     procs: int,
-    stop_after_failures: int = 1,
+    stop_after_failures: int = 2,
     servers: int = 1,
     front: Callable[[list[ServerProc]], str] | None = None,
 ) -> dict[str, Any]:
