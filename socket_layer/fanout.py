@@ -290,13 +290,23 @@ class UserChannelManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     name = "reeltrack-user-channels"
 
     def __init__(
-        self, url: str, *, channel: str = REDIS_CHANNEL, direct_writes: bool = True
+        self,
+        url: str,
+        *,
+        channel: str = REDIS_CHANNEL,
+        direct_writes: bool = True,
+        pool_size: int = 10,
     ) -> None:
         super().__init__(
             url,
             channel=channel,
             write_only=False,
-            redis_options={"socket_connect_timeout": 5, "socket_keepalive": True},
+            # pool for this process's own publishes; the listener has its own connection
+            redis_options={
+                "socket_connect_timeout": 5,
+                "socket_keepalive": True,
+                "max_connections": pool_size,
+            },
         )
         self.prefix = user_channel_prefix(channel)
         self.direct_writes = direct_writes
@@ -670,13 +680,16 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 1000)
 
 
-def make_fanout_manager(redis_url: str, kind: str, *, channel: str = REDIS_CHANNEL) -> Any:
+def make_fanout_manager(
+    redis_url: str, kind: str, *, channel: str = REDIS_CHANNEL, pool_size: int = 10
+) -> Any:
     """The client manager for ``SOCKETIO_MANAGER``: ``user-channels`` (default) or
-    ``stock`` (python-socketio's AsyncRedisManager with resync; the baseline)."""
+    ``stock`` (python-socketio's AsyncRedisManager with resync; the baseline).
+    ``pool_size`` caps its Redis connection pool (``REDIS_PUBSUB_POOL_SIZE``)."""
     if kind == "stock":
         from socket_layer.manager import make_manager
 
-        return make_manager(redis_url, channel=channel)
+        return make_manager(redis_url, channel=channel, pool_size=pool_size)
     if kind == "user-channels":
-        return UserChannelManager(redis_url, channel=channel)
+        return UserChannelManager(redis_url, channel=channel, pool_size=pool_size)
     raise ValueError(f"unknown SOCKETIO_MANAGER {kind!r}")

@@ -154,6 +154,10 @@ class ResyncingRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 pass
 
 
-def make_manager(redis_url: str, *, channel: str = REDIS_CHANNEL) -> ResyncingRedisManager:
-    """The default client manager for a web process."""
-    return ResyncingRedisManager(redis_url, channel=channel)
+def make_manager(
+    redis_url: str, *, channel: str = REDIS_CHANNEL, pool_size: int = 10
+) -> ResyncingRedisManager:
+    """python-socketio's stock manager with resync (``SOCKETIO_MANAGER=stock``)."""
+    return ResyncingRedisManager(
+        redis_url, channel=channel, redis_options={"max_connections": pool_size}
+    )

@@ -286,7 +286,9 @@ def create_sio(
     if not config.redis_url:
         raise ValueError("REDIS_URL is required for the Socket.IO server")
     redis_url = config.redis_url
-    manager = client_manager or make_fanout_manager(redis_url, config.socketio_manager)
+    manager = client_manager or make_fanout_manager(
+        redis_url, config.socketio_manager, pool_size=config.redis_pubsub_pool_size
+    )
     # the token may sit in engineio's request logs: keep both loggers quiet
     for name in ("socketio", "socketio.server", "engineio", "engineio.server"):
         logging.getLogger(name).setLevel(logging.WARNING)
