@@ -66,6 +66,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "LOGIN_MAX_ATTEMPTS": ("5", "failed logins per username+address before 429"),
     "LOGIN_WINDOW": ("300", "seconds over which failed logins are counted"),
     "RATE_LIMIT_PER_MINUTE": ("600", "REST requests per user per minute (0 = off)"),
+    "TRUSTED_PROXY_HOPS": (
+        "0",
+        "proxies in front whose X-Forwarded-For is trusted for the client address (1 behind nginx)",
+    ),
     "THROTTLE_EVERY_N_VIDEOS": ("10", "large jobs publish every Nth video..."),
     "THROTTLE_INTERVAL": ("5", "...or after this many seconds, whichever first"),
     "THROTTLE_MIN_VIDEOS": ("100", "jobs with at least this many videos are throttled"),
@@ -155,6 +159,7 @@ class Config:
     login_max_attempts: int = 5
     login_window: int = 300
     rate_limit_per_minute: int = 600
+    trusted_proxy_hops: int = 0
     throttle_every_n_videos: int = 10
     throttle_interval: float = 5.0
     throttle_min_videos: int = 100
@@ -228,6 +233,7 @@ class Config:
             login_max_attempts=_int(env, "LOGIN_MAX_ATTEMPTS", 1),
             login_window=_int(env, "LOGIN_WINDOW", 1),
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 0),
+            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0),
             throttle_every_n_videos=_int(env, "THROTTLE_EVERY_N_VIDEOS", 1),
             throttle_interval=_float(env, "THROTTLE_INTERVAL"),
             throttle_min_videos=_int(env, "THROTTLE_MIN_VIDEOS", 1),

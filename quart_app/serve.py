@@ -116,6 +116,19 @@ def hypercorn_config(config: Config) -> HyperConfig:
     return hc
 
 
+def behind_proxies(app: Any, trusted_hops: int) -> Any:
+    """``app`` seeing the client address (and scheme) the trusted proxies forwarded.
+
+    Without it every request behind nginx comes from nginx's address, so the login
+    throttle (per username and address) would lock a user out for everyone.
+    """
+    if trusted_hops <= 0:
+        return app
+    from hypercorn.middleware import ProxyFixMiddleware
+
+    return ProxyFixMiddleware(app, mode="legacy", trusted_hops=trusted_hops)
+
+
 async def serve_async(config: Config, shutdown: asyncio.Event) -> None:
     """Serve until ``shutdown`` is set, then shut down gracefully."""
     from quart_app.asgi import create_asgi_app
@@ -136,7 +149,11 @@ async def serve_async(config: Config, shutdown: asyncio.Event) -> None:
         # the long-lived sockets now so it does not sit out the graceful timeout
         await layer_of(asgi.engineio_server).disconnect_all()
 
-    await hypercorn_serve(asgi, hypercorn_config(config), shutdown_trigger=trigger)
+    await hypercorn_serve(
+        behind_proxies(asgi, config.trusted_proxy_hops),
+        hypercorn_config(config),
+        shutdown_trigger=trigger,
+    )
 
 
 def serve(config: Config) -> int:

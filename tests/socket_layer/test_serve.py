@@ -131,3 +131,24 @@ def test_live_server_passes_every_setting() -> None:
     from tests.support.live import CONFIG_ENV
 
     assert set(CONFIG_ENV.values()) == set(ENV_VARS), "add new settings to CONFIG_ENV"
+
+
+@pytest.mark.parametrize("hops", [0, 1])
+async def test_login_throttle_sees_the_forwarded_client_only_behind_trusted_proxies(
+    start_live_server: Callable[..., Awaitable[LiveServer]], hops: int
+) -> None:
+    web = await start_live_server(trusted_proxy_hops=hops, login_max_attempts=2)
+    creds = {"username": f"proxied-{hops}", "password": "correct horse battery"}
+    async with aiohttp.ClientSession(base_url=web.url) as http:
+        async with http.post("/api/auth/register", json=creds) as r:
+            assert r.status == 201
+        wrong = {**creds, "password": "wrong password!"}
+
+        async def attempt(address: str) -> int:
+            headers = {"X-Forwarded-For": address}
+            async with http.post("/api/auth/login", json=wrong, headers=headers) as r:
+                return r.status
+
+        assert [await attempt("203.0.113.7") for _ in range(3)] == [401, 401, 429]
+        # another client behind the same proxy: its own count only when the proxy is trusted
+        assert await attempt("198.51.100.9") == (401 if hops else 429)

@@ -64,6 +64,7 @@ CONFIG_ENV: dict[str, str] = {
     "login_max_attempts": "LOGIN_MAX_ATTEMPTS",
     "login_window": "LOGIN_WINDOW",
     "rate_limit_per_minute": "RATE_LIMIT_PER_MINUTE",
+    "trusted_proxy_hops": "TRUSTED_PROXY_HOPS",
     "throttle_every_n_videos": "THROTTLE_EVERY_N_VIDEOS",
     "throttle_interval": "THROTTLE_INTERVAL",
     "throttle_min_videos": "THROTTLE_MIN_VIDEOS",
