@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -54,14 +55,14 @@ def _free_port() -> int:
 
 
 def _wait_for(
-    check: object, what: str, timeout: float, procs: list[subprocess.Popen[bytes]]
+    check: Callable[[], bool], what: str, timeout: float, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in procs:
             if proc.poll() is not None:
                 raise RuntimeError(f"{what}: a process exited early (code {proc.returncode})")
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.1)
     raise RuntimeError(f"{what}: not ready after {timeout:.0f}s")

