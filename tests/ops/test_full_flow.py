@@ -28,6 +28,7 @@ from tests.support.live import LiveServer
 from tests.support.media import make_video
 from tests.support.services import RedisServer
 from tests.support.sio_client import RecordingClient, connect_client
+from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
 VIDEOS = 3
@@ -47,18 +48,14 @@ class Flow:
 
 
 async def _wait_completed(client: RecordingClient, job_id: str, wait_s: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + wait_s
-    while True:
-        done = [
-            e
+    await wait_for(
+        lambda: any(
+            e.get("job_id") == job_id and e.get("status") == "completed"
             for e in client.events("progress")
-            if e.get("job_id") == job_id and e.get("status") == "completed"
-        ]
-        if done:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"job did not complete; got {len(client.events('progress'))}")
-        await asyncio.sleep(0.05)
+        ),
+        wait_s,
+        f"job {job_id} to complete",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ disconnect reasons, resyncs after a Redis restart, and the login throttle's 429s
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -17,6 +16,7 @@ from tests.support.factories import create_user
 from tests.support.live import LiveServer
 from tests.support.services import RedisServer
 from tests.support.sio_client import RecordingClient, connect_client
+from tests.support.waiting import wait_until
 
 
 class Scraper:
@@ -37,13 +37,12 @@ class Scraper:
     async def wait_value(
         self, name: str, expected: float, wait_s: float = 10.0, **labels: str
     ) -> None:
-        deadline = time.monotonic() + wait_s
-        while True:
+        async def reached() -> bool:
+            return await self.value(name, **labels) == expected
+
+        if not await wait_until(reached, wait_s, interval=0.1):
             got = await self.value(name, **labels)
-            if got == expected:
-                return
-            assert time.monotonic() < deadline, f"{name}{labels} = {got}, wanted {expected}"
-            await asyncio.sleep(0.1)
+            raise AssertionError(f"{name}{labels} = {got}, wanted {expected}")
 
 
 async def test_connection_metrics_follow_the_sockets(

@@ -17,6 +17,7 @@ from tests.support.factories import add_event, create_job, create_user
 from tests.support.live import LiveServer
 from tests.support.services import RedisServer
 from tests.support.sio_client import connect_client
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -67,10 +68,10 @@ async def test_redis_restart_sends_resync_to_every_local_socket(
             assert (await client.wait_for("progress", count=2))[1] == second
 
         # the restarted Redis lost the registry; the heartbeat re-adds both sockets
-        deadline = asyncio.get_running_loop().time() + web.config.ws_presence_ttl + 3
-        while await redis.zcard(presence_key(user.id)) != 2:
-            assert asyncio.get_running_loop().time() < deadline, "registry not healed"
-            await asyncio.sleep(0.1)
+        async def healed() -> bool:
+            return bool(await redis.zcard(presence_key(user.id)) == 2)
+
+        await wait_for(healed, web.config.ws_presence_ttl + 3, "the registry to heal", 0.1)
     finally:
         await asyncio.gather(*(c.close() for c in clients))
         await emitter.close()
