@@ -63,9 +63,14 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _worker(config: Config, args: argparse.Namespace) -> int:
-    from tasks.worker import run_worker
+    from tasks.worker import parse_queues, run_worker
 
-    return run_worker(config, burst=args.burst)
+    try:
+        queues = parse_queues(args.queues)
+    except ValueError as exc:
+        print(f"error: --queues: {exc}", file=sys.stderr)
+        return 2
+    return run_worker(config, burst=args.burst, queues=queues)
 
 
 def _demo(config: Config, args: argparse.Namespace) -> int:
@@ -92,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
         "run": ("web + worker (+ embedded Redis), demo data on first start", _run),
         "serve": ("one web process on HOST:PORT", _serve),
-        "worker": ("an RQ worker on queue 'videos' (with the cron scheduler)", _worker),
+        "worker": (
+            "an RQ worker on queues 'maintenance' and 'videos' (with the cron scheduler)",
+            _worker,
+        ),
         "migrate": ("apply database migrations for DATABASE_URL", _migrate),
         "create-user": ("create a user", _create_user),
         "demo": ("synthesise sample videos and import them for a user", _demo),
@@ -109,7 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "prefer that: arguments are visible to other local users)",
             )
         elif name == "worker":
-            p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+            p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+            p.add_argument(
+                "--queues",
+                default="maintenance,videos",
+                help="comma-separated, in priority order (default: maintenance,videos); "
+                "'maintenance' alone makes a worker that upkeep never waits for",
+            )
         elif name == "demo":
             p.add_argument("--username", default="demo")
             p.add_argument("--count", type=int, default=12)

@@ -1,4 +1,5 @@
-"""Enqueueing processing jobs on RQ queue ``videos``. Used by the API (no Quart here)."""
+"""RQ queue names, and enqueueing processing jobs on ``videos``. Used by the API and the
+worker (no Quart here)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from redis import Redis
 from rq import Queue, Retry
 
 QUEUE_NAME = "videos"
+#: periodic upkeep (the stale-job check, the retention purge).  A queue of its own so
+#: that upkeep never waits behind a backlog of videos, and so that one worker can be
+#: dedicated to it (``reeltrack worker --queues maintenance``) when every video worker
+#: may be busy for hours.
+MAINTENANCE_QUEUE = "maintenance"
+#: the queues ``reeltrack worker`` serves by default, in RQ's priority order
+WORKER_QUEUES: tuple[str, ...] = (MAINTENANCE_QUEUE, QUEUE_NAME)
 JOB_FUNCTION = "tasks.process_video_list"
 #: RQ retries a job whose work-horse died; the job resumes after its last finished video.
 MAX_RETRIES = 3

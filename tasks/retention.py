@@ -32,6 +32,7 @@ from models.db import close_db, open_db
 from models.entities import JobProgressEvent
 from models.events import utcnow
 from quart_app.config import Config, ConfigError
+from tasks.queue import MAINTENANCE_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ DEFAULT_BATCH_SIZE = 5000
 CRON_SCHEDULE = "17 3 * * *"
 #: RQ job id prefix / cron job name, for operators looking at RQ
 CRON_JOB_NAME = "reeltrack-purge-history"
-#: RQ queue the cron job is enqueued on (the worker listens there)
-CRON_QUEUE = "videos"
+#: RQ queue the cron job is enqueued on (every worker listens there by default)
+CRON_QUEUE = MAINTENANCE_QUEUE
 #: a purge job may take a while on a big backlog; it is batched, so a timeout only
 #: stops it between batches' worth of work — the next day continues
 CRON_JOB_TIMEOUT_S = 3600

@@ -1,9 +1,11 @@
-"""``reeltrack worker``: an RQ worker on queue ``videos`` with RQ's scheduler and cron.
+"""``reeltrack worker``: an RQ worker on queues ``maintenance`` then ``videos`` (or the
+ones given with ``--queues``) with RQ's scheduler and cron.
 
 * the job module is imported here, in the parent, so forked work-horses start warm;
 * ``with_scheduler=True`` runs RQ's scheduler (retries with an interval need it);
 * a cron child process (``rq.cron.CronScheduler``) enqueues the stale-job check every
-  STALE_JOB_SECONDS/2 and the daily retention purge.  It exits with its parent.
+  STALE_JOB_SECONDS/2 and the daily retention purge on ``maintenance``.  It exits with
+  its parent.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rq import Queue, Worker
 from rq.cron import CronScheduler
 
 from quart_app.config import Config
-from tasks.queue import QUEUE_NAME
+from tasks.queue import MAINTENANCE_QUEUE, WORKER_QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def register_cron_jobs(scheduler: CronScheduler, config: Config) -> None:
 
     scheduler.register(
         check_stale_jobs_job,
-        queue_name=QUEUE_NAME,
+        queue_name=MAINTENANCE_QUEUE,
         interval=check_interval(config),
         job_timeout=300,
         result_ttl=600,
@@ -82,8 +84,25 @@ def start_cron(config: Config) -> Any:
     return proc
 
 
-def run_worker(config: Config, burst: bool = False) -> int:
-    """Run the worker until SIGTERM/SIGINT (or the queue is empty with ``burst``).
+def parse_queues(text: str) -> tuple[str, ...]:
+    """``"maintenance,videos"`` -> the queue names, in order; raises ValueError naming
+    an unknown or repeated queue, or when none is given."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ValueError("no queue given")
+    unknown = [n for n in names if n not in WORKER_QUEUES]
+    if unknown:
+        raise ValueError(
+            f"unknown queue {unknown[0]!r}; the queues are: {', '.join(WORKER_QUEUES)}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError("a queue is named twice")
+    return names
+
+
+def run_worker(config: Config, burst: bool = False, queues: tuple[str, ...] = WORKER_QUEUES) -> int:
+    """Run the worker on ``queues`` (in priority order) until SIGTERM/SIGINT (or until
+    they are empty with ``burst``).
 
     Returns the process exit code; 2 when REDIS_URL is not set.
     """
@@ -103,7 +122,7 @@ def run_worker(config: Config, burst: bool = False) -> int:
     except (ImportError, AttributeError):
         pass
     redis = Redis.from_url(config.redis_url)
-    worker = Worker([Queue(QUEUE_NAME, connection=redis)], connection=redis)
+    worker = Worker([Queue(name, connection=redis) for name in queues], connection=redis)
     cron = None if burst else start_cron(config)
     try:
         worker.work(burst=burst, with_scheduler=True, logging_level=config.log_level)

@@ -281,7 +281,7 @@ def test_register_cron_schedules_a_daily_job_on_the_worker_queue(redis_url: str)
     cron_job = retention.register_cron(scheduler)
     assert scheduler.get_jobs() == [cron_job]
     assert cron_job.func is retention.purge_history_job
-    assert cron_job.queue_name == retention.CRON_QUEUE == "videos"
+    assert cron_job.queue_name == retention.CRON_QUEUE == "maintenance"
     assert cron_job.cron == retention.CRON_SCHEDULE
     first = cron_job.get_next_enqueue_time()
     assert timedelta(0) < first - utcnow() <= timedelta(days=1)
@@ -291,7 +291,7 @@ def test_reeltrack_worker_registers_the_daily_purge(
     make_config: Callable[..., Config], sqlite_database_url: str
 ) -> None:
     """A real ``reeltrack worker`` process: its cron scheduler, as RQ records it in Redis,
-    carries the daily purge on queue ``videos``."""
+    carries the daily purge on queue ``maintenance``."""
     server = RedisServer().start()  # own Redis: this worker must not take others' jobs
     config = make_config(sqlite_database_url, redis_url=server.url)
     worker = WorkerProcess(config, name="retention-worker")
@@ -311,7 +311,7 @@ def test_reeltrack_worker_registers_the_daily_purge(
                 time.sleep(0.1)
         assert len(jobs) == 1, "no cron scheduler with the purge job appeared in Redis"
         assert jobs[0]["cron"] == retention.CRON_SCHEDULE
-        assert jobs[0]["queue_name"] == "videos"
+        assert jobs[0]["queue_name"] == "maintenance"
     finally:
         worker.close()
         server.stop()

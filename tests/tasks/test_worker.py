@@ -11,16 +11,20 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from redis import Redis
+from rq import Queue
+from rq.cron import CronScheduler
 from rq.job import Job
 
 from models.entities import JobStatus, ProcessingJob, User, Video, VideoList, VideoStatus
 from models.events import utcnow
 from models.history import events_after
+from quart_app import cli
 from quart_app.config import Config
 from socket_layer.emitter import ProgressEmitter
 from tasks.imports import NewVideo, create_import_job
-from tasks.queue import enqueue_processing
+from tasks.queue import MAINTENANCE_QUEUE, QUEUE_NAME, enqueue_processing
 from tasks.stale import check_stale_jobs
+from tasks.worker import parse_queues, register_cron_jobs
 from tests.support.services import RedisServer, start_app
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
@@ -197,3 +201,78 @@ async def test_stale_job_without_retries_ends_failed_with_a_final_event(
         cfg, redis, ProgressEmitter(own_redis.url), only=[job.id, fresh.id]
     )
     assert not again.failed and not again.requeued
+
+
+# --- queues ----------------------------------------------------------------------------
+
+
+def _enqueue_noop(redis: Redis, queue: str) -> Job:
+    # os.getpid: importable in the work-horse, needs neither the DB nor a config
+    return Queue(queue, connection=redis).enqueue_call("os.getpid", result_ttl=600)
+
+
+async def test_default_worker_runs_maintenance_before_queued_videos(
+    config: Callable[..., Config], own_redis: RedisServer
+) -> None:
+    redis = Redis.from_url(own_redis.url)
+    video = _enqueue_noop(redis, QUEUE_NAME)  # queued first ...
+    upkeep = _enqueue_noop(redis, MAINTENANCE_QUEUE)  # ... run second
+    worker = WorkerProcess(config(redis_url=own_redis.url), "--burst")
+    try:
+        await asyncio.to_thread(worker.proc.wait, 60)
+        assert worker.proc.returncode == 0, worker.output()
+    finally:
+        worker.close()
+    video.refresh()
+    upkeep.refresh()
+    assert video.get_status() == upkeep.get_status() == "finished"
+    assert upkeep.ended_at is not None and video.started_at is not None
+    assert upkeep.ended_at <= video.started_at
+
+
+async def test_maintenance_worker_serves_only_the_maintenance_queue(
+    config: Callable[..., Config], own_redis: RedisServer
+) -> None:
+    redis = Redis.from_url(own_redis.url)
+    video = _enqueue_noop(redis, QUEUE_NAME)
+    upkeep = _enqueue_noop(redis, MAINTENANCE_QUEUE)
+    worker = WorkerProcess(
+        config(redis_url=own_redis.url), "--burst", "--queues", MAINTENANCE_QUEUE
+    )
+    try:
+        await asyncio.to_thread(worker.proc.wait, 60)
+        assert worker.proc.returncode == 0, worker.output()
+    finally:
+        worker.close()
+    assert upkeep.get_status(refresh=True) == "finished"
+    assert video.get_status(refresh=True) == "queued"
+
+
+def test_stale_check_is_scheduled_on_the_maintenance_queue(
+    config: Callable[..., Config], own_redis: RedisServer
+) -> None:
+    scheduler = CronScheduler(connection=Redis.from_url(own_redis.url))
+    register_cron_jobs(scheduler, config(redis_url=own_redis.url))
+    queues = {job.func_name: job.queue_name for job in scheduler.get_jobs()}
+    assert queues["tasks.stale.check_stale_jobs_job"] == MAINTENANCE_QUEUE
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("videos,thumbnails", "unknown queue 'thumbnails'; the queues are: maintenance, videos"),
+        ("videos,videos", "a queue is named twice"),
+        (" , ", "no queue given"),
+    ],
+)
+def test_worker_refuses_bad_queue_lists(
+    text: str, message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    monkeypatch.setenv("SECRET_KEY", "x" * 32)
+    assert cli.main(["worker", "--queues", text]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --queues: {message}"
+
+
+def test_parse_queues_keeps_the_priority_order() -> None:
+    assert parse_queues("videos, maintenance") == ("videos", "maintenance")
