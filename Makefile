@@ -10,7 +10,7 @@ WEB_SRC := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.j
 APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 PY_PACKAGES := quart_app socket_layer tasks models
 
-.PHONY: run test install lint typecheck pytest web-test e2e bench system-deps migrations clean
+.PHONY: run test install lint typecheck pytest web-test screenshots bench system-deps migrations clean
 
 run: install web/dist/index.html
 	$(BIN)/reeltrack run
@@ -61,6 +61,10 @@ pytest: install system-deps $(if $(wildcard web/package.json),web/dist/index.htm
 	$(BIN)/pytest -q
 
 test: lint typecheck web-test pytest
+
+# The browser tests, writing their screenshots over docs/screenshots/ (the README's).
+screenshots: install system-deps web/dist/index.html
+	UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q tests/e2e
 
 bench: install
 	$(BIN)/python -m tests.benchmarks
