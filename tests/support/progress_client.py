@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 from typing import Any
 
+import aiohttp
+
 from socket_layer.protocol import SOCKETIO_PATH
 from tests.support.sio_client import FastCloseClient
 from tests.support.waiting import wait_until
@@ -34,7 +36,17 @@ RESUME_RETRY = 0.3
 class ProgressTracker:
     """One dashboard tab of one user on one transport."""
 
-    def __init__(self, name: str, url: str, *, token: str, transport: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        token: str,
+        transport: str,
+        source_ip: str | None = None,
+    ) -> None:
+        """``source_ip``: connect from this loopback address (nginx's sticky hash keys on
+        the client address, so a test picks the upstream by picking the address)."""
         self.name = name
         self.url = url
         self.token = token
@@ -57,11 +69,17 @@ class ProgressTracker:
         self.resumed_events = 0
         self._want_resume = asyncio.Event()
         self._resumer: asyncio.Task[None] | None = None
+        self.http: aiohttp.ClientSession | None = None
+        if source_ip is not None:
+            self.http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(local_addr=(source_ip, 0), force_close=True)
+            )
         self.sio = FastCloseClient(
             reconnection=True,
             reconnection_delay=0.2,
             reconnection_delay_max=1.0,
             randomization_factor=0.1,
+            http_session=self.http,
             logger=False,
             engineio_logger=False,
         )
@@ -198,6 +216,8 @@ class ProgressTracker:
         if task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 3)
+        if self.http is not None:  # only after reconnecting stopped: it would open another
+            await self.http.close()
 
     def stats(self) -> dict[str, int]:
         return {

@@ -21,6 +21,8 @@ import contextlib
 import time
 from typing import Any
 
+import aiohttp
+import engineio
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
@@ -31,8 +33,39 @@ TRANSPORTS = [["websocket"], ["polling"]]
 TRANSPORT_IDS = ["websocket", "polling"]
 
 
+class _PollingEngineIOClient(engineio.AsyncClient):  # type: ignore[misc]
+    """engine.io client that treats a truncated long-poll response as a failed request.
+
+    python-engineio's polling read loop reads the body outside its error handling (it
+    catches only ValueError), so when a web process dies between the response headers
+    and the body (nginx: "upstream prematurely closed connection while reading
+    upstream") aiohttp's ClientPayloadError ends the read loop silently: no disconnect,
+    hence no reconnect, ever.  socket.io-client in a browser sees an XHR error and
+    reconnects; reading the body here, where a failure becomes the loop's ordinary
+    "request failed" path, gives the test client the same behaviour.
+    """
+
+    async def _send_request(
+        self,
+        method: str,
+        url: str,
+        headers: Any = None,
+        body: Any = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (python-engineio's signature)
+    ) -> Any:
+        response = await super()._send_request(method, url, headers, body, timeout)
+        if response is None or isinstance(response, str):
+            return response
+        try:
+            await response.read()  # aiohttp keeps the body: the loop's read() returns it
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return response
+
+
 class FastCloseClient(socketio.AsyncClient):  # type: ignore[misc]
-    """``AsyncClient`` whose ``disconnect()`` does not wait for the pending long-poll.
+    """``AsyncClient`` whose ``disconnect()`` does not wait for the pending long-poll,
+    and whose polling transport survives a truncated response (see above).
 
     engineio's server answers a polling client's pending GET only at ping_interval +
     ping_timeout after a close, and the stock client waits for it.  Here the
@@ -53,6 +86,9 @@ class FastCloseClient(socketio.AsyncClient):  # type: ignore[misc]
             else:
                 await asyncio.wait_for(eio.disconnect(), 3)
         self.connected = False
+
+    def _engineio_client_class(self) -> type:
+        return _PollingEngineIOClient
 
 
 class RecordingClient:

@@ -13,21 +13,19 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
-import socketio
 
-from socket_layer.protocol import SOCKETIO_PATH
 from tests.conftest import live_config
 from tests.support.live import LiveServer
 from tests.support.media import make_video
+from tests.support.progress_client import ProgressTracker
 from tests.support.services import RedisServer
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_until
 from tests.support.workers import WorkerProcess
 from tests.topology.nginx import Nginx, nginx_binary
 
@@ -42,89 +40,13 @@ DEADLINE_S = 60.0
 
 
 @dataclass
-class Tracker:
-    """One browser tab: a python-socketio client that applies events by seq and asks
-    for what it missed on every (re)connect, on ``resync`` and on a gap."""
+class Client:
+    """One browser tab: a dashboard-like tracker pinned to a web process by its address."""
 
     user: str
-    token: str
-    transport: str
-    source_ip: str
     upstream: str
-    jobs: set[str] = field(default_factory=set)
-    events: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
-    connects: int = 0
-    sio: Any = None
-    session: aiohttp.ClientSession | None = None
-
-    def contiguous(self, job: str) -> int:
-        got = self.events.get(job, {})
-        n = 0
-        while n + 1 in got:
-            n += 1
-        return n
-
-    def apply(self, event: dict[str, Any]) -> bool:
-        # kept whatever the job: the first (`pending`) event of a job may arrive before
-        # the test told this client about the job; the end checks who got what
-        job = event["job_id"]
-        gap = job in self.jobs and event["seq"] > self.contiguous(job) + 1
-        self.events.setdefault(job, {})[event["seq"]] = event
-        return gap
-
-    async def resume(self) -> None:
-        try:
-            reply = await self.sio.call(
-                "resume", {"jobs": {j: self.contiguous(j) for j in self.jobs}}, timeout=10
-            )
-        except Exception:  # disconnected meanwhile: the next connect resumes again
-            return
-        for ev in reply.get("events", []):
-            self.apply(ev)
-
-    async def start(self, url: str) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(local_addr=(self.source_ip, 0), force_close=True)
-        )
-        self.sio = socketio.AsyncClient(
-            reconnection=True,
-            reconnection_delay=0.2,
-            reconnection_delay_max=1.0,
-            http_session=self.session,
-            logger=False,
-            engineio_logger=False,
-        )
-
-        @self.sio.event
-        async def connect() -> None:
-            self.connects += 1
-            asyncio.get_running_loop().create_task(self.resume())
-
-        @self.sio.on("progress")
-        async def progress(data: dict[str, Any]) -> None:
-            if self.apply(data):
-                asyncio.get_running_loop().create_task(self.resume())
-
-        @self.sio.on("resync")
-        async def resync(data: Any = None) -> None:
-            asyncio.get_running_loop().create_task(self.resume())
-
-        await self.sio.connect(
-            url,
-            auth={"token": self.token},
-            transports=[self.transport],
-            socketio_path=SOCKETIO_PATH,
-            wait_timeout=10,
-        )
-
-    async def stop(self) -> None:
-        if self.sio is not None:
-            try:
-                await asyncio.wait_for(self.sio.disconnect(), 3)
-            except Exception:  # a polling client may hang on its pending GET; cut it
-                pass
-        if self.session is not None:
-            await self.session.close()
+    source_ip: str
+    tracker: ProgressTracker
 
 
 @pytest.fixture
@@ -200,7 +122,7 @@ async def test_two_web_processes_behind_nginx_survive_one_killed(
     (addr_a, ips_a), (addr_b, ips_b) = sorted(by_upstream.items())
     victim = next(w for w in webs if addr_a.endswith(f":{w.port}"))
 
-    trackers: list[Tracker] = []
+    clients: list[Client] = []
     job_of: dict[str, str] = {}
     async with httpx.AsyncClient(base_url=nginx.url, timeout=30) as http:
         users = [await _user(http, f"topo{uuid.uuid4().hex[:8]}") for _ in range(USERS)]
@@ -209,8 +131,16 @@ async def test_two_web_processes_behind_nginx_survive_one_killed(
             for uid, token in users:
                 for transport in ("websocket", "polling"):
                     for addr, ips in ((addr_a, ips_a), (addr_b, ips_b)):
-                        trackers.append(Tracker(uid, token, transport, ips.pop(), addr))
-            await asyncio.gather(*(t.start(nginx.url) for t in trackers))
+                        ip = ips.pop()
+                        tracker = ProgressTracker(
+                            f"{uid[:8]}-{transport}-{ip}",
+                            nginx.url,
+                            token=token,
+                            transport=transport,
+                            source_ip=ip,
+                        )
+                        clients.append(Client(uid, addr, ip, tracker))
+            await asyncio.gather(*(c.tracker.start() for c in clients))
 
             for uid, token in users:
                 h = {"Authorization": f"Bearer {token}"}
@@ -225,12 +155,10 @@ async def test_two_web_processes_behind_nginx_survive_one_killed(
                 )
                 assert r.status_code == 202, r.text
                 job_of[uid] = r.json()["job_id"]
-            for t in trackers:
-                t.jobs.add(job_of[t.user])
 
             # every client saw its job move, then one web process crashes
             await wait_for(
-                lambda: all(len(t.events.get(job_of[t.user], {})) >= 2 for t in trackers),
+                lambda: all(c.tracker.last_seq(job_of[c.user]) >= 2 for c in clients),
                 30,
                 "first progress events on every client",
             )
@@ -263,22 +191,29 @@ async def test_two_web_processes_behind_nginx_survive_one_killed(
                 )
 
             def complete() -> bool:
-                return all(t.contiguous(job_of[t.user]) == len(history[t.user]) for t in trackers)
+                return all(
+                    c.tracker.last_seq(job_of[c.user]) == len(history[c.user]) for c in clients
+                )
 
             await wait_for(complete, max(5.0, deadline - time.monotonic()), "clients complete")
             recovery = time.monotonic() - t_kill
             print(f"kill -> every client complete: {recovery:.1f}s")
+            moved = [c for c in clients if c.upstream == addr_a]
+            # a client can be complete before it notices the crash (the job may end first)
+            reconnected = await wait_until(lambda: all(c.tracker.connects >= 2 for c in moved), 10)
+            assert reconnected, "the victim's clients did not all reconnect: " + ", ".join(
+                f"{c.tracker.name} connects={c.tracker.connects}" for c in moved
+            )
         finally:
-            await asyncio.gather(*(t.stop() for t in trackers), return_exceptions=True)
+            await asyncio.gather(*(c.tracker.stop() for c in clients), return_exceptions=True)
 
-    for t in trackers:
-        job = job_of[t.user]
-        got = [t.events[job][s] for s in sorted(t.events[job])]
-        assert got == history[t.user], f"{t.transport} client of {t.user} differs from history"
-        assert set(t.events) == {job}, "a client received another user's event"
-    moved = [t for t in trackers if t.upstream == addr_a]
-    assert moved and all(t.connects >= 2 for t in moved), "victim's clients did not reconnect"
-    assert all(t.connects == 1 for t in trackers if t.source_ip in by_upstream[addr_b]), (
+    for c in clients:
+        job = job_of[c.user]
+        assert c.tracker.history(job) == history[c.user], f"{c.tracker.name} differs from history"
+        assert not c.tracker.conflicts, f"{c.tracker.name} saw one seq with two contents"
+        assert c.tracker.seen_jobs == {job}, "a client received another user's event"
+    assert moved, "no client was on the killed process"
+    assert all(c.tracker.connects == 1 for c in clients if c.upstream == addr_b), (
         "clients of the surviving process were disturbed"
     )
     assert recovery < DEADLINE_S

@@ -1,0 +1,81 @@
+"""The test client's polling transport survives a long-poll response cut mid-body.
+
+A web process SIGKILLed between writing the response headers and the body of a pending
+long-poll makes nginx close the client connection mid-response.  python-engineio's own
+client then stops reading without reporting a disconnect, so it never reconnects; the
+topology and fault tests depend on ours reporting it (as socket.io-client does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import engineio
+import pytest
+from aiohttp import web
+
+from tests.support.sio_client import _PollingEngineIOClient
+
+OPEN = "0" + json.dumps(
+    {"sid": "s1", "upgrades": [], "pingInterval": 25000, "pingTimeout": 20000, "maxPayload": 10**6}
+)
+
+
+@pytest.fixture
+async def truncating_server() -> AsyncIterator[str]:
+    """An engine.io endpoint: the handshake works, the first long-poll is cut mid-body."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if "sid" not in request.query:
+            return web.Response(text=OPEN, content_type="text/plain")
+        response = web.StreamResponse(headers={"Content-Length": "100"})
+        response.content_type = "text/plain"
+        await response.prepare(request)
+        await response.write(b'4"hel')  # 5 of the 100 promised bytes, then the crash
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/engine.io/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_truncated_long_poll_is_reported_as_a_disconnect(truncating_server: str) -> None:
+    client = _PollingEngineIOClient()
+    disconnected = asyncio.Event()
+    client.on("disconnect", lambda reason=None: disconnected.set())
+    await client.connect(truncating_server, transports=["polling"])
+    try:
+        await asyncio.wait_for(disconnected.wait(), 5)
+    finally:
+        await client.disconnect(abort=True)
+
+
+async def test_stock_engineio_client_misses_the_truncated_long_poll(
+    truncating_server: str,
+) -> None:
+    """The negative control: python-engineio's read loop dies of the cut unreported."""
+    client = engineio.AsyncClient()
+    disconnected = asyncio.Event()
+    client.on("disconnect", lambda reason=None: disconnected.set())
+    await client.connect(truncating_server, transports=["polling"])
+    read_loop = client.read_loop_task
+    try:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await asyncio.wait_for(read_loop, 5)
+        assert not disconnected.is_set()
+        assert client.state == "connected"  # it still believes it is connected
+    finally:
+        await client.disconnect(abort=True)
