@@ -85,6 +85,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 _TRUE = {"1", "true", "yes", "on"}
 
 
+#: every Redis key reeltrack writes starts with this (shared Redis instances); defined
+#: here, in the Quart-free config module, so the worker (``tasks``) can use it too
+REDIS_KEY_PREFIX = "reeltrack:"
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 

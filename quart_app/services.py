@@ -15,14 +15,13 @@ from quart import Quart, current_app
 from redis import Redis as SyncRedis
 
 from models.entities import ProcessingJob
+from quart_app.config import REDIS_KEY_PREFIX as REDIS_KEY_PREFIX  # re-exported
 from quart_app.config import Config
 from quart_app.errors import ApiError
 from socket_layer.emitter import ProgressEmitter, PublishError
 
 log = logging.getLogger(__name__)
 
-#: every Redis key reeltrack writes starts with this (shared Redis instances)
-REDIS_KEY_PREFIX = "reeltrack:"
 _REDIS_TIMEOUTS: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
 
 
