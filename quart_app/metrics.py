@@ -34,6 +34,8 @@ Metric names, with the process that moves them:
 ``reeltrack_progress_persist_seconds``          worker  one event's INSERT + COMMIT
 ``reeltrack_progress_persist_failures_total``   worker  failed writes + events queued behind one
 ``reeltrack_progress_events_lost_total``        worker  buffered events given up on
+``reeltrack_progress_events_journaled_total``   worker  events journaled in Redis (DB write failed)
+``reeltrack_progress_events_recovered_total``   worker  journaled events a claim stored
 ``reeltrack_progress_retry_backlog``            worker  gauge: events waiting for the DB
 ``reeltrack_redis_connection_failures_total``   both    {process,operation}: Redis errors
 ``reeltrack_http_rate_limited_total{kind}``     web     requests answered 429
@@ -218,6 +220,14 @@ class _Metrics:
         self.lost = Counter(
             "reeltrack_progress_events_lost",
             "Buffered progress events given up on (the database never came back in time)",
+        )
+        self.journaled = Counter(
+            "reeltrack_progress_events_journaled",
+            "Progress events written to the Redis journal because their DB write failed",
+        )
+        self.recovered = Counter(
+            "reeltrack_progress_events_recovered",
+            "Journaled progress events a (re)claim of their job wrote into the history",
         )
         self.backlog = Gauge(
             "reeltrack_progress_retry_backlog",
@@ -440,6 +450,10 @@ def publisher_count(name: str, amount: int = 1) -> None:
         publish_failed(amount)
     elif name == "events_lost":
         events_lost(amount)
+    elif name == "events_journaled" and amount > 0:
+        _safely(lambda: m().journaled.inc(amount))
+    elif name == "events_recovered" and amount > 0:
+        _safely(lambda: m().recovered.inc(amount))
 
 
 def redis_failure(process: str, operation: str) -> None:

@@ -4,7 +4,9 @@ One run of a job:
 
 1. claim it with a conditional transition ``pending -> processing`` (or re-claim a
    ``processing`` job when this is an RQ retry of the same RQ job, or its heartbeat is
-   stale: the previous worker died);
+   stale: the previous worker died); then recover the job's Redis journal
+   (:mod:`tasks.journal`): events a dead run published while its DB writes failed go
+   into the history as clients saw them, and this run continues after them;
 2. process its videos by position, skipping those already ``ready``/``failed`` (a resumed
    run continues after the last finished video, seq continuing from the job's last_seq);
    per video fetch -> probe -> thumbnail; a failing video is marked failed and the job
@@ -34,10 +36,11 @@ import redis.asyncio as aioredis
 
 from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
-from models.events import utcnow
+from models.events import ProgressEvent, utcnow
 from quart_app import metrics
 from quart_app.config import Config
 from quart_app.logs import bind_log_context, log_context
+from tasks.journal import Journal, RedisJournal, recover
 from tasks.media import MediaError, ProcessedMedia, process_media
 from tasks.publisher import Emitter, JobPublisher, LostOwnership
 from tasks.throttle import ThrottlePolicy
@@ -104,23 +107,44 @@ async def run_job(
     clock: Callable[[], float] = time.monotonic,
     drain_timeout: float = DRAIN_TIMEOUT,
     on_publisher: Callable[[JobPublisher], None] | None = None,
+    journal: Journal | None = None,
 ) -> str:
     """Run one job to its end; returns ``completed|failed|cancelled|deleted|skipped|lost``.
 
     ``skipped``: nothing to do (gone, already final, or another worker holds it).
-    ``lost``: another writer took over the job mid-run.  Raises only for errors that
-    happen before the job was claimed (e.g. the DB is unreachable at start), so RQ
-    retries the run.
+    ``lost``: another writer took over the job mid-run.  A run whose journal recovery
+    (:func:`tasks.journal.recover`) stored the job's final event returns that event's
+    status without processing anything.  Raises only for errors that happen before the
+    run started processing (the DB unreachable at start, the journal unreadable at a
+    claim), so RQ - or the stale-job check - runs it again.
+
+    ``journal``: the Redis journal of unpersisted events; by default one on
+    ``config.redis_url`` (None without Redis: then nothing is journaled or recovered).
     """
     job_uuid = uuid.UUID(str(job_id))
     if manage_db:
         await open_db(config.database_url)
     own_emitter = None
+    own_journal: RedisJournal | None = None
     try:
         job = await claim(job_uuid, config, rq_job_id)
         if job is None:
             return "skipped"
         bind_log_context(job_id=job_uuid, user_id=job.owner_id)
+        if journal is None and config.redis_url:
+            own_journal = journal = RedisJournal.from_url(config.redis_url)
+        recovered: list[ProgressEvent] = []
+        if journal is not None:
+            # a run that died while its DB writes failed may have published events the
+            # DB does not hold: they become the history before this run adds to it
+            # (raises JournalError when Redis cannot tell: better retried than reused)
+            recovery = await recover(journal, job_uuid, job.last_seq)
+            if recovery.refused:
+                return "skipped"
+            recovered = recovery.recovered
+            if recovery.last_event is not None and recovery.last_event.is_final:
+                log.warning("job %s: the recovered history ends the job", job_uuid)
+                return str(recovery.last_event.status)
         if emitter is None:
             own_emitter = make_emitter(config)
             emitter = own_emitter
@@ -131,10 +155,17 @@ async def run_job(
             total_videos=job.total_videos,
             emitter=emitter,
             buffer_size=config.retry_buffer_size,
+            journal=journal,
         )
+        publisher.note_recovered(recovered)
         if on_publisher is not None:
             on_publisher(publisher)
-        run = _Run(job, config, publisher, processor, clock)
+        # Progress never goes back below what clients saw.  The counters, by contrast,
+        # restart from the saved video rows: a video whose result was only in the dead
+        # run's retry buffer is processed (and reported) again - acceptable, it is
+        # rare and the history stays true to what was shown.
+        floor = recovered[-1].progress if recovered else 0
+        run = _Run(job, config, publisher, processor, clock, progress_floor=floor)
         heartbeat = asyncio.create_task(
             _heartbeat_loop(
                 job_uuid,
@@ -153,6 +184,8 @@ async def run_job(
     finally:
         if own_emitter is not None:
             await own_emitter.close()
+        if own_journal is not None:
+            await own_journal.close()
         if manage_db:
             await close_db()
 
@@ -239,7 +272,11 @@ class _Run:
         publisher: JobPublisher,
         processor: Processor,
         clock: Callable[[], float],
+        *,
+        progress_floor: int = 0,
     ) -> None:
+        """``progress_floor``: the progress of the job's latest event when this run
+        resumes after events recovered from the journal (never shown going back)."""
         self.job = job
         self.config = config
         self.publisher = publisher
@@ -247,7 +284,7 @@ class _Run:
         self.total = job.total_videos
         self.processed = 0
         self.failed = 0
-        self.progress = 0
+        self.progress = min(99, progress_floor)  # _progress() only ever raises it
         self.throttle = ThrottlePolicy(
             job.total_videos,
             min_videos=config.throttle_min_videos,

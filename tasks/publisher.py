@@ -5,10 +5,21 @@ Rules (DESIGN section 4):
 * every event gets the next per-job ``seq``; it is INSERTed together with the job's
   counters (:func:`models.history.record_event`), committed, and only then emitted to the
   owner's room;
-* when the DB write fails the event is published anyway and kept, in order, in a bounded
-  in-memory backlog that is re-persisted as soon as the DB answers (before the next
-  event is persisted, by a background retry loop, and at job end for a bounded time);
-  when the backlog is full the job waits for the DB rather than growing memory;
+* when the DB write fails the event is kept, in order, in a bounded in-memory backlog
+  that is re-persisted as soon as the DB answers (before the next event is persisted,
+  by a background retry loop, and at job end for a bounded time); when the backlog is
+  full the job waits for the DB rather than growing memory;
+* an event is published only once it is durable somewhere: in the DB, or - while its
+  DB write is failing - in the Redis journal (:mod:`tasks.journal`), written BEFORE the
+  publish.  A journaled event that reaches the DB later is removed from the journal;
+  if the worker dies first, the next run of the job writes the journal into the
+  history (:func:`tasks.journal.recover`) instead of reusing those seqs.  When the
+  journal write fails too (Redis down), the event is not published live (counted as a
+  publish failure): clients get it from the history once it is persisted, and if the
+  worker dies first nobody saw it, so its seq may be reused.  After such an event,
+  later buffered events are not journaled (nor published) either until the backlog
+  drains, so the journal always holds a contiguous run of seqs.  Without a journal
+  (``journal=None``: tests, one-off writers) the event is published anyway, as before;
 * when the publish fails (:class:`PublishError`) it is counted, never retried live:
   clients recover from the history.
 
@@ -33,6 +44,7 @@ from models.events import EventStatus, ProgressEvent, utcnow
 from models.history import record_event
 from quart_app import metrics
 from socket_layer.emitter import PublishError
+from tasks.journal import Journal, JournalError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +74,10 @@ class PublisherStats:
     publish_failures: int = 0
     events_replayed: int = 0
     events_lost: int = 0
+    #: events written to the Redis journal because their DB write failed
+    events_journaled: int = 0
+    #: events a (re)claim wrote from the journal into the history (a previous run died)
+    events_recovered: int = 0
     backlog_full_waits: int = 0
     backlog: int = 0
 
@@ -83,6 +99,10 @@ class _Pending:
 
     event: ProgressEvent | None = None
     action: Callable[[], Awaitable[object]] | None = None
+    #: the event is in the Redis journal (so it may be, and was, published)
+    journaled: bool = False
+    #: the event was buffered AND published (journaled, or there is no journal)
+    shown: bool = False
 
 
 class JobPublisher:
@@ -103,7 +123,10 @@ class JobPublisher:
         buffer_size: int,
         db_timeout: float = DB_WRITE_TIMEOUT,
         retry_interval: float = RETRY_INTERVAL,
+        journal: Journal | None = None,
     ) -> None:
+        """``journal``: where events whose DB write failed are made durable before they
+        are published; None publishes them anyway (no durability across a crash)."""
         self.job_id = job_id
         self.owner_id = owner_id
         self.last_seq = last_seq
@@ -115,7 +138,12 @@ class JobPublisher:
         self.stats = PublisherStats()
         self.published: list[dict[str, Any]] = []  # kept short: only for tests/debugging
         self.keep_published = False
+        self.journal = journal
         self._backlog: deque[_Pending] = deque()
+        #: backlog events that are NOT journaled: while there is one, later events are
+        #: not journaled either, so the journal always holds a contiguous run of seqs
+        #: (a recovery cannot store seq n+1 without seq n)
+        self._unjournaled = 0
         self._lock = asyncio.Lock()
         self._retry_task: asyncio.Task[None] | None = None
         self._lost: LostOwnership | None = None
@@ -172,21 +200,37 @@ class JobPublisher:
     async def send(self, event: ProgressEvent) -> None:
         """Persist ``event`` (or buffer it when the DB fails), then publish it.
 
+        An event that is in neither the DB nor the journal is not published (counted
+        as a publish failure; clients get it from the history once it is persisted).
         Raises :class:`LostOwnership` when the DB says another writer owns the job.
         """
-        await self.persist(event)
-        await self.publish(event)
+        if await self.persist(event):
+            await self.publish(event)
+        else:
+            self._count("publish_failures")
+            log.warning(
+                "job %s: seq %d is neither stored nor journaled; not published live",
+                self.job_id,
+                event.seq,
+            )
 
-    async def persist(self, event: ProgressEvent) -> None:
-        """Store ``event`` after everything buffered before it; buffer it on DB failure."""
-        await self.write(_Pending(event=event))
+    async def persist(self, event: ProgressEvent) -> bool:
+        """Store ``event`` after everything buffered before it; buffer it on DB failure
+        (journaling it first, when there is a journal).
+
+        Returns whether the event may be published: it is in the DB, or in the journal,
+        or it is buffered and this publisher has no journal.
+        """
+        return await self.write(_Pending(event=event))
 
     async def write_other(self, action: Callable[[], Awaitable[object]]) -> None:
         """Run a DB write that must land before the next event (e.g. a video's result),
         buffering it in order when the DB fails."""
         await self.write(_Pending(action=action))
 
-    async def write(self, item: _Pending) -> None:
+    async def write(self, item: _Pending) -> bool:
+        """Write ``item`` now, or buffer it (in order) when the DB fails; for an event,
+        returns whether it is durable enough to publish (see :meth:`persist`)."""
         if self._lost is not None:
             raise self._lost
         async with self._lock:
@@ -195,7 +239,11 @@ class JobPublisher:
             if attempted and await self._try(item):
                 if self._lost is not None:
                     raise self._lost
-                return
+                return True
+            durable = True
+            if item.event is not None:
+                # BEFORE it can be published: a crash from here on must not lose it
+                durable = item.shown = await self._journal_locked(item)
             self._backlog.append(item)
             if item.event is not None:
                 self._count("persist_failures")
@@ -223,6 +271,30 @@ class JobPublisher:
                     await self._flush_locked()
             if self._lost is not None:
                 raise self._lost
+        return durable
+
+    async def _journal_locked(self, item: _Pending) -> bool:
+        """Journal a buffered event (under the lock, before it joins the backlog); True
+        when it may be published."""
+        assert item.event is not None
+        if self.journal is None:
+            return True
+        if self._unjournaled == 0:
+            try:
+                await self.journal.put(item.event)
+            except JournalError as exc:
+                log.warning(
+                    "job %s: seq %d could not be journaled either (%s)",
+                    self.job_id,
+                    item.event.seq,
+                    exc,
+                )
+            else:
+                item.journaled = True
+                self._count("events_journaled")
+                return True
+        self._unjournaled += 1
+        return False
 
     async def publish(self, event: ProgressEvent) -> None:
         """Emit ``event`` to the owner's room; a failure is counted, not retried."""
@@ -263,7 +335,7 @@ class JobPublisher:
                 if ok:
                     metrics.observe_persist(time.perf_counter() - started)
                 if not ok and not await self._already_stored(item.event):
-                    if item.event.seq == self.last_seq:
+                    if item.event.seq == self.last_seq and not item.shown:
                         self.last_seq -= 1  # never stored nor published: the seq is free
                     self._lost = LostOwnership(
                         f"job {self.job_id}: seq {item.event.seq} refused (job gone, "
@@ -304,20 +376,51 @@ class JobPublisher:
         return bool(row) and row[0] == event.to_wire()
 
     async def _flush_locked(self) -> bool:
-        """Write buffered items in order until one fails; True when the backlog is empty."""
-        while self._backlog and self._lost is None:
-            item = self._backlog[0]
-            if not await self._try(item):
-                return False
-            self._backlog.popleft()
-            if item.event is not None:
-                self._count("events_replayed")
-            self._set_backlog()
-        if self._lost is not None and self._backlog:
-            self._count("events_lost", sum(1 for i in self._backlog if i.event is not None))
-            self._backlog.clear()
-            self._set_backlog()
-        return not self._backlog
+        """Write buffered items in order until one fails; True when the backlog is empty.
+
+        Journaled events that reached the DB are removed from the journal afterwards
+        (best effort: an entry left behind equals its stored row, which a recovery
+        recognises and drops).  Events refused by the DB (lost ownership) stay in the
+        journal: the job is gone (its journal expires or was deleted with it) or
+        another writer took it over (and recovered the journal when it claimed).
+        """
+        stored: list[int] = []
+        try:
+            while self._backlog and self._lost is None:
+                item = self._backlog[0]
+                if not await self._try(item):
+                    return False
+                self._backlog.popleft()
+                self._forget(item)
+                if item.event is not None:
+                    self._count("events_replayed")
+                    if item.journaled and self._lost is None:
+                        stored.append(item.event.seq)
+                self._set_backlog()
+            if self._lost is not None and self._backlog:
+                self._count("events_lost", sum(1 for i in self._backlog if i.event is not None))
+                self._clear_backlog()
+            return not self._backlog
+        finally:
+            if stored:
+                await self._unjournal(stored)
+
+    def _forget(self, item: _Pending) -> None:
+        if item.event is not None and not item.journaled and self.journal is not None:
+            self._unjournaled -= 1
+
+    def _clear_backlog(self) -> None:
+        self._backlog.clear()
+        self._unjournaled = 0
+        self._set_backlog()
+
+    async def _unjournal(self, seqs: list[int]) -> None:
+        if self.journal is None:
+            return
+        try:
+            await self.journal.remove(self.job_id, seqs)
+        except JournalError as exc:  # harmless: each entry equals its stored row
+            log.warning("job %s: journal entries %s not removed: %s", self.job_id, seqs, exc)
 
     def _ensure_retry_loop(self) -> None:
         if self._retry_task is None or self._retry_task.done():
@@ -344,16 +447,27 @@ class JobPublisher:
             if time.monotonic() >= deadline:
                 lost = sum(1 for i in self._backlog if i.event is not None)
                 self._count("events_lost", lost)
+                kept = sum(1 for i in self._backlog if i.journaled)
                 log.error(
-                    "job %s: DB still unreachable; %d buffered event(s) lost", self.job_id, lost
+                    "job %s: DB still unreachable; %d buffered event(s) lost to this run"
+                    " (%d of them kept in the journal for the job's next claim)",
+                    self.job_id,
+                    lost,
+                    kept,
                 )
-                self._backlog.clear()
-                self._set_backlog()
+                self._clear_backlog()
                 break
             await asyncio.sleep(self.retry_interval)
         if self._retry_task is not None:
             self._retry_task.cancel()
         return self._lost is None and not self._backlog and self.stats.events_lost == 0
+
+    def note_recovered(self, events: list[ProgressEvent]) -> None:
+        """A (re)claim wrote ``events`` from the journal into the history: continue
+        after them (their seqs are taken) and count them."""
+        if events:
+            self.last_seq = max(self.last_seq, events[-1].seq)
+            self._count("events_recovered", len(events))
 
     @property
     def lost_ownership(self) -> LostOwnership | None:

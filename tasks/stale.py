@@ -12,7 +12,11 @@ left alone.  Otherwise, by the state of its RQ job:
   after the last finished video);
 * no RQ job at all (Redis lost it) -> enqueued again, at most ``MAX_RETRIES`` times;
 * anything else (retries exhausted, failed, finished) -> the job ends ``failed`` with a
-  final persisted and published event; its unprocessed videos are marked failed.
+  final persisted and published event; its unprocessed videos are marked failed.  Like
+  a worker's claim, this first stores the job's Redis journal (:mod:`tasks.journal`:
+  events the dead run published while its DB writes failed), so the final event never
+  reuses a seq clients have seen; if the journal held the job's final event, that one
+  ends the job.
 
 A ``pending`` job older than STALE_JOB_SECONDS with no RQ job is enqueued again.
 """
@@ -37,6 +41,7 @@ from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
 from models.events import utcnow
 from quart_app.config import Config
+from tasks.journal import Journal, RedisJournal, recover
 from tasks.publisher import Emitter, JobPublisher, LostOwnership
 from tasks.queue import MAX_RETRIES, QUEUE_NAME, enqueue_processing, rq_job_id_for
 
@@ -89,10 +94,11 @@ async def check_stale_jobs(
     *,
     now: datetime | None = None,
     only: Iterable[uuid.UUID] | None = None,
+    journal: Journal | None = None,
 ) -> StaleReport:
     """One pass of the check (Tortoise open in this loop), over every job or ``only``
     the given ones.  Never raises for one job's trouble: it is logged and the next job
-    is looked at."""
+    is looked at.  ``journal``: recovered before a job is failed (see :func:`fail_job`)."""
     now = now or utcnow()
     cutoff = now - timedelta(seconds=config.stale_job_seconds)
     report = StaleReport()
@@ -131,7 +137,9 @@ async def check_stale_jobs(
                 log.warning("job %s: worker lost and no RQ job; enqueued again", job.id)
                 report.requeued.append(str(job.id))
                 continue
-            if await fail_job(job, emitter, "The worker was lost and the job cannot resume"):
+            if await fail_job(
+                job, emitter, "The worker was lost and the job cannot resume", journal=journal
+            ):
                 report.failed.append(str(job.id))
         except Exception:
             log.exception("stale check of job %s failed", job.id)
@@ -148,12 +156,33 @@ async def check_stale_jobs(
     return report
 
 
-async def fail_job(job: ProcessingJob, emitter: Emitter, message: str) -> bool:
+async def fail_job(
+    job: ProcessingJob, emitter: Emitter, message: str, *, journal: Journal | None = None
+) -> bool:
     """End a ``processing`` job ``failed`` with a final event (persisted, then published)
     and mark its unfinished videos failed.  False when the job moved on meanwhile (a
-    worker wrote to it, or it is gone)."""
+    worker wrote to it, or it is gone), when the DB did not take the event (nothing is
+    published then; the next pass tries again), or when the recovered journal already
+    ended the job.
+
+    With ``journal``, the job's journaled events are stored first (:func:`recover`;
+    raises its JournalError when Redis cannot tell) and the final event follows them.
+    """
+    job_id = uuid.UUID(str(job.id))
+    floor = 0
+    if journal is not None:
+        recovery = await recover(journal, job_id, job.last_seq)
+        if recovery.refused:
+            return False
+        last = recovery.last_event
+        if last is not None:
+            if last.is_final:
+                log.warning("job %s: its recovered journal ended it %s", job.id, last.status)
+                return False
+            floor = last.progress
+            await job.refresh_from_db()  # record_event copied the counters onto the row
     publisher = JobPublisher(
-        job_id=uuid.UUID(str(job.id)),
+        job_id=job_id,
         owner_id=job.owner_id,
         last_seq=job.last_seq,
         total_videos=job.total_videos,
@@ -161,7 +190,7 @@ async def fail_job(job: ProcessingJob, emitter: Emitter, message: str) -> bool:
         buffer_size=1,
     )
     total = job.total_videos
-    progress = min(99, job.processed_videos * 100 // total) if total else 0
+    progress = max(floor, min(99, job.processed_videos * 100 // total) if total else 0)
     event = publisher.build(
         status="failed",
         progress=progress,
@@ -172,11 +201,13 @@ async def fail_job(job: ProcessingJob, emitter: Emitter, message: str) -> bool:
         error="worker lost; retries exhausted",
     )
     try:
-        await publisher.send(event)
+        await publisher.persist(event)
     except LostOwnership:
         return False
-    if publisher.backlog_size:  # DB write failed: try on the next pass
+    if publisher.backlog_size:
+        # DB write failed: not published (the next pass builds it again, same seq)
         return False
+    await publisher.publish(event)
     await Video.filter(
         job_id=job.id, status__in=[VideoStatus.PENDING, VideoStatus.PROCESSING]
     ).update(status=VideoStatus.FAILED, error="job failed: worker lost")
@@ -196,12 +227,14 @@ async def check_stale_jobs_job() -> dict[str, Any]:
     if not redis.set(LOCK_KEY, "1", nx=True, ex=max(1, check_interval(config))):
         return {"skipped": "another check is running"}
     emitter = make_emitter(config)
+    journal = RedisJournal.from_url(config.redis_url)
     await open_db(config.database_url)
     try:
-        report = await check_stale_jobs(config, redis, emitter)
+        report = await check_stale_jobs(config, redis, emitter, journal=journal)
     finally:
         await close_db()
         await emitter.close()
+        await journal.close()
         redis.delete(LOCK_KEY)
         redis.close()
     return report.as_dict()

@@ -22,6 +22,7 @@ from models.jobs import create_job_with_videos
 from quart_app.errors import ApiError
 from quart_app.imports import ImportItem
 from quart_app.services import Services
+from tasks.journal import JournalError, RedisJournal
 from tasks.queue import enqueue_processing
 
 log = logging.getLogger(__name__)
@@ -134,12 +135,19 @@ async def delete_job(svc: Services, job: ProcessingJob) -> None:
 
     A ``pending`` job gets a published — not persisted, there is no history any more —
     ``cancelled`` event with seq last_seq+1 so live clients drop it; a ``processing``
-    job's worker publishes that when it notices, before its next video.
+    job's worker publishes that when it notices, before its next video.  The job's
+    journal of unpersisted events (:mod:`tasks.journal`) goes too, best effort: a
+    recovery could not store it anyway (the job is gone), and it would expire.
     """
     await job.refresh_from_db()
     was_pending = JobStatus(job.status) == JobStatus.PENDING
     await _abandon_videos(job, "job deleted")
     await ProcessingJob.filter(id=job.id).delete()
+    if svc.redis is not None:
+        try:
+            await RedisJournal(svc.redis).clear(job.id)
+        except JournalError as exc:
+            log.warning("job %s deleted; its journal stays until it expires: %s", job.id, exc)
     if was_pending:
         event = job_event(job, job.last_seq + 1, "cancelled", "Job deleted")
         await svc.publish(job, event.to_wire())
