@@ -216,6 +216,54 @@ class ServerProc:
         self.proc = None
 
 
+#: cgroup (v1 or v2) directories where a benchmark may cap a process's CPU
+CGROUP_CPU_ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/unified"))
+
+
+class CpuQuota:
+    """A CPU cap for one process (a cgroup of its own with a CFS quota), so that "one web
+    process" means the same amount of CPU in every setup, however many cores the box has
+    and whatever the load generators on it use.
+
+    ``CpuQuota.apply(pid, 0.5)`` -> the quota, or None when no writable cgroup CPU
+    controller exists here (the caller then measures without a cap, and says so).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def apply(cls, pid: int, cores: float) -> CpuQuota | None:
+        # a short CFS period: with the default 100 ms a capped process that spends its
+        # quota early stalls for the rest of the period (tens of ms of added latency)
+        period = 10_000
+        quota = max(1000, int(cores * period))
+        for root in CGROUP_CPU_ROOTS:
+            path = root / f"reeltrack-bench-{pid}"
+            try:
+                path.mkdir(exist_ok=True)
+                if (path / "cpu.max").exists():  # cgroup v2
+                    (path / "cpu.max").write_text(f"{quota} {period}")
+                else:
+                    (path / "cpu.cfs_period_us").write_text(str(period))
+                    (path / "cpu.cfs_quota_us").write_text(str(quota))
+                (path / "cgroup.procs").write_text(str(pid))
+                return cls(path)
+            except OSError:
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
+        return None
+
+    def remove(self) -> None:
+        """Remove the cgroup (only once its processes are gone; errors are ignored)."""
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
 def py_argv(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 

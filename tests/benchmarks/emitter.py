@@ -8,7 +8,8 @@ its send time, so clients measure end-to-end latency from it.  Publishes are pip
 per 5 ms tick on a raw connection: the emitter stands for many workers and must not be
 the bottleneck (redis-py's pipeline cost ~110 us per publish, this ~15 us).
 
-Prints one JSON line: ``{"sent": N, "per_user": {...}, "elapsed": s, "late_ticks": n}``.
+Prints one JSON line: ``{"sent": N, "per_user": {...}, "elapsed": s, "late_ticks": n,
+"behind": n}`` (``behind``: events sent in a catch-up burst at the end, not on schedule).
 """
 
 from __future__ import annotations
@@ -181,10 +182,11 @@ async def run(
         else:
             late += 1
             next_tick = time.monotonic()
-    due = int(rate * duration) - sent
-    if due > 0:
-        batch(due)
-        sent += due
+    # what is still due at the end was not sent on schedule (the emitter fell behind)
+    behind = max(0, int(rate * duration) - sent)
+    if behind > 0:
+        batch(behind)
+        sent += behind
     pub.expected = sent
     pub.data_received(b"")
     try:
@@ -201,6 +203,7 @@ async def run(
         "per_user": per_user,
         "elapsed": time.monotonic() - start,
         "late_ticks": late,
+        "behind": behind,
         "seqs": seqs,
     }
 
