@@ -7,11 +7,13 @@ import uuid
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 from rq import Queue
 
 from models.entities import JobProgressEvent, JobStatus, ProcessingJob, Video, VideoStatus
 from models.history import record_event
 from socket_layer.protocol import user_room
+from tasks.journal import RedisJournal, journal_key
 from tasks.queue import JOB_FUNCTION, QUEUE_NAME, rq_job_id_for
 from tests.quart_app.conftest import Api, ApiFactory
 from tests.support.builders import event_for, make_job, make_list, make_user
@@ -254,3 +256,21 @@ async def test_delete_processing_job_leaves_publishing_to_the_worker(api: Api) -
     assert message is None
     assert not await ProcessingJob.exists(id=job.id)
     assert not await JobProgressEvent.exists(job_id=job.id)
+
+
+async def test_delete_processing_job_removes_its_journal_of_unpersisted_events(
+    api: Api, quart_redis_url: str
+) -> None:
+    user = await make_user()
+    job = await make_job(await make_list(user), status=JobStatus.PROCESSING, events=2)
+    client = aioredis.Redis.from_url(quart_redis_url)
+    journal = RedisJournal(client)
+    try:
+        # what a worker writes while its DB writes fail (tasks/journal.py)
+        await journal.put(event_for(job.id, 3))
+        assert await client.exists(journal_key(job.id))
+        status, _ = await api.call("DELETE", f"/api/jobs/{job.id}", user)
+        assert status == 204
+        assert not await client.exists(journal_key(job.id))  # nothing can come back
+    finally:
+        await client.aclose()

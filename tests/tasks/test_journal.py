@@ -31,6 +31,7 @@ from tasks.journal import (
 )
 from tasks.processing import run_job
 from tasks.publisher import JobPublisher
+from tasks.stale import fail_job
 from tests.support.services import free_port
 from tests.tasks.helpers import place_videos, seed_job
 
@@ -407,3 +408,28 @@ async def test_a_recovered_final_event_ends_the_job_without_a_new_run(
     assert history[-1] == done.to_wire() and len(history) == 2
     stored = await ProcessingJob.get(id=job.id)
     assert stored.status == JobStatus.COMPLETED and stored.last_seq == 2
+
+
+async def test_the_stale_check_stores_the_journal_before_failing_the_job(
+    db: str, redis_url: str
+) -> None:
+    """A run died, its retries are exhausted: the final ``failed`` event follows the
+    events it had published (journaled, never stored), instead of reusing seq 2."""
+    job = await _claimed_job()
+    await _store(job, _wire_event(job.id, 1, 0))
+    log = Recorder()
+    journal = RedisJournal.from_url(redis_url)
+    shown = [_wire_event(job.id, seq, seq * 10) for seq in (2, 3)]
+    try:
+        for event in shown:
+            await journal.put(event)
+        job = await ProcessingJob.get(id=job.id)
+        assert await fail_job(job, FakeEmitter(log), "worker lost", journal=journal)
+        assert await journal.entries(job.id) == {}
+    finally:
+        await journal.close()
+    history = await events_after(job.id)
+    assert history[1:3] == [e.to_wire() for e in shown]
+    assert [(e["seq"], e["status"]) for e in history[3:]] == [(4, "failed")]
+    assert history[3]["progress"] >= 30 and history[3]["processed_videos"] == 2
+    assert log.calls == [("publish", 4)]  # published once stored
