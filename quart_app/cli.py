@@ -63,14 +63,19 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _worker(config: Config, args: argparse.Namespace) -> int:
-    from tasks.worker import parse_queues, run_worker
+    from tasks.worker import run_worker
+
+    return run_worker(config, burst=args.burst, queues=args.queues)
+
+
+def _queue_list(text: str) -> tuple[str, ...]:
+    """argparse type of ``--queues``: refused while parsing, before anything starts."""
+    from tasks.queue import parse_queues
 
     try:
-        queues = parse_queues(args.queues)
+        return parse_queues(text)
     except ValueError as exc:
-        print(f"error: --queues: {exc}", file=sys.stderr)
-        return 2
-    return run_worker(config, burst=args.burst, queues=queues)
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _demo(config: Config, args: argparse.Namespace) -> int:
@@ -120,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
             p.add_argument(
                 "--queues",
+                type=_queue_list,
                 default="maintenance,videos",
                 help="comma-separated, in priority order (default: maintenance,videos); "
                 "'maintenance' alone makes a worker that upkeep never waits for",

@@ -22,6 +22,22 @@ MAX_RETRIES = 3
 JOB_TIMEOUT_S = 6 * 3600
 
 
+def parse_queues(text: str) -> tuple[str, ...]:
+    """``"maintenance,videos"`` -> the queue names, in order; raises ValueError naming
+    an unknown or repeated queue, or when none is given."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ValueError("no queue given")
+    unknown = [n for n in names if n not in WORKER_QUEUES]
+    if unknown:
+        raise ValueError(
+            f"unknown queue {unknown[0]!r}; the queues are: {', '.join(WORKER_QUEUES)}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError("a queue is named twice")
+    return names
+
+
 def rq_job_id_for(job_id: uuid.UUID | str) -> str:
     """RQ's job id for a ProcessingJob: stable, so a job is never enqueued twice."""
     return f"process-{job_id}"

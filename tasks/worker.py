@@ -84,22 +84,6 @@ def start_cron(config: Config) -> Any:
     return proc
 
 
-def parse_queues(text: str) -> tuple[str, ...]:
-    """``"maintenance,videos"`` -> the queue names, in order; raises ValueError naming
-    an unknown or repeated queue, or when none is given."""
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    if not names:
-        raise ValueError("no queue given")
-    unknown = [n for n in names if n not in WORKER_QUEUES]
-    if unknown:
-        raise ValueError(
-            f"unknown queue {unknown[0]!r}; the queues are: {', '.join(WORKER_QUEUES)}"
-        )
-    if len(set(names)) != len(names):
-        raise ValueError("a queue is named twice")
-    return names
-
-
 def run_worker(config: Config, burst: bool = False, queues: tuple[str, ...] = WORKER_QUEUES) -> int:
     """Run the worker on ``queues`` (in priority order) until SIGTERM/SIGINT (or until
     they are empty with ``burst``).
