@@ -40,16 +40,16 @@ from tortoise.expressions import Q
 from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
 from models.events import utcnow
-from quart_app.config import Config
+from quart_app.config import REDIS_KEY_PREFIX, Config
 from tasks.journal import Journal, RedisJournal, recover
 from tasks.publisher import Emitter, JobPublisher, LostOwnership
 from tasks.queue import MAX_RETRIES, QUEUE_NAME, enqueue_processing, rq_job_id_for
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = "reeltrack:stale-check:lock"
-REQUEUE_COUNT_KEY = "reeltrack:stale-check:requeued:{}"
-ALIVE_KEY = "reeltrack:job-alive:{}"
+LOCK_KEY = f"{REDIS_KEY_PREFIX}stale-check:lock"
+REQUEUE_COUNT_KEY = f"{REDIS_KEY_PREFIX}stale-check:requeued:{{}}"
+ALIVE_KEY = f"{REDIS_KEY_PREFIX}job-alive:{{}}"
 WAITING = {RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED}
 
 
