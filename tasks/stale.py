@@ -6,7 +6,9 @@ liveness key in Redis (:func:`alive_key`, refreshed by the same heartbeat with a
 STALE_JOB_SECONDS) still exists: then the DB was unreachable for a while and the job is
 left alone.  Otherwise, by the state of its RQ job:
 
-* queued / scheduled / deferred: a retry is already on its way -> left alone;
+* queued / scheduled / deferred: a retry is already on its way -> left alone; except a
+  retry scheduled for a time long past (RQ's scheduler process died, e.g. in a Redis
+  outage, and the worker restarts it only every 10 minutes) -> enqueued now;
 * started (the execution died without RQ noticing, e.g. the whole worker was
   killed) with retries left -> RQ retry, enqueued at once (the new run resumes
   after the last finished video);
@@ -35,6 +37,7 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
+from rq.registry import ScheduledJobRegistry
 from tortoise.expressions import Q
 
 from models.db import close_db, open_db
@@ -80,6 +83,24 @@ def _fetch_rq_job(redis: Redis, rq_id: str) -> Job | None:
         return None
 
 
+def _enqueue_overdue(queue: Queue, rq_job: Job, due_before: datetime) -> bool:
+    """Enqueue ``rq_job`` if it waits in the scheduled registry for a time before
+    ``due_before``; True when this call enqueued it.  Taking it out of the registry
+    first (ZREM answers 1 to one caller only) keeps a scheduler that wakes up meanwhile
+    from enqueuing it a second time."""
+    registry = ScheduledJobRegistry(queue=queue)
+    try:
+        due = registry.get_scheduled_time(rq_job)
+    except NoSuchJobError:
+        return False
+    if due >= due_before:  # both aware (UTC)
+        return False
+    if not registry.remove(rq_job):
+        return False
+    queue.enqueue_job(rq_job, at_front=True)
+    return True
+
+
 def _requeue_budget_left(redis: Redis, job_id: uuid.UUID) -> bool:
     key = REQUEUE_COUNT_KEY.format(job_id)
     count = int(redis.incr(key))  # type: ignore[arg-type]
@@ -119,6 +140,11 @@ async def check_stale_jobs(
                 continue
             rq_job = _fetch_rq_job(redis, rq_id)
             status = rq_job.get_status() if rq_job is not None else None
+            if rq_job is not None and status == RQStatus.SCHEDULED:
+                if _enqueue_overdue(queue, rq_job, now - timedelta(seconds=check_interval(config))):
+                    log.warning("job %s: its RQ retry was overdue (no scheduler); enqueued", job.id)
+                    report.requeued.append(str(job.id))
+                    continue
             if status in WAITING:
                 report.left.append(str(job.id))
                 continue

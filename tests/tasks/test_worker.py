@@ -14,6 +14,7 @@ from redis import Redis
 from rq import Queue
 from rq.cron import CronScheduler
 from rq.job import Job
+from rq.registry import ScheduledJobRegistry
 
 from models.entities import JobStatus, ProcessingJob, User, Video, VideoList, VideoStatus
 from models.events import utcnow
@@ -201,6 +202,44 @@ async def test_stale_job_without_retries_ends_failed_with_a_final_event(
         cfg, redis, ProgressEmitter(own_redis.url), only=[job.id, fresh.id]
     )
     assert not again.failed and not again.requeued
+
+
+async def test_stale_check_enqueues_a_retry_whose_scheduler_is_gone(
+    db: str, config: Callable[..., Config], samples: Path, own_redis: RedisServer
+) -> None:
+    """A retry RQ scheduled for minutes ago that nobody enqueued (its scheduler process
+    died in a Redis outage) is enqueued by the check; one due just now is left alone."""
+    cfg = config(redis_url=own_redis.url, stale_job_seconds=2)
+    items = place_videos(samples, cfg.import_root, 1)
+    user, vlist = await _user_and_list(f"overdue{own_redis.port}")
+    redis = Redis.from_url(own_redis.url)
+    queue = Queue(QUEUE_NAME, connection=redis)
+    old = utcnow() - timedelta(seconds=30)
+    jobs: dict[str, ProcessingJob] = {}
+    rq_jobs: dict[str, Job] = {}
+    for name, due in (("overdue", utcnow() - timedelta(minutes=5)), ("due", utcnow())):
+        job = await create_import_job(user.id, vlist.id, items, redis=None)
+        rq_job = Job.fetch(enqueue_processing(redis, job.id), connection=redis)
+        queue.remove(rq_job)  # what RQ does with a retry that has an interval
+        queue.schedule_job(rq_job, due)
+        await ProcessingJob.filter(id=job.id).update(
+            status=JobStatus.PROCESSING, rq_job_id=rq_job.id, heartbeat_at=old, started_at=old
+        )
+        jobs[name], rq_jobs[name] = job, rq_job
+    assert rq_jobs["overdue"].get_status(refresh=True) == "scheduled"
+
+    emitter = ProgressEmitter(own_redis.url)
+    try:
+        report = await check_stale_jobs(cfg, redis, emitter, only=[j.id for j in jobs.values()])
+    finally:
+        await emitter.close()
+
+    assert report.requeued == [str(jobs["overdue"].id)]
+    assert report.left == [str(jobs["due"].id)]
+    assert rq_jobs["overdue"].get_status(refresh=True) == "queued"
+    assert queue.job_ids == [rq_jobs["overdue"].id]
+    # the one due now stays with RQ's scheduler
+    assert ScheduledJobRegistry(queue=queue).get_job_ids() == [rq_jobs["due"].id]
 
 
 # --- queues ----------------------------------------------------------------------------
