@@ -22,6 +22,20 @@ def location_for(database_url: str, base: Path = MIGRATIONS_DIR) -> Path:
     return base / dialect_of(database_url)
 
 
+class MigrationsMissing(RuntimeError):
+    """The migrations folder of the dialect is not there (e.g. a non-editable install,
+    which leaves ``migrations/`` behind in the source tree)."""
+
+
+def _existing(location: Path) -> Path:
+    if not any(location.glob("models/*.py")):
+        raise MigrationsMissing(
+            f"no migrations in {location}: run reeltrack from a source checkout or an "
+            "editable install (pip install -e .), where migrations/ sits next to models/"
+        )
+    return location
+
+
 def _command(database_url: str, location: Path) -> Command:
     return Command(tortoise_config(database_url, with_aerich=True), app=APP, location=str(location))
 
@@ -30,8 +44,11 @@ async def upgrade(database_url: str, location: Path | None = None) -> list[str]:
     """Apply every migration not yet applied; returns the names applied (may be empty).
 
     Each migration runs in a transaction, so a failing one leaves the schema as it was.
+    Raises :class:`MigrationsMissing` when the folder holds no migrations (applying
+    "nothing" would leave an empty database that looks migrated).
     """
-    async with _command(database_url, location or location_for(database_url)) as command:
+    location = _existing(location or location_for(database_url))
+    async with _command(database_url, location) as command:
         await command.init()
         return await command.upgrade(run_in_transaction=True)
 

@@ -16,9 +16,13 @@ from quart_app.config import Config, ConfigError
 
 
 def _migrate(config: Config, args: argparse.Namespace) -> int:
-    from models.migrate import location_for, upgrade
+    from models.migrate import MigrationsMissing, location_for, upgrade
 
-    applied = asyncio.run(upgrade(config.database_url))
+    try:
+        applied = asyncio.run(upgrade(config.database_url))
+    except MigrationsMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     where = location_for(config.database_url)
     print(
         f"migrations applied: {len(applied)} ({where.name})" + "".join(f"\n  {n}" for n in applied)

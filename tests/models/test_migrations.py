@@ -7,6 +7,7 @@ stray migration file in the repository.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from models import migrate
 from models.migrate import MIGRATIONS_DIR
+from quart_app import cli
 from tests.support.services import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,3 +121,21 @@ async def test_sqlite_migrations_apply_and_match_models(tmp_path: Path) -> None:
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"users", "video_lists", "videos", "processing_jobs", "job_progress_events"} <= tables
     assert "idx_job_progress_job_created" in indexes
+
+
+async def test_migrate_refuses_a_missing_migrations_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain (non-editable) install leaves migrations/ behind: `reeltrack migrate` must
+    say so, not report "0 applied" over an empty database."""
+    database = tmp_path / "var" / "reeltrack.sqlite3"
+    empty = tmp_path / "site-packages" / "migrations" / "sqlite"
+    with pytest.raises(migrate.MigrationsMissing, match="no migrations in"):
+        await migrate.upgrade(f"sqlite://{database}", empty)
+
+    monkeypatch.setattr(migrate, "location_for", lambda url, base=None: empty)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite://{database}")
+    monkeypatch.setenv("SECRET_KEY", "x" * 32)
+    assert await asyncio.to_thread(cli.main, ["migrate"]) == 2
+    assert "error: no migrations in" in capsys.readouterr().err
+    assert not database.exists()  # nothing was created
