@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import struct
+import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import av
@@ -17,12 +19,14 @@ from models.entities import (
     VideoList,
     VideoStatus,
 )
+from models.events import utcnow
 from models.history import events_after
 from quart_app.config import Config
 from socket_layer.emitter import ProgressEmitter
 from tasks.imports import NewVideo, create_import_job
 from tasks.media import ProcessedMedia
-from tasks.processing import default_processor, run_job
+from tasks.processing import claim, default_processor, run_job
+from tasks.publisher import JobPublisher
 from tests.support.services import free_port
 from tests.tasks.helpers import ChannelRecorder, place_videos, seed_job, seqs
 
@@ -196,3 +200,56 @@ async def test_seed_helper_creates_pending_job(db: str, config: Callable[..., Co
     stored = await ProcessingJob.get(id=job.id)
     assert stored.status == JobStatus.PENDING and stored.last_seq == 1
     assert struct.calcsize("<f") == 4
+
+
+async def test_run_whose_job_was_taken_over_stops_without_publishing_a_taken_seq(
+    db: str, config: Callable[..., Config], samples: Path
+) -> None:
+    """Two writers of one job (the stale check re-queued it while its worker was only
+    cut off): the run that lost the job stops at its next write, and no seq reaches
+    clients with two contents."""
+    cfg = config()
+    items = place_videos(samples, cfg.import_root, 6)
+    _user, job, recorder = await _import(cfg, items)
+    taken: dict[str, dict[str, object]] = {}
+
+    async def take_over(job_id: str) -> None:
+        await ProcessingJob.filter(id=job_id).update(heartbeat_at=utcnow() - timedelta(hours=1))
+        other = await claim(uuid.UUID(job_id), cfg, rq_job_id=None)
+        assert other is not None, "the stale job was not re-claimed"
+        assert cfg.redis_url
+        emitter = ProgressEmitter(cfg.redis_url)
+        try:
+            publisher = JobPublisher(
+                job_id=other.id,
+                owner_id=other.owner_id,
+                last_seq=other.last_seq,
+                total_videos=other.total_videos,
+                emitter=emitter,
+                buffer_size=10,
+            )
+            event = publisher.build(
+                status="processing",
+                progress=50,
+                current_video=3,
+                processed_videos=2,
+                failed_videos=0,
+                message="Resumed by another worker",
+            )
+            await publisher.send(event)
+            taken["event"] = event.to_wire()
+        finally:
+            await emitter.close()
+
+    try:
+        result = await run_job(job.id, cfg, processor=_interrupting(3, take_over))  # type: ignore[arg-type]
+        history = await events_after(job.id, limit=100)
+        published = await recorder.wait_for(lambda ev: len(ev) >= len(history))
+    finally:
+        await recorder.stop()
+    assert result == "lost"
+    # the other writer's event took seq 4; this run's video-3 event never went out
+    assert history[-1] == taken["event"]
+    assert published == history
+    assert len({e["seq"] for e in published}) == len(published)
+    assert "Resumed by another worker" in [e["message"] for e in published]
