@@ -30,7 +30,25 @@ from tests.benchmarks.targets import Target
 P99_LIMIT_MS = 100.0
 #: rising until two rates in a row fail: the top is where this 2-core box (web process,
 #: clients, emitter and Redis together) runs out, not a cap on the result
-DEFAULT_RATES = [200, 1000, 2000, 3000, 4500, 6000, 8000, 10000, 12000, 16000, 20000, 24000]
+DEFAULT_RATES = [
+    200,
+    1000,
+    2000,
+    3000,
+    4500,
+    6000,
+    8000,
+    10000,
+    12000,
+    16000,
+    20000,
+    24000,
+    28000,
+    32000,
+    36000,
+    40000,
+    48000,
+]
 
 
 def redis_cpu(target: Target) -> float:
