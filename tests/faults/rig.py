@@ -43,7 +43,9 @@ CLIENTS_PER_TRANSPORT = 2
 WORKERS = 3
 #: the settings every process of the rig gets (besides live_config's test defaults)
 RIG_SETTINGS: dict[str, Any] = {
-    "stale_job_seconds": 2,  # a killed worker's job is found stale within ~2-3 s
+    # a killed worker's job is found stale within ~4-6 s; 2 s let a CI box loaded enough
+    # to stall a live run's 0.5 s heartbeat for 2 s make the check take that job over
+    "stale_job_seconds": 4,
     "import_allow_private_hosts": True,  # the media origin is on loopback
     "rate_limit_per_minute": 0,
     "ws_ping_interval": 1.0,
