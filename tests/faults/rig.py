@@ -43,9 +43,7 @@ CLIENTS_PER_TRANSPORT = 2
 WORKERS = 3
 #: the settings every process of the rig gets (besides live_config's test defaults)
 RIG_SETTINGS: dict[str, Any] = {
-    # a killed worker's job is found stale within ~4-6 s; 2 s let a CI box loaded enough
-    # to stall a live run's 0.5 s heartbeat for 2 s make the check take that job over
-    "stale_job_seconds": 4,
+    "stale_job_seconds": 2,  # a killed worker's job is found stale within ~2-3 s
     "import_allow_private_hosts": True,  # the media origin is on loopback
     "rate_limit_per_minute": 0,
     "ws_ping_interval": 1.0,
@@ -193,7 +191,10 @@ class Rig:
 
     def start_worker(self) -> WorkerProcess:
         assert self.config is not None
-        worker = WorkerProcess(self.config, name=f"faults-worker{len(self.workers)}")
+        # numbered over the rig's life: a replacement must not take a live worker's
+        # name (the matrix tells workers' logs apart by name)
+        number = len(self.workers) + len(self.retired)
+        worker = WorkerProcess(self.config, name=f"faults-worker{number}")
         self.workers.append(worker)
         return worker
 

@@ -134,7 +134,7 @@ async def exercise(
     """
     rig.origin.delay = delay
     before = await rig.metrics()
-    logged_before = {w.name: len(w.output()) for w in rig.workers}
+    logged_before = {w.name: len(w.output()) for w in rig.workers + rig.retired}
     stats_before = [t.stats() for t in rig.trackers]
     running = {a.name: await rig.import_job(a, videos, fault) for a in rig.accounts}
     waiting = [
