@@ -129,14 +129,17 @@ class Stack:
     redis_url: str
     media: MediaOrigin
     sample: bytes
+    #: what stands in front of the web processes (nginx), when something does
+    front_url: str | None = None
     client: httpx.AsyncClient = field(init=False)
 
     def __post_init__(self) -> None:
-        self.client = httpx.AsyncClient(base_url=self.web.url, timeout=10)
+        self.client = httpx.AsyncClient(base_url=self.url, timeout=10)
 
     @property
     def url(self) -> str:
-        return self.web.url
+        """Where the browser and the REST client go: nginx when scaled out."""
+        return self.front_url or self.web.url
 
     async def account(self) -> Account:
         """A fresh user (registered over REST) with a token."""

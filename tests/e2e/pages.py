@@ -1,0 +1,88 @@
+"""What the browser tests do on the dashboard and check on it (shared by the modules)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from playwright.async_api import BrowserContext, Locator, Page, expect
+
+from tests.e2e.support import GREEN, Account, Stack
+
+
+async def login(page: Page, stack: Stack, account: Account, path: str) -> None:
+    """Log in through the login page and land on ``path`` (which may carry a query)."""
+    target, _, query = path.partition("?")
+    extra = f"&{query}" if query else ""
+    await page.goto(f"{stack.url}/login?next={target}{extra}")
+    await page.get_by_label("Username").fill(account.username)
+    await page.get_by_label("Password").fill(account.password)
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url(re.compile(re.escape(target) + r"(\?.*)?$"))
+
+
+async def open_logged_in(
+    browser: BrowserContext,
+    stack: Stack,
+    account: Account,
+    path: str,
+    websockets: list[str] | None = None,
+) -> Page:
+    """A new tab on ``path`` with ``account``'s session already stored (what the login
+    page stores; the login form itself is exercised by the first test).  The URLs of
+    the WebSockets the tab opens are appended to ``websockets``."""
+    user = json.dumps({"id": account.user_id, "username": account.username})
+    await browser.add_init_script(
+        "if (!localStorage.getItem('reeltrack.token')) {"
+        f"localStorage.setItem('reeltrack.token', {json.dumps(account.token)});"
+        f"localStorage.setItem('reeltrack.user', {json.dumps(user)});"
+        "}"
+    )
+    page = await browser.new_page()
+    if websockets is not None:
+        page.on("websocket", lambda ws: websockets.append(ws.url))
+    await page.goto(f"{stack.url}{path}")
+    return page
+
+
+async def import_csv(stack: Stack, account: Account, list_id: str, names: list[str]) -> str:
+    """Start an import over REST (the UI path is covered by the first test)."""
+    r = await stack.client.post(
+        f"/api/lists/{list_id}/videos/bulk",
+        content=stack.csv(names),
+        headers={"Authorization": f"Bearer {account.token}", "Content-Type": "text/csv"},
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["job_id"])
+
+
+def card_of(page: Page) -> Locator:
+    cards = page.get_by_test_id("job-card")
+    return cards.first
+
+
+async def bar_state(card: Locator) -> dict[str, str | None]:
+    return {
+        "valuenow": await card.get_by_role("progressbar").get_attribute("aria-valuenow"),
+        "status": await card.locator(".progress").get_attribute("data-status"),
+        "color": await card.locator(".progress-fill").evaluate(
+            "el => getComputedStyle(el).backgroundColor"
+        ),
+    }
+
+
+async def expect_completed(card: Locator, total: int) -> None:
+    await expect(card.locator(".progress")).to_have_attribute("data-status", "completed")
+    await expect(card.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    await expect(card.get_by_test_id("progress-count")).to_have_text(f"{total}/{total} videos")
+    await expect(card.get_by_test_id("status-badge")).to_have_text("Completed")
+    state = await bar_state(card)
+    assert state["color"] == GREEN, state
+
+
+async def expect_video_rows(page: Page, total: int, ready: int) -> None:
+    rows = page.get_by_test_id("video-row")
+    await expect(rows).to_have_count(total)
+    await expect(page.locator('[data-testid="video-row"][data-status="ready"]')).to_have_count(
+        ready
+    )
