@@ -59,6 +59,14 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis for this test only: its worker must not take other tests' jobs."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 async def pg_admin_url() -> AsyncIterator[str]:
     url = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")

@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -33,7 +32,7 @@ from tests.support.live import LiveServer
 from tests.support.media import make_video
 from tests.support.progress_client import ProgressTracker
 from tests.support.services import RedisServer
-from tests.support.tcpproxy import TcpProxy
+from tests.support.tcpproxy import TcpProxy, proxy_in_front_of
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
@@ -46,18 +45,9 @@ LIVE_DURING_CUT = 4
 
 
 @pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def db_proxy(fresh_pg_url: str) -> Iterator[tuple[TcpProxy, str]]:
     """A cuttable proxy in front of the test's database; yields (proxy, proxied URL)."""
-    parts = urlsplit(fresh_pg_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
-    url = fresh_pg_url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
+    proxy, url = proxy_in_front_of(fresh_pg_url)
     yield proxy, url
     proxy.stop()
 
@@ -75,7 +65,7 @@ async def _login(http: httpx.AsyncClient) -> tuple[str, str]:
 async def test_worker_killed_with_unpersisted_live_events_resumes_without_reusing_seqs(
     tmp_path: Path,
     fresh_pg_url: str,
-    private_redis: RedisServer,
+    own_redis: RedisServer,
     db_proxy: tuple[TcpProxy, str],
     start_live_server: Callable[..., Awaitable[LiveServer]],
 ) -> None:
@@ -87,7 +77,7 @@ async def test_worker_killed_with_unpersisted_live_events_resumes_without_reusin
         make_video(origin.directory / "b.webm", codec="libvpx", width=48).name,
     ]
     web = await start_live_server(
-        database_url=fresh_pg_url, redis_url=private_redis.url, **RIG_SETTINGS
+        database_url=fresh_pg_url, redis_url=own_redis.url, **RIG_SETTINGS
     )
     # the workers share the web's VAR_DIR (metrics) but reach the DB through the proxy
     worker_config = replace(web.config, database_url=proxied_url)

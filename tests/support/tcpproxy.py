@@ -6,6 +6,8 @@
     proxy.restore()   # connections go through again
     proxy.stop()
 
+    proxy, url = proxy_in_front_of(database_url)   # the same URL, through a new proxy
+
 It runs its own event loop in a thread, so it keeps working whatever the test's loop does.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from urllib.parse import urlsplit
 
 from tests.support.services import free_port
 
@@ -107,3 +110,11 @@ class TcpProxy:
             self._call(do)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+def proxy_in_front_of(url: str) -> tuple[TcpProxy, str]:
+    """A started proxy to the host and port of ``url`` (a database URL), and ``url``
+    rewritten to go through it."""
+    parts = urlsplit(url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
+    return proxy, url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")

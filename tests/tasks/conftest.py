@@ -3,7 +3,7 @@ session PostgreSQL opened in this loop, comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,6 @@ import pytest
 
 from quart_app.config import Config
 from tests.conftest import tortoise_open
-from tests.support.services import RedisServer
 from tests.tasks.helpers import build_samples
 
 
@@ -28,14 +27,6 @@ async def own_pg(fresh_pg_url: str) -> AsyncIterator[str]:
     (and its stale-job check) must not see other tests' jobs."""
     async with tortoise_open(fresh_pg_url) as url:
         yield url
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis for this test only: its worker must not take other tests' jobs."""
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

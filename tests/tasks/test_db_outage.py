@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -17,16 +16,14 @@ from tasks.imports import create_import_job
 from tasks.media import ProcessedMedia
 from tasks.processing import default_processor, run_job
 from tasks.publisher import JobPublisher
-from tests.support.tcpproxy import TcpProxy
+from tests.support.tcpproxy import TcpProxy, proxy_in_front_of
 from tests.tasks.helpers import ChannelRecorder, place_videos, seqs
 
 
 @pytest.fixture
 async def proxied_db(pg_database_url: str) -> AsyncIterator[tuple[str, TcpProxy]]:
     """Tortoise opened THROUGH a cuttable proxy in front of the session database."""
-    parts = urlsplit(pg_database_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
-    url = pg_database_url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
+    proxy, url = proxy_in_front_of(pg_database_url)
     await open_db(url)
     try:
         yield url, proxy

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -21,6 +20,7 @@ from quart_app.config import Config
 from tasks import retention
 from tests.conftest import tortoise_open
 from tests.support.services import RedisServer, free_port
+from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
 
@@ -287,31 +287,30 @@ def test_register_cron_schedules_a_daily_job_on_the_worker_queue(redis_url: str)
     assert timedelta(0) < first - utcnow() <= timedelta(days=1)
 
 
-def test_reeltrack_worker_registers_the_daily_purge(
-    make_config: Callable[..., Config], sqlite_database_url: str
+async def test_reeltrack_worker_registers_the_daily_purge(
+    make_config: Callable[..., Config], sqlite_database_url: str, own_redis: RedisServer
 ) -> None:
-    """A real ``reeltrack worker`` process: its cron scheduler, as RQ records it in Redis,
-    carries the daily purge on queue ``maintenance``."""
-    server = RedisServer().start()  # own Redis: this worker must not take others' jobs
-    config = make_config(sqlite_database_url, redis_url=server.url)
+    """A real ``reeltrack worker`` process (on its own Redis: it must not take others'
+    jobs): its cron scheduler, as RQ records it in Redis, carries the daily purge on
+    queue ``maintenance``."""
+    config = make_config(sqlite_database_url, redis_url=own_redis.url)
     worker = WorkerProcess(config, name="retention-worker")
+    redis = Redis.from_url(own_redis.url)
+
+    def purge_jobs() -> list[dict[str, Any]]:
+        assert worker.alive(), "reeltrack worker exited:\n" + worker.output()
+        return [
+            job.to_dict()
+            for scheduler in CronScheduler.all(redis)
+            for job in scheduler.get_jobs()
+            if job.func_name == "tasks.retention.purge_history_job"
+        ]
+
     try:
-        redis = Redis.from_url(server.url)
-        jobs: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not jobs:
-            jobs = [
-                job.to_dict()
-                for scheduler in CronScheduler.all(redis)
-                for job in scheduler.get_jobs()
-                if job.func_name == "tasks.retention.purge_history_job"
-            ]
-            if not jobs:
-                assert worker.alive(), "reeltrack worker exited:\n" + worker.output()
-                time.sleep(0.1)
-        assert len(jobs) == 1, "no cron scheduler with the purge job appeared in Redis"
+        await wait_for(lambda: bool(purge_jobs()), 30, "a cron scheduler with the purge job")
+        jobs = purge_jobs()
+        assert len(jobs) == 1, jobs
         assert jobs[0]["cron"] == retention.CRON_SCHEDULE
         assert jobs[0]["queue_name"] == "maintenance"
     finally:
         worker.close()
-        server.stop()
