@@ -7,6 +7,7 @@ import itertools
 import uuid
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from models.entities import JobProgressEvent, JobStatus, ProcessingJob, User, Video, VideoList
 from models.events import ProgressEvent, utcnow
@@ -57,7 +58,10 @@ def event_for(
     total: int = 10,
     status: str = "processing",
     created_at: datetime | None = None,
+    **fields: Any,
 ) -> ProgressEvent:
+    """Event ``seq`` of a job of ``total`` videos (seq - 1 of them done); ``fields``
+    override any wire field (``progress``, ``message``, ...)."""
     done = min(seq - 1, total)
     return ProgressEvent.model_validate(
         {
@@ -71,6 +75,7 @@ def event_for(
             "failed_videos": 0,
             "message": f"event {seq}",
             "created_at": created_at or utcnow(),
+            **fields,
         }
     )
 

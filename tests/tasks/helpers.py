@@ -13,8 +13,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from models.entities import ProcessingJob, User, VideoList
+from models.events import ProgressEvent
 from socket_layer.protocol import EVENT_PROGRESS, REDIS_CHANNEL, user_room
 from tasks.imports import NewVideo, create_import_job
+from tasks.publisher import JobPublisher
 from tests.support.media import make_corrupt, make_video
 from tests.support.waiting import wait_for
 
@@ -105,3 +107,15 @@ class ChannelRecorder:
 
 def seqs(events: list[dict[str, Any]]) -> list[int]:
     return [int(e["seq"]) for e in events]
+
+
+def video_event(pub: JobPublisher, n: int, message: str | None = None) -> ProgressEvent:
+    """The publisher's next event: video ``n`` processed (``n`` done, none failed)."""
+    return pub.build(
+        status="processing",
+        progress=min(99, n * 10),
+        current_video=n,
+        processed_videos=n,
+        failed_videos=0,
+        message=message or f"video {n}",
+    )

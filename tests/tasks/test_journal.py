@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from models.entities import JobProgressEvent, JobStatus, ProcessingJob, User, VideoList
-from models.events import ProgressEvent, utcnow
+from models.entities import JobProgressEvent, JobStatus, ProcessingJob
+from models.events import ProgressEvent
 from models.history import events_after, record_event
 from quart_app.config import REDIS_KEY_PREFIX, Config
 from tasks import publisher as publisher_module
@@ -32,8 +32,9 @@ from tasks.journal import (
 from tasks.processing import run_job
 from tasks.publisher import JobPublisher
 from tasks.stale import fail_job
+from tests.support.builders import event_for, make_job, make_list, make_user
 from tests.support.services import free_port
-from tests.tasks.helpers import place_videos, seed_job
+from tests.tasks.helpers import place_videos, seed_job, video_event
 
 # -- fakes ------------------------------------------------------------------------------------
 
@@ -114,17 +115,6 @@ def _publisher(log: Recorder, journal: FakeJournal | None) -> JobPublisher:
     )
 
 
-def _event(pub: JobPublisher, n: int) -> ProgressEvent:
-    return pub.build(
-        status="processing",
-        progress=n * 10,
-        current_video=n,
-        processed_videos=n,
-        failed_videos=0,
-        message=f"video {n}",
-    )
-
-
 async def _flush(pub: JobPublisher) -> bool:
     async with pub._lock:
         return await pub._flush_locked()
@@ -138,10 +128,10 @@ async def test_failed_db_write_is_journaled_before_it_is_published(
 ) -> None:
     log, db, journal = fakes
     pub = _publisher(log, journal)
-    await pub.send(_event(pub, 1))  # seq 2: the DB takes it
+    await pub.send(video_event(pub, 1))  # seq 2: the DB takes it
     db.down = True
-    await pub.send(_event(pub, 2))  # seq 3
-    await pub.send(_event(pub, 3))  # seq 4
+    await pub.send(video_event(pub, 2))  # seq 3
+    await pub.send(video_event(pub, 3))  # seq 4
     assert log.calls == [
         ("store", 2),
         ("publish", 2),
@@ -161,17 +151,17 @@ async def test_when_the_journal_fails_too_the_event_is_not_published(
     log, db, journal = fakes
     pub = _publisher(log, journal)
     db.down = journal.down = True
-    await pub.send(_event(pub, 1))  # seq 2: neither stored nor journaled
+    await pub.send(video_event(pub, 1))  # seq 2: neither stored nor journaled
     journal.down = False
     # seq 3 could be journaled now, but not without seq 2 before it (a recovery could
     # not store 3 without 2): it is not published either
-    await pub.send(_event(pub, 2))
+    await pub.send(video_event(pub, 2))
     assert log.calls == []
     assert pub.stats.publish_failures == 2 and pub.stats.events_published == 0
     db.down = False
     assert await _flush(pub)
     assert log.calls == [("store", 2), ("store", 3)]
-    await pub.send(_event(pub, 3))  # back to normal: stored, then published
+    await pub.send(video_event(pub, 3))  # back to normal: stored, then published
     assert log.calls[-2:] == [("store", 4), ("publish", 4)]
     assert await pub.drain(0)
 
@@ -183,7 +173,7 @@ async def test_flushed_backlog_events_leave_the_journal(
     pub = _publisher(log, journal)
     db.down = True
     for n in (1, 2, 3):
-        await pub.send(_event(pub, n))
+        await pub.send(video_event(pub, n))
     assert sorted(journal.stored) == [2, 3, 4]
     db.down = False
     assert await _flush(pub)
@@ -206,7 +196,7 @@ async def test_without_a_journal_a_buffered_event_is_still_published(
     log, db, _journal = fakes
     pub = _publisher(log, None)
     db.down = True
-    await pub.send(_event(pub, 1))
+    await pub.send(video_event(pub, 1))
     assert log.calls == [("publish", 2)] and pub.backlog_size == 1
     db.down = False
     assert await pub.drain(1)
@@ -215,29 +205,12 @@ async def test_without_a_journal_a_buffered_event_is_still_published(
 # -- the Redis journal ------------------------------------------------------------------------
 
 
-def _wire_event(job_id: uuid.UUID, seq: int, progress: int, **extra: Any) -> ProgressEvent:
-    fields: dict[str, Any] = {
-        "job_id": job_id,
-        "seq": seq,
-        "status": "processing",
-        "progress": progress,
-        "current_video": seq - 1,
-        "total_videos": 10,
-        "processed_videos": seq - 1,
-        "failed_videos": 0,
-        "message": f"seq {seq}",
-        "created_at": utcnow(),
-    }
-    fields.update(extra)
-    return ProgressEvent(**fields)
-
-
 async def test_redis_journal_stores_lists_removes_with_a_ttl(redis_url: str) -> None:
     journal = RedisJournal.from_url(redis_url)
     raw = aioredis.Redis.from_url(redis_url)
     job_id = uuid.uuid4()
     try:
-        events = [_wire_event(job_id, seq, seq * 10) for seq in (2, 3, 4)]
+        events = [event_for(job_id, seq, progress=seq * 10) for seq in (2, 3, 4)]
         for event in events:
             await journal.put(event)
         key = journal_key(job_id)
@@ -259,7 +232,7 @@ async def test_redis_journal_raises_journal_error_when_redis_is_unreachable() ->
     job_id = uuid.uuid4()
     try:
         with pytest.raises(JournalError):
-            await journal.put(_wire_event(job_id, 2, 10))
+            await journal.put(event_for(job_id, 2, progress=10))
         with pytest.raises(JournalError):
             await journal.entries(job_id)
     finally:
@@ -269,13 +242,9 @@ async def test_redis_journal_raises_journal_error_when_redis_is_unreachable() ->
 # -- recovery ----------------------------------------------------------------------------------
 
 
-async def _claimed_job(total: int = 10) -> ProcessingJob:
-    user = await User.create(username=f"j{uuid.uuid4().hex[:12]}", password_hash="x")
-    vlist = await VideoList.create(owner=user, name="l")
-    job = await ProcessingJob.create(
-        list=vlist, owner=user, status=JobStatus.PROCESSING, total_videos=total
-    )
-    return job
+async def _claimed_job() -> ProcessingJob:
+    """A job of 10 videos being processed, with no history yet."""
+    return await make_job(await make_list(await make_user()), status=JobStatus.PROCESSING, events=0)
 
 
 async def _store(job: ProcessingJob, event: ProgressEvent) -> None:
@@ -286,14 +255,14 @@ async def test_recovery_stores_journaled_events_in_order_and_advances_last_seq(
     db: str, redis_url: str
 ) -> None:
     job = await _claimed_job()
-    first = _wire_event(job.id, 1, 0)
+    first = event_for(job.id, 1)
     await _store(job, first)
     journal = RedisJournal.from_url(redis_url)
     try:
         # seq 1 stored AND still journaled (its removal failed): equal, just dropped;
         # 4, 2, 3 written out of order: stored in seq order
         await journal.put(first)
-        later = {seq: _wire_event(job.id, seq, seq * 10) for seq in (4, 2, 3)}
+        later = {seq: event_for(job.id, seq, progress=seq * 10) for seq in (4, 2, 3)}
         for event in later.values():
             await journal.put(event)
         result = await recover(journal, job.id, last_seq=1)
@@ -313,12 +282,12 @@ async def test_recovery_keeps_the_history_when_a_stored_row_differs_and_logs_it(
     db: str, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     job = await _claimed_job()
-    await _store(job, _wire_event(job.id, 1, 0))
-    await _store(job, _wire_event(job.id, 2, 10))
+    await _store(job, event_for(job.id, 1))
+    await _store(job, event_for(job.id, 2, progress=10))
     journal = RedisJournal.from_url(redis_url)
     try:
-        await journal.put(_wire_event(job.id, 2, 20, message="another version"))
-        await journal.put(_wire_event(job.id, 4, 40))  # after a hole (3 is missing)
+        await journal.put(event_for(job.id, 2, progress=20, message="another version"))
+        await journal.put(event_for(job.id, 4, progress=40))  # after a hole (3 is missing)
         with caplog.at_level(logging.ERROR, logger="tasks.journal"):
             result = await recover(journal, job.id, last_seq=2)
         assert result.conflicting == 1 and result.unplaceable == 1
@@ -335,10 +304,10 @@ async def test_recovery_for_a_deleted_job_stores_nothing_and_clears_the_journal(
     db: str, redis_url: str
 ) -> None:
     job = await _claimed_job()
-    await _store(job, _wire_event(job.id, 1, 0))
+    await _store(job, event_for(job.id, 1))
     journal = RedisJournal.from_url(redis_url)
     try:
-        await journal.put(_wire_event(job.id, 2, 10))
+        await journal.put(event_for(job.id, 2, progress=10))
         await ProcessingJob.filter(id=job.id).delete()
         result = await recover(journal, job.id, last_seq=1)
         assert result.refused and result.recovered == []
@@ -360,8 +329,8 @@ async def test_a_reclaimed_run_continues_after_the_recovered_events(
     await ProcessingJob.filter(id=job.id).update(status=JobStatus.PROCESSING)
     journal = RedisJournal.from_url(redis_url)
     shown = [
-        _wire_event(job.id, 2, 50, total_videos=4, current_video=2, processed_videos=2),
-        _wire_event(job.id, 3, 75, total_videos=4, current_video=3, processed_videos=3),
+        event_for(job.id, 2, total=4, progress=50, current_video=2, processed_videos=2),
+        event_for(job.id, 3, total=4, progress=75, current_video=3, processed_videos=3),
     ]
     publishers: list[JobPublisher] = []
     try:
@@ -390,14 +359,8 @@ async def test_a_recovered_final_event_ends_the_job_without_a_new_run(
     _user, job = await seed_job(items)
     await ProcessingJob.filter(id=job.id).update(status=JobStatus.PROCESSING)
     journal = RedisJournal.from_url(redis_url)
-    done = _wire_event(
-        job.id,
-        2,
-        100,
-        status="completed",
-        total_videos=2,
-        current_video=2,
-        processed_videos=2,
+    done = event_for(
+        job.id, 2, total=2, status="completed", progress=100, current_video=2, processed_videos=2
     )
     try:
         await journal.put(done)
@@ -416,10 +379,10 @@ async def test_the_stale_check_stores_the_journal_before_failing_the_job(
     """A run died, its retries are exhausted: the final ``failed`` event follows the
     events it had published (journaled, never stored), instead of reusing seq 2."""
     job = await _claimed_job()
-    await _store(job, _wire_event(job.id, 1, 0))
+    await _store(job, event_for(job.id, 1))
     log = Recorder()
     journal = RedisJournal.from_url(redis_url)
-    shown = [_wire_event(job.id, seq, seq * 10) for seq in (2, 3)]
+    shown = [event_for(job.id, seq, progress=seq * 10) for seq in (2, 3)]
     try:
         for event in shown:
             await journal.put(event)

@@ -28,7 +28,7 @@ from tasks.media import ProcessedMedia
 from tasks.processing import claim, default_processor, run_job
 from tasks.publisher import JobPublisher
 from tests.support.services import free_port
-from tests.tasks.helpers import ChannelRecorder, place_videos, seed_job, seqs
+from tests.tasks.helpers import ChannelRecorder, place_videos, seed_job, seqs, video_event
 
 
 async def _import(
@@ -228,14 +228,7 @@ async def test_run_whose_job_was_taken_over_stops_without_publishing_a_taken_seq
                 emitter=emitter,
                 buffer_size=10,
             )
-            event = publisher.build(
-                status="processing",
-                progress=50,
-                current_video=3,
-                processed_videos=2,
-                failed_videos=0,
-                message="Resumed by another worker",
-            )
+            event = video_event(publisher, 3, "Resumed by another worker")
             await publisher.send(event)
             taken["event"] = event.to_wire()
         finally:

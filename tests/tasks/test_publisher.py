@@ -9,6 +9,7 @@ from models.entities import JobStatus, ProcessingJob, User, VideoList
 from models.history import events_after
 from socket_layer.emitter import PublishError
 from tasks.publisher import TOTALS, JobPublisher
+from tests.tasks.helpers import video_event
 
 
 class DownEmitter:
@@ -32,15 +33,7 @@ async def test_failed_publish_is_counted_and_the_event_is_still_in_history(db: s
         buffer_size=10,
     )
     for n in (1, 2):
-        event = pub.build(
-            status="processing",
-            progress=n * 40,
-            current_video=n,
-            processed_videos=n,
-            failed_videos=0,
-            message=f"video {n}",
-        )
-        await pub.send(event)
+        await pub.send(video_event(pub, n))
     assert pub.stats.publish_failures == 2 and pub.stats.events_published == 0
     assert pub.stats.events_persisted == 2 and pub.stats.persist_failures == 0
     assert TOTALS.publish_failures == before + 2
