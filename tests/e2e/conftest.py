@@ -12,20 +12,14 @@ import pytest
 from playwright.async_api import BrowserContext, ConsoleMessage, Page, Playwright, async_playwright
 from playwright.async_api import expect as pw_expect
 
-from tests.conftest import live_config
 from tests.e2e.support import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    MediaOrigin,
     Stack,
-    check_prerequisites,
     fresh_profile_dir,
     remove_dir,
+    running_stack,
 )
-from tests.support.live import LiveServer
-from tests.support.media import make_video
-from tests.support.services import RedisServer
-from tests.support.workers import WorkerProcess
 
 pw_expect.set_options(timeout=20_000)
 
@@ -41,30 +35,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 async def stack(
     pg_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    """Web + worker on a PRIVATE Redis (so the worker takes no other test's jobs) and the
-    session PostgreSQL database; the worker may fetch from loopback (the media origin)."""
-    check_prerequisites()
-    base = tmp_path_factory.mktemp("e2e")
-    redis = RedisServer().start()
-    media = await MediaOrigin().start()
-    config = live_config(base, pg_database_url, redis.url, import_allow_private_hosts=True)
-    web = LiveServer(config, name="e2e-web")
-    worker: WorkerProcess | None = None
-    try:
-        await web.astart()
-        worker = WorkerProcess(web.config, name="e2e-worker")
-        sample = make_video(base / "sample.mp4", width=64, height=48, fps=10, seconds=1.0)
-        the_stack = Stack(
-            web=web, worker=worker, redis_url=redis.url, media=media, sample=sample.read_bytes()
-        )
+    """One web process, one worker, a private Redis, the session's database."""
+    async with running_stack(pg_database_url, tmp_path_factory.mktemp("e2e")) as the_stack:
         yield the_stack
-        await the_stack.client.aclose()
-    finally:
-        await media.stop()
-        if worker is not None:
-            worker.close()
-        web.close()
-        redis.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -9,11 +9,12 @@ win; every wait is a poll on a condition with a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,13 @@ import httpx
 from aiohttp import web
 
 from socket_layer.protocol import presence_key
+from tests.conftest import live_config
 from tests.support.live import ROOT, LiveServer
-from tests.support.services import start_app
+from tests.support.media import make_video
+from tests.support.services import RedisServer, start_app
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
+from tests.topology.nginx import Nginx
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -129,6 +133,8 @@ class Stack:
     redis_url: str
     media: MediaOrigin
     sample: bytes
+    #: every web process (``web`` is the first)
+    webs: list[LiveServer] = field(default_factory=list)
     #: what stands in front of the web processes (nginx), when something does
     front_url: str | None = None
     client: httpx.AsyncClient = field(init=False)
@@ -222,3 +228,49 @@ def fresh_profile_dir() -> str:
 
 def remove_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    pg_database_url: str, base: Path, *, web_processes: int = 1
+) -> AsyncIterator[Stack]:
+    """Web process(es) + one worker on a PRIVATE Redis (so the worker takes no other
+    test's jobs) and the session's PostgreSQL database; the worker may fetch from
+    loopback (the media origin).  With more than one web process, nginx with
+    deploy/nginx.conf stands in front and is the stack's ``url``.  Everything is
+    stopped at the end of the block."""
+    check_prerequisites()
+    redis = RedisServer().start()
+    media = await MediaOrigin().start()
+    config = live_config(base, pg_database_url, redis.url, import_allow_private_hosts=True)
+    webs = [LiveServer(config, name=f"e2e-web{i}") for i in range(web_processes)]
+    worker: WorkerProcess | None = None
+    nginx: Nginx | None = None
+    stack: Stack | None = None
+    try:
+        await asyncio.gather(*(w.astart() for w in webs))
+        worker = WorkerProcess(webs[0].config, name="e2e-worker")
+        if web_processes > 1:
+            nginx = Nginx([w.port for w in webs]).start()
+        sample = make_video(base / "sample.mp4", width=64, height=48, fps=10, seconds=1.0)
+        stack = Stack(
+            web=webs[0],
+            worker=worker,
+            redis_url=redis.url,
+            media=media,
+            sample=sample.read_bytes(),
+            webs=webs,
+            front_url=nginx.url if nginx is not None else None,
+        )
+        yield stack
+    finally:
+        if stack is not None:
+            await stack.client.aclose()
+        await media.stop()
+        if nginx is not None:
+            nginx.stop()
+        if worker is not None:
+            worker.close()
+        for web_process in webs:
+            await asyncio.to_thread(web_process.close)
+        redis.stop()

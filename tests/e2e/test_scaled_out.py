@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import pytest
 from playwright.async_api import BrowserContext, expect
 
-from tests.conftest import live_config
 from tests.e2e.pages import (
     card_of,
     expect_completed,
@@ -20,67 +18,26 @@ from tests.e2e.pages import (
     import_csv,
     open_logged_in,
 )
-from tests.e2e.support import MediaOrigin, Stack, check_prerequisites
-from tests.support.live import LiveServer
-from tests.support.media import make_video
-from tests.support.services import RedisServer
-from tests.support.workers import WorkerProcess
-from tests.topology.nginx import Nginx, nginx_binary
+from tests.e2e.support import Stack, running_stack
+from tests.topology.nginx import nginx_binary
 
 pytestmark = pytest.mark.skipif(
     nginx_binary() is None, reason="nginx not installed (make system-deps)"
 )
 
 
-@dataclass
-class ScaledStack(Stack):
-    """The e2e stack with two web processes behind nginx (``url`` is nginx's)."""
-
-    webs: list[LiveServer] = field(default_factory=list)
-
-
 @pytest.fixture(scope="module")
 async def stack(
     pg_database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[ScaledStack]:
-    """Overrides conftest's ``stack`` for this module: two web processes, nginx, one
-    worker, a private Redis, the session's PostgreSQL database."""
-    check_prerequisites()
-    base = tmp_path_factory.mktemp("e2e-scaled")
-    redis = RedisServer().start()
-    media = await MediaOrigin().start()
-    config = live_config(base, pg_database_url, redis.url, import_allow_private_hosts=True)
-    webs = [LiveServer(config, name=f"e2e-web{i}") for i in range(2)]
-    worker: WorkerProcess | None = None
-    nginx: Nginx | None = None
-    try:
-        await asyncio.gather(*(w.astart() for w in webs))
-        worker = WorkerProcess(webs[0].config, name="e2e-scaled-worker")
-        nginx = Nginx([w.port for w in webs]).start()
-        sample = make_video(base / "sample.mp4", width=64, height=48, fps=10, seconds=1.0)
-        the_stack = ScaledStack(
-            web=webs[0],
-            worker=worker,
-            redis_url=redis.url,
-            media=media,
-            sample=sample.read_bytes(),
-            front_url=nginx.url,
-            webs=webs,
-        )
+) -> AsyncIterator[Stack]:
+    """Overrides conftest's ``stack`` for this module: two web processes behind nginx."""
+    async with running_stack(
+        pg_database_url, tmp_path_factory.mktemp("e2e-scaled"), web_processes=2
+    ) as the_stack:
         yield the_stack
-        await the_stack.client.aclose()
-    finally:
-        await media.stop()
-        if nginx is not None:
-            nginx.stop()
-        if worker is not None:
-            worker.close()
-        for web in webs:
-            await asyncio.to_thread(web.close)
-        redis.stop()
 
 
-async def _upstream(stack: ScaledStack) -> str:
+async def _upstream(stack: Stack) -> str:
     """The web process nginx sends 127.0.0.1 to: the browser's and this client's address."""
     r = await stack.client.get("/api/health")
     assert r.status_code == 200, r.text
@@ -88,7 +45,7 @@ async def _upstream(stack: ScaledStack) -> str:
 
 
 async def test_crash_of_the_pages_web_process_the_page_moves_to_the_other_and_completes(
-    stack: ScaledStack, browser: BrowserContext
+    stack: Stack, browser: BrowserContext
 ) -> None:
     account = await stack.account()
     list_id = await stack.create_list(account, "Scaled out")
