@@ -36,6 +36,13 @@ def eio_url(server: LiveServer, transport: str, **query: str) -> str:
     return f"{server.url}{SOCKETIO_PATH}/?{params}"
 
 
+async def polling_session(http: aiohttp.ClientSession, server: LiveServer) -> str:
+    """Open an engine.io long-polling session by hand; returns its sid."""
+    async with http.get(eio_url(server, "polling")) as r:
+        assert r.status == 200
+        return str(json.loads((await r.text())[1:])["sid"])
+
+
 class Witnesses:
     """Two clients of one user (websocket, polling) and the job whose events they get."""
 
@@ -152,9 +159,7 @@ async def test_garbage_over_long_polling_is_refused(
         async with http.post(eio_url(server, "polling", sid="nope"), data="40") as r:
             assert r.status == 400
         # a real session, then junk payloads
-        async with http.get(eio_url(server, "polling")) as r:
-            assert r.status == 200
-            sid = json.loads((await r.text())[1:])["sid"]
+        sid = await polling_session(http, server)
         for body in ("zzz", "4\x1e4\x1e4", '42["resume"', "\x1e\x1e", "40/admin,"):
             async with http.post(eio_url(server, "polling", sid=sid), data=body) as r:
                 assert r.status < 500, body
@@ -206,8 +211,7 @@ async def test_oversize_messages_are_refused_at_the_edge_on_both_transports(
 
         # long-polling: a POST body of MAX_MESSAGE is read, one byte more is 413
         for size, status in ((MAX_MESSAGE, 200), (MAX_MESSAGE + 1, 413)):
-            async with http.get(eio_url(server, "polling")) as r:
-                sid = json.loads((await r.text())[1:])["sid"]
+            sid = await polling_session(http, server)
             body = resume_frame(size)
             async with http.post(eio_url(server, "polling", sid=sid), data=body) as r:
                 assert r.status == status, (size, await r.text())
