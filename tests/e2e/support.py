@@ -45,12 +45,12 @@ CHROMIUM_ARGS = [
 WEB_DIST = ROOT / "web" / "dist"
 #: where the tests' screenshots go: the README's pictures in docs/screenshots only when
 #: asked for (``make screenshots``), so a plain test run leaves the tree unchanged
+#: (Playwright creates the folder when it writes the first one)
 SCREENSHOTS = (
     ROOT / "docs" / "screenshots"
     if os.environ.get("UPDATE_SCREENSHOTS") == "1"
     else Path(tempfile.gettempdir()) / "reeltrack-screenshots"
 )
-SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
 #: colours of web/src/components/ProgressBar.tsx, as the browser reports them
 GREEN = "rgb(22, 163, 74)"
