@@ -49,6 +49,7 @@ system-deps:
 lint: install
 	$(BIN)/ruff check $(PY_PACKAGES) tests
 	$(BIN)/ruff format --check $(PY_PACKAGES) tests
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install $(if $(wildcard web/package.json),$(WEB_STAMP))
 	$(BIN)/mypy

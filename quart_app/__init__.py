@@ -1,17 +1,7 @@
-"""Quart web application: app factory, REST API, auth tokens, CLI.
+"""The web application (the top floor): app factory, REST API, CLI, static web — and, in
+:mod:`quart_app.core`, the foundation every package builds on.
 
-``create_app`` is imported lazily so that ``quart_app.config`` and
-``quart_app.tokens`` can be used by the worker without importing Quart.
+Kept empty on purpose: the worker imports :mod:`quart_app.core` and must not pull in
+Quart through this package's ``__init__``. The app factory is
+:func:`quart_app.app.create_app`.
 """
-
-from typing import Any
-
-__all__ = ["create_app"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "create_app":
-        from quart_app.app import create_app
-
-        return create_app
-    raise AttributeError(name)

@@ -8,7 +8,7 @@ from quart_schema import Info, QuartSchema
 from models.db import close_db, open_db
 from quart_app.api import register_blueprints
 from quart_app.auth import BEARER_SCHEME
-from quart_app.config import Config
+from quart_app.core.config import Config
 from quart_app.errors import register_error_handlers
 from quart_app.metrics_view import register_metrics
 from quart_app.security import install_security

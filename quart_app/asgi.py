@@ -6,7 +6,7 @@ from __future__ import annotations
 import socketio
 
 from quart_app.app import create_app
-from quart_app.config import Config
+from quart_app.core.config import Config
 from socket_layer.protocol import SOCKETIO_PATH
 from socket_layer.server import create_sio, layer_of
 

@@ -1,6 +1,6 @@
 """Request authentication (bearer tokens) and login throttling.
 
-Tokens are checked by :func:`quart_app.tokens.verify_token`, the same function the
+Tokens are checked by :func:`quart_app.core.tokens.verify_token`, the same function the
 socket layer uses.  Failed logins are counted in Redis per (username, client address)
 so the limit holds across every web process.
 """
@@ -18,12 +18,12 @@ from quart_schema import security_scheme
 from redis.exceptions import RedisError
 
 from models.entities import User
-from quart_app import metrics
-from quart_app.config import Config
+from quart_app.core import metrics
+from quart_app.core.config import Config
+from quart_app.core.logs import bind_log_context
+from quart_app.core.tokens import InvalidToken, verify_token
 from quart_app.errors import ApiError
-from quart_app.logs import bind_log_context
 from quart_app.services import REDIS_KEY_PREFIX, services
-from quart_app.tokens import InvalidToken, verify_token
 
 P = ParamSpec("P")
 R = TypeVar("R")

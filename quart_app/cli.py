@@ -12,7 +12,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
-from quart_app.config import Config, ConfigError
+from quart_app.core.config import Config, ConfigError
 
 
 def _migrate(config: Config, args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ def _migrate(config: Config, args: argparse.Namespace) -> int:
 
 
 def _create_user(config: Config, args: argparse.Namespace) -> int:
-    from quart_app.users import UserExists, create_user_in_db
+    from quart_app.core.accounts import UserExists, create_user_in_db
 
     password = args.password or _read_password()
     try:
@@ -83,7 +83,7 @@ def _queue_list(text: str) -> tuple[str, ...]:
 
 
 def _demo(config: Config, args: argparse.Namespace) -> int:
-    from tasks.demo import run_demo
+    from quart_app.demo import run_demo
 
     return run_demo(config, username=args.username, count=args.count)
 
@@ -96,7 +96,7 @@ def _purge(config: Config, args: argparse.Namespace) -> int:
 
 #: long-running processes whose metrics GET /metrics aggregates
 PROCESS_METRICS_COMMANDS = frozenset({"serve", "worker"})
-#: commands whose log records go through quart_app.logs (the others print to a terminal)
+#: commands whose log records go through quart_app.core.logs (the others print to a terminal)
 LOGGING_COMMANDS = frozenset({"serve", "worker", "run"})
 
 
@@ -151,13 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command in LOGGING_COMMANDS:
-        from quart_app.logs import configure_logging
+        from quart_app.core.logs import configure_logging
 
         configure_logging(config)  # LOG_LEVEL / LOG_JSON, job/user context, redaction
     if args.command in PROCESS_METRICS_COMMANDS:
         # before anything imports prometheus_client: this process and its forks write
-        # the multiprocess files that /metrics aggregates (quart_app.metrics)
-        from quart_app.metrics import setup_process_metrics
+        # the multiprocess files that /metrics aggregates (quart_app.core.metrics)
+        from quart_app.core.metrics import setup_process_metrics
 
         setup_process_metrics(config)
     result: int = args.handler(config, args)

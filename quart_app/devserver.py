@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from quart_app.config import Config
+from quart_app.core.config import Config
 
 DEMO_USERNAME = "demo"
 #: rows in the first-start demo import: enough that a newcomer watches the bars move

@@ -1,6 +1,6 @@
 """``GET /metrics``: Prometheus text of every process of this installation.
 
-The metric definitions and the multiprocess set-up are in :mod:`quart_app.metrics`
+The metric definitions and the multiprocess set-up are in :mod:`quart_app.core.metrics`
 (Quart-free, shared with the worker); this is only the route.
 """
 
@@ -11,7 +11,7 @@ import asyncio
 from quart import Quart, Response
 from quart_schema import hide
 
-from quart_app import metrics
+from quart_app.core import metrics
 
 
 def register_metrics(app: Quart) -> None:

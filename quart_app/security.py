@@ -24,16 +24,16 @@ import math
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from quart import Quart, Response, request
 from redis.exceptions import RedisError
 
-from quart_app import metrics
-from quart_app.config import Config
+from quart_app.core import metrics
+from quart_app.core.config import Config
+from quart_app.core.origins import origin_allowed
+from quart_app.core.tokens import InvalidToken, verify_token
 from quart_app.errors import error_response
 from quart_app.services import REDIS_KEY_PREFIX, services
-from quart_app.tokens import InvalidToken, verify_token
 
 log = logging.getLogger(__name__)
 
@@ -119,24 +119,6 @@ def _retry_after(previous: int, current: int, limit: int, elapsed: float) -> int
 
 
 # --- CORS ---------------------------------------------------------------------------------
-
-
-def origin_allowed(origin: str, config: Config, host: str) -> bool:
-    """Same host as the request, or listed in CORS_ORIGINS (scheme://host[:port]).
-
-    A ``Host`` without a port (a proxy that forwards nginx's ``$host``) matches the
-    origin's host name on any port."""
-    if origin.rstrip("/") in config.cors_origins:
-        return True
-    if not host:
-        return False
-    try:
-        parts = urlsplit(origin)
-        if parts.netloc.lower() == host.lower():
-            return True
-        return ":" not in host and (parts.hostname or "") == host.lower()
-    except ValueError:
-        return False
 
 
 def _cors_headers(response: Response, origin: str) -> None:

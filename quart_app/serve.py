@@ -23,8 +23,8 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HyperConfig
 from hypercorn.logging import Logger as HyperLogger
 
-from quart_app.config import Config
-from quart_app.logs import REDACTED, RedactingFilter, configure_logging, redact
+from quart_app.core.config import Config
+from quart_app.core.logs import REDACTED, RedactingFilter, configure_logging, redact
 
 log = logging.getLogger(__name__)
 

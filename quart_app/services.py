@@ -15,8 +15,8 @@ from quart import Quart, current_app
 from redis import Redis as SyncRedis
 
 from models.entities import ProcessingJob
-from quart_app.config import REDIS_KEY_PREFIX as REDIS_KEY_PREFIX  # re-exported
-from quart_app.config import Config
+from quart_app.core.config import REDIS_KEY_PREFIX as REDIS_KEY_PREFIX  # re-exported
+from quart_app.core.config import Config
 from quart_app.errors import ApiError
 from socket_layer.emitter import ProgressEmitter, PublishError
 

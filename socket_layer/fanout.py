@@ -46,7 +46,7 @@ from engineio.packet import Packet as EioPacket
 from redis.connection import parse_url
 from wsproto.connection import ConnectionState
 
-from quart_app import metrics
+from quart_app.core import metrics
 from socket_layer.emitter import encode_event_packet, room_channel
 from socket_layer.manager import emit_resync
 from socket_layer.protocol import NAMESPACE, REDIS_CHANNEL

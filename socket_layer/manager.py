@@ -17,7 +17,7 @@ from typing import Any
 
 import socketio
 
-from quart_app import metrics
+from quart_app.core import metrics
 from socket_layer.protocol import EVENT_PROGRESS, EVENT_RESYNC, NAMESPACE, REDIS_CHANNEL
 
 log = logging.getLogger(__name__)

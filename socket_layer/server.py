@@ -1,7 +1,7 @@
 """The Socket.IO server at ``/api/ws/progress`` (DESIGN sections 4 and 5).
 
 - connect: token from ``auth={"token": ...}`` or ``?token=`` (never logged), verified
-  with :func:`quart_app.tokens.verify_token`; the user must exist; the per-user limit is
+  with :func:`quart_app.core.tokens.verify_token`; the user must exist; the per-user limit is
   taken in Redis (:class:`~socket_layer.presence.ConnectionRegistry`); the socket joins
   ``user:<id>`` and only THEN gets its ``snapshot``, so nothing falls between the
   snapshot/resume answers and the live stream.
@@ -28,11 +28,11 @@ from tortoise.expressions import Q
 
 from models.entities import ACTIVE_JOB_STATUSES, ProcessingJob, User
 from models.history import latest_events, missed_events
-from quart_app import metrics
-from quart_app.config import Config
-from quart_app.logs import bind_log_context
-from quart_app.security import origin_allowed
-from quart_app.tokens import InvalidToken, verify_token
+from quart_app.core import metrics
+from quart_app.core.config import Config
+from quart_app.core.logs import bind_log_context
+from quart_app.core.origins import origin_allowed
+from quart_app.core.tokens import InvalidToken, verify_token
 from socket_layer.fanout import make_fanout_manager
 from socket_layer.limits import guard_polling_posts, guard_socketio_packets
 from socket_layer.presence import ConnectionRegistry

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from models.entities import JobProgressEvent, JobStatus, ProcessingJob
 from models.events import ProgressEvent
 from models.history import record_event
-from quart_app.config import REDIS_KEY_PREFIX
+from quart_app.core.config import REDIS_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 

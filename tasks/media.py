@@ -33,7 +33,7 @@ from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
-from quart_app.config import Config
+from quart_app.core.config import Config
 
 MAX_REDIRECTS = 5
 THUMBNAIL_WIDTH = 320

@@ -42,7 +42,7 @@ from tortoise.exceptions import IntegrityError
 from models.entities import JobProgressEvent, JobStatus
 from models.events import EventStatus, ProgressEvent, utcnow
 from models.history import record_event
-from quart_app import metrics
+from quart_app.core import metrics
 from socket_layer.emitter import PublishError
 from tasks.journal import Journal, JournalError
 

@@ -31,7 +31,7 @@ from tortoise.transactions import in_transaction
 from models.db import close_db, open_db
 from models.entities import JobProgressEvent
 from models.events import utcnow
-from quart_app.config import Config, ConfigError
+from quart_app.core.config import Config, ConfigError
 from tasks.queue import MAINTENANCE_QUEUE
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ from tortoise.expressions import Q
 from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
 from models.events import utcnow
-from quart_app.config import REDIS_KEY_PREFIX, Config
+from quart_app.core.config import REDIS_KEY_PREFIX, Config
 from tasks.journal import Journal, RedisJournal, recover
 from tasks.publisher import Emitter, JobPublisher, LostOwnership
 from tasks.queue import MAX_RETRIES, QUEUE_NAME, enqueue_processing, rq_job_id_for

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.cron import CronScheduler
 
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tasks.queue import MAINTENANCE_QUEUE, WORKER_QUEUES
 
 log = logging.getLogger(__name__)

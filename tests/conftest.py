@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from models.db import close_db, open_db
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tests.support.live import LiveServer
 from tests.support.services import (
     PostgresServer,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from quart_app import cli
-from quart_app.config import ENV_VARS
+from quart_app.core.config import ENV_VARS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -42,7 +42,7 @@ def test_compose_commands_are_valid_reeltrack_invocations(name: str) -> None:
 def test_compose_sets_only_settings_the_config_reads() -> None:
     for name, service in _reeltrack_services().items():
         unknown = set(service["environment"]) - set(ENV_VARS)
-        assert not unknown, f"{name} sets {unknown}, which quart_app/config.py does not read"
+        assert not unknown, f"{name} sets {unknown}, which quart_app/core/config.py does not read"
 
 
 def test_nginx_upstream_lists_exactly_the_compose_web_services() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quart_app.config import ENV_VARS
+from quart_app.core.config import ENV_VARS
 
 ROOT = Path(__file__).resolve().parent.parent
 

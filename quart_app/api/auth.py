@@ -10,10 +10,10 @@ from quart_schema import document_response, tag, validate_request, validate_resp
 from models.entities import User
 from quart_app.api.schemas import AuthOptionsOut, Credentials, ErrorOut, TokenOut, UserOut
 from quart_app.auth import LoginThrottle, client_address, current_user, require_user
+from quart_app.core.accounts import UserExists, averify_password, create_user
+from quart_app.core.tokens import issue_token
 from quart_app.errors import ApiError
 from quart_app.services import services
-from quart_app.tokens import issue_token
-from quart_app.users import UserExists, averify_password, create_user
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.events import MAX_SEQ
-from quart_app.users import MAX_PASSWORD
+from quart_app.core.accounts import MAX_PASSWORD
 
 
 class Strict(BaseModel):

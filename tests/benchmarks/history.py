@@ -145,7 +145,7 @@ async def run(
         target = env.target("reeltrack")
         (server,) = target.start(count=1)
         try:
-            from quart_app.tokens import issue_token
+            from quart_app.core.tokens import issue_token
 
             tokens = {u: issue_token(BENCH_SECRET, u) for u in users}
             rest: list[float] = []

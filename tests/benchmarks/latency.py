@@ -26,8 +26,8 @@ import socketio
 
 from models.db import close_db, open_db
 from models.events import ProgressEvent, utcnow
-from quart_app.config import Config
-from quart_app.tokens import issue_token
+from quart_app.core.config import Config
+from quart_app.core.tokens import issue_token
 from socket_layer.emitter import ProgressEmitter
 from socket_layer.protocol import EVENT_PROGRESS, SOCKETIO_PATH
 from tests.conftest import migrate_in_subprocess

@@ -19,7 +19,7 @@ import uuid
 
 from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, User, VideoList
-from quart_app.config import Config
+from quart_app.core.config import Config
 from socket_layer.emitter import ProgressEmitter
 from tasks.processing import make_emitter
 from tasks.publisher import JobPublisher

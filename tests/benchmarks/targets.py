@@ -143,7 +143,7 @@ class ReeltrackTarget(Target):
         return self.servers
 
     def specs(self, n: int) -> list[ClientSpec]:
-        from quart_app.tokens import issue_token
+        from quart_app.core.tokens import issue_token
 
         return [
             ClientSpec(user=u, token=issue_token(BENCH_SECRET, u), jobs=[j])

@@ -30,7 +30,7 @@ from redis import Redis
 from rq import Worker as RQWorker
 
 from models.db import close_db, open_db
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tests.conftest import live_config, migrate_in_subprocess
 from tests.support.live import LiveServer
 from tests.support.media import make_video

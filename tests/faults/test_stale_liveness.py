@@ -14,7 +14,7 @@ from rq.job import JobStatus as RQStatus
 
 from models.entities import JobStatus, ProcessingJob, User, VideoList
 from models.events import utcnow
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tasks.imports import NewVideo, create_import_job
 from tasks.queue import enqueue_processing
 from tasks.stale import alive_key, check_stale_jobs

@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 
-from quart_app import metrics
+from quart_app.core import metrics
 from tests.support.live import ROOT
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"

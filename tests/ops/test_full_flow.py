@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from quart_app.metrics import sample_value
+from quart_app.core.metrics import sample_value
 from tests.conftest import TEST_SECRET, live_config
 from tests.support.live import LiveServer
 from tests.support.media import make_video

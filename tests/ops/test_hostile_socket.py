@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from models.entities import User
-from quart_app.tokens import issue_token
+from quart_app.core.tokens import issue_token
 from socket_layer.emitter import ProgressEmitter
 from socket_layer.protocol import SOCKETIO_PATH
 from tests.conftest import TEST_SECRET, live_config, tortoise_open

@@ -19,7 +19,8 @@ from quart import Response
 from models.entities import User
 from quart_app import security
 from quart_app.app import create_app
-from quart_app.config import Config, ConfigError
+from quart_app.core import origins
+from quart_app.core.config import Config, ConfigError
 from tests.support.builders import auth_headers, make_user
 
 WINDOW_START = 1_900_000_020.0  # a minute boundary (divisible by 60)
@@ -306,7 +307,7 @@ def test_secret_key_is_mandatory_in_production(tmp_path: Path) -> None:
 
 def test_origin_matching_rules() -> None:
     config = Config(cors_origins=("https://app.example",))
-    allowed = security.origin_allowed
+    allowed = origins.origin_allowed
     assert allowed("https://app.example", config, "api.example")
     assert allowed("https://app.example/", config, "api.example")
     assert allowed("http://api.example:8080", config, "api.example:8080")

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from quart_app.metrics import sample_value
+from quart_app.core.metrics import sample_value
 from tests.support.live import ROOT
 
 PRELUDE = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from quart_app.config import Config
-    from quart_app import metrics
+    from quart_app.core.config import Config
+    from quart_app.core import metrics
     metrics.setup_process_metrics(Config(var_dir=Path(sys.argv[1])))
     """
 )
@@ -121,8 +121,8 @@ def test_setup_after_metrics_were_created_refuses(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from quart_app.config import Config;"
-            " from quart_app import metrics; metrics.event_published();"
+            "import sys; from pathlib import Path; from quart_app.core.config import Config;"
+            " from quart_app.core import metrics; metrics.event_published();"
             " metrics.setup_process_metrics(Config(var_dir=Path(sys.argv[1])))",
             str(tmp_path),
         ],
@@ -135,7 +135,7 @@ def test_setup_after_metrics_were_created_refuses(tmp_path: Path) -> None:
     assert "before setup_process_metrics" in done.stderr
 
 
-@pytest.mark.parametrize("module", ["quart_app.metrics", "tasks.publisher", "tasks.retention"])
+@pytest.mark.parametrize("module", ["quart_app.core.metrics", "tasks.publisher", "tasks.retention"])
 def test_worker_side_modules_do_not_import_quart(module: str) -> None:
     code = f"import sys, {module}; print('quart' in sys.modules, 'quart_schema' in sys.modules)"
     done = subprocess.run(
@@ -160,8 +160,8 @@ def test_a_restarted_process_with_the_same_pid_starts_its_gauges_from_zero(
         import os, sys
         from pathlib import Path
         os.getpid = lambda: 1  # a pid that is alive, as a restarted container's would be
-        from quart_app.config import Config
-        from quart_app import metrics
+        from quart_app.core.config import Config
+        from quart_app.core import metrics
         metrics.setup_process_metrics(Config(var_dir=Path(sys.argv[1])))
         metrics.connection_opened(sys.argv[2], "websocket")
         metrics.event_published()
@@ -185,7 +185,7 @@ def test_a_restarted_process_with_the_same_pid_starts_its_gauges_from_zero(
 
 
 def test_upgraded_sockets_move_to_the_websocket_count_and_leave_once() -> None:
-    from quart_app import metrics
+    from quart_app.core import metrics
 
     def gauge(transport: str) -> float:
         return metrics.m().connections.labels(transport)._value.get()

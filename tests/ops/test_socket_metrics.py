@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from quart_app.metrics import sample_value
-from quart_app.tokens import issue_token
+from quart_app.core.metrics import sample_value
+from quart_app.core.tokens import issue_token
 from tests.conftest import TEST_SECRET
 from tests.support.factories import create_user
 from tests.support.live import LiveServer

@@ -15,7 +15,7 @@ from quart.typing import TestClientProtocol
 
 from models.entities import User
 from quart_app.app import create_app
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tests.support.builders import auth_headers, make_user
 
 QUART_REDIS_DB = 2

@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 
-from quart_app.tokens import issue_token
+from quart_app.core.tokens import issue_token
 from tests.conftest import TEST_SECRET
 from tests.quart_app.conftest import Api, ApiFactory
 from tests.support.builders import PASSWORD, make_user, unique_name

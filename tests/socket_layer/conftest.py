@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from models.entities import User
-from quart_app.tokens import issue_token
+from quart_app.core.tokens import issue_token
 from socket_layer.emitter import ProgressEmitter
 from tests.conftest import TEST_SECRET
 from tests.support.live import LiveServer

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from quart_app import tokens
-from quart_app.tokens import issue_token
+from quart_app.core import tokens
+from quart_app.core.tokens import issue_token
 from socket_layer.protocol import REASON_INVALID_TOKEN, REASON_UNAVAILABLE, refusal
 from tests.conftest import TEST_SECRET
 from tests.socket_layer.conftest import token_for

@@ -17,7 +17,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
 
 import socket_layer.server as server_module
-from quart_app.config import Config
+from quart_app.core.config import Config
 from socket_layer.protocol import SOCKETIO_PATH
 from socket_layer.server import SocketLayer, create_sio, layer_of
 from tests.socket_layer.conftest import token_for

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from quart_app.config import Config
+from quart_app.core.config import Config
 from socket_layer.server import create_sio
 
 

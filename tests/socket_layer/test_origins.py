@@ -1,5 +1,5 @@
 """Socket.IO accepts the same browser origins as the REST API (CORS_ORIGINS plus the
-app's own origin, quart_app.security.origin_allowed): with CORS_ORIGINS set, the
+app's own origin, quart_app.core.origins.origin_allowed): with CORS_ORIGINS set, the
 dashboard served by reeltrack itself must still be able to open its socket."""
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ async def test_cross_origin_socket_is_refused_unless_configured(
 
 
 def test_live_server_passes_every_setting() -> None:
-    from quart_app.config import ENV_VARS
+    from quart_app.core.config import ENV_VARS
     from tests.support.live import CONFIG_ENV
 
     assert set(CONFIG_ENV.values()) == set(ENV_VARS), "add new settings to CONFIG_ENV"

@@ -11,9 +11,9 @@ from typing import Any
 
 from models.entities import JobProgressEvent, JobStatus, ProcessingJob, User, Video, VideoList
 from models.events import ProgressEvent, utcnow
-from quart_app.config import Config
-from quart_app.tokens import issue_token
-from quart_app.users import hash_password
+from quart_app.core.accounts import hash_password
+from quart_app.core.config import Config
+from quart_app.core.tokens import issue_token
 
 PASSWORD = "correct-horse-battery"
 _counter = itertools.count(1)

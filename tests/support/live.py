@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from quart_app.config import ENV_VARS, Config
+from quart_app.core.config import ENV_VARS, Config
 from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tests.support.live import ROOT, child_environ
 
 

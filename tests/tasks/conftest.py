@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tests.conftest import tortoise_open
 from tests.tasks.helpers import build_samples
 

@@ -10,7 +10,7 @@ import pytest
 from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, User, Video, VideoList, VideoStatus
 from models.history import events_after
-from quart_app.config import Config
+from quart_app.core.config import Config
 from socket_layer.emitter import ProgressEmitter
 from tasks.imports import create_import_job
 from tasks.media import ProcessedMedia

@@ -14,7 +14,7 @@ from rq import Queue
 
 from models.entities import JobStatus, ProcessingJob, User
 from models.history import events_after
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tasks.processing import run_job
 from tasks.queue import QUEUE_NAME
 from tests.support.live import child_environ

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from models.entities import JobProgressEvent, JobStatus, ProcessingJob
 from models.events import ProgressEvent
 from models.history import events_after, record_event
-from quart_app.config import REDIS_KEY_PREFIX, Config
+from quart_app.core.config import REDIS_KEY_PREFIX, Config
 from tasks import publisher as publisher_module
 from tasks.journal import (
     JOURNAL_TTL_SECONDS,

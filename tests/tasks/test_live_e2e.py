@@ -9,8 +9,8 @@ import pytest
 
 from models.entities import User, VideoList
 from models.history import events_after
-from quart_app.config import Config
-from quart_app.tokens import issue_token
+from quart_app.core.config import Config
+from quart_app.core.tokens import issue_token
 from tasks.imports import create_import_job
 from tasks.processing import make_emitter, run_job
 from tests.support.live import LiveServer

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 import tasks.media as media
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tasks.media import BlockedAddress, MediaError, fetch, process_media
 from tests.support.services import start_app
 

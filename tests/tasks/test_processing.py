@@ -21,7 +21,7 @@ from models.entities import (
 )
 from models.events import utcnow
 from models.history import events_after
-from quart_app.config import Config
+from quart_app.core.config import Config
 from socket_layer.emitter import ProgressEmitter
 from tasks.imports import NewVideo, create_import_job
 from tasks.media import ProcessedMedia

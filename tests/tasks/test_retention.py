@@ -16,7 +16,7 @@ from rq.cron import CronScheduler
 
 from models.entities import JobProgressEvent, JobStatus, ProcessingJob, User, VideoList
 from models.events import ProgressEvent, utcnow
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tasks import retention
 from tests.conftest import tortoise_open
 from tests.support.services import RedisServer, free_port

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from models.entities import Video
 from models.history import events_after
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tasks.imports import NewVideo
 from tasks.media import MediaError, MediaInfo, ProcessedMedia
 from tasks.processing import run_job

@@ -20,7 +20,7 @@ from models.entities import JobStatus, ProcessingJob, User, Video, VideoList, Vi
 from models.events import utcnow
 from models.history import events_after
 from quart_app import cli
-from quart_app.config import Config
+from quart_app.core.config import Config
 from socket_layer.emitter import ProgressEmitter
 from tasks.imports import NewVideo, create_import_job
 from tasks.queue import MAINTENANCE_QUEUE, QUEUE_NAME, enqueue_processing, parse_queues

@@ -17,7 +17,7 @@ from redis import Redis
 
 from models.db import close_db, open_db
 from models.entities import User, VideoList
-from quart_app.config import Config
+from quart_app.core.config import Config
 from tasks.imports import NewVideo, create_import_job
 
 #: (width, height, fps, seconds, codec, container suffix)
@@ -105,7 +105,7 @@ def make_samples(import_root: Path, count: int) -> list[NewVideo]:
 
 
 async def _demo(config: Config, username: str, count: int) -> tuple[str, int, str | None]:
-    from quart_app.users import create_user  # no Quart in that module
+    from quart_app.core.accounts import create_user
 
     assert config.redis_url
     await open_db(config.database_url)

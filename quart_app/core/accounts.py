@@ -16,7 +16,7 @@ from tortoise.exceptions import IntegrityError
 
 from models.db import close_db, open_db
 from models.entities import User
-from quart_app.config import Config
+from quart_app.core.config import Config
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
 MIN_PASSWORD = 8

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from quart_app.config import Config
+from quart_app.core.config import Config
 
 REDACTED = "[redacted]"
 

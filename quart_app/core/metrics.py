@@ -2,7 +2,7 @@
 
 Where they live and why: DESIGN section 1 gives ``quart_app`` the metrics, and the
 worker must increment some of them without importing Quart.  So this module, like
-:mod:`quart_app.config`, never imports Quart: the worker (``tasks``) and the socket
+:mod:`quart_app.core.config`, never imports Quart: the worker (``tasks``) and the socket
 layer call the small functions below, and only :mod:`quart_app.metrics_view` (the
 ``/metrics`` route) touches Quart.
 
@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # prometheus_client is imported only after the set-up below
-    from quart_app.config import Config
+    from quart_app.core.config import Config
 
 log = logging.getLogger(__name__)
 
