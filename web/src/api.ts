@@ -3,7 +3,7 @@
  * the registered handler (back to the login page) and throws {@link ApiError}.
  */
 import { currentToken } from "./auth";
-import type { Job, ProgressEvent, User, Video, VideoList } from "./types";
+import type { Job, ProgressEvent, QueryParams, RequestJson, ResponseJson, User, Video, VideoList } from "./types";
 
 export class ApiError extends Error {
   readonly status: number;
@@ -54,35 +54,38 @@ async function request<T>(method: string, path: string, body?: BodyInit | object
   return data as T;
 }
 
-export interface ImportAccepted {
-  job_id: string;
-  total_videos: number;
-}
+export type ImportAccepted = ResponseJson<"/api/lists/{list_id}/videos/bulk", "post", 202>;
 
-export interface CancelResult {
-  job_id: string;
-  result: "cancelled" | "cancel_requested" | "already_finished" | "not_found";
-  status?: string | null;
-}
+export type CancelResult = ResponseJson<"/api/jobs/{job_id}/cancel", "post">;
 
-export interface HistoryPage {
-  job_id: string;
+export type HistoryPage = Omit<ResponseJson<"/api/jobs/{job_id}/progress-history", "get">, "events"> & {
   events: ProgressEvent[];
-  last_seq: number;
-}
+};
+
+export type LoginResult = ResponseJson<"/api/auth/login", "post">;
+export type AuthOptions = ResponseJson<"/api/auth/options", "get">;
+/** `GET /api/jobs?status=`: "active", "finished" or one job status. */
+export type JobsFilter = NonNullable<QueryParams<"/api/jobs", "get">["status"]>;
+
+type Credentials = RequestJson<"/api/auth/login", "post">;
 
 export const api = {
   login: (username: string, password: string) =>
-    request<{ access_token: string; token_type: string; expires_in: number }>("POST", "/api/auth/login", { username, password }),
-  register: (username: string, password: string) => request<User>("POST", "/api/auth/register", { username, password }),
-  authOptions: () => request<{ allow_registration: boolean }>("GET", "/api/auth/options"),
+    request<LoginResult>("POST", "/api/auth/login", { username, password } satisfies Credentials),
+  register: (username: string, password: string) =>
+    request<ResponseJson<"/api/auth/register", "post", 201>>("POST", "/api/auth/register", {
+      username,
+      password,
+    } satisfies RequestJson<"/api/auth/register", "post">),
+  authOptions: () => request<AuthOptions>("GET", "/api/auth/options"),
   me: (token?: string) => request<User>("GET", "/api/me", null, token ? { Authorization: `Bearer ${token}` } : {}),
 
-  lists: async () => (await request<{ lists: VideoList[] }>("GET", "/api/lists")).lists,
+  lists: async (): Promise<VideoList[]> => (await request<ResponseJson<"/api/lists", "get">>("GET", "/api/lists")).lists,
   list: (id: string) => request<VideoList>("GET", `/api/lists/${encodeURIComponent(id)}`),
-  createList: (name: string) => request<VideoList>("POST", "/api/lists", { name }),
+  createList: (name: string) =>
+    request<VideoList>("POST", "/api/lists", { name } satisfies RequestJson<"/api/lists", "post">),
   deleteList: (id: string) => request<void>("DELETE", `/api/lists/${encodeURIComponent(id)}`),
-  videos: async (listId: string) =>
+  videos: async (listId: string): Promise<Video[]> =>
     (await request<{ videos: Video[] }>("GET", `/api/lists/${encodeURIComponent(listId)}/videos`)).videos,
 
   importCsvText: (listId: string, csv: string) =>
@@ -98,12 +101,16 @@ export const api = {
     return request<ImportAccepted>("POST", `/api/lists/${encodeURIComponent(listId)}/videos/upload`, form);
   },
 
-  jobs: async (status?: "active" | "finished") =>
+  jobs: async (status?: JobsFilter): Promise<Job[]> =>
     (await request<{ jobs: Job[] }>("GET", `/api/jobs${status ? `?status=${status}` : ""}`)).jobs,
   job: (id: string) => request<Job>("GET", `/api/jobs/${encodeURIComponent(id)}`),
   cancelJob: (id: string) => request<CancelResult>("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`),
-  cancelJobs: async (ids: readonly string[]) =>
-    (await request<{ results: CancelResult[] }>("POST", "/api/jobs/cancel", { job_ids: ids })).results,
+  cancelJobs: async (ids: readonly string[]): Promise<CancelResult[]> =>
+    (
+      await request<ResponseJson<"/api/jobs/cancel", "post">>("POST", "/api/jobs/cancel", {
+        job_ids: [...ids],
+      } satisfies RequestJson<"/api/jobs/cancel", "post">)
+    ).results,
   deleteJob: (id: string) => request<void>("DELETE", `/api/jobs/${encodeURIComponent(id)}`),
   history: (id: string, afterSeq = 0, limit = 1000) =>
     request<HistoryPage>("GET", `/api/jobs/${encodeURIComponent(id)}/progress-history?after_seq=${afterSeq}&limit=${limit}`),

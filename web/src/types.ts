@@ -1,4 +1,13 @@
-/** Wire types shared with the backend (DESIGN.md sections 3, 5, 6). */
+/**
+ * Wire types shared with the backend (DESIGN.md sections 3, 5, 6).
+ *
+ * The REST shapes come from `generated/openapi.ts` (generated from the server's
+ * `/openapi.json`: `make web-types`); only what the OpenAPI document leaves loose is
+ * narrowed here (status strings, the progress event the REST schemas type as a plain
+ * object). The progress event and the status values are checked against `models/` by
+ * tests/test_wire_contract.py.
+ */
+import type { components, paths } from "./generated/openapi";
 
 export type JobStatus = "pending" | "processing" | "completed" | "failed" | "cancelled";
 
@@ -25,77 +34,49 @@ export interface ProgressEvent {
   created_at: string;
 }
 
-/** `snapshot` payload: the latest event of each active or recently finished job. */
-export interface SnapshotPayload {
-  jobs: ProgressEvent[];
-}
-
-/** `resume` request and its ack. */
-export interface ResumeRequest {
-  jobs: Record<string, number>;
-}
-export interface ResumeAck {
-  events: ProgressEvent[];
-  truncated: boolean;
-}
-
-/** `connect_error` data of a refusal. */
-export type RefusalReason = "invalid_token" | "too_many_connections";
-export interface RefusalData {
-  code: number;
-  reason: RefusalReason | string;
-}
-
 export function isFinalStatus(status: string): boolean {
   return FINAL_STATUSES.has(status as JobStatus);
 }
 
 export type VideoStatus = "pending" | "processing" | "ready" | "failed";
 
-export interface Video {
-  id: string;
-  list_id?: string;
-  job_id?: string | null;
-  source?: string;
-  title: string | null;
-  status: VideoStatus;
-  duration_s: number | null;
-  width: number | null;
-  height: number | null;
-  fps?: number | null;
-  video_codec: string | null;
-  audio_codec?: string | null;
-  bitrate?: number | null;
-  size_bytes?: number | null;
-  thumbnail_url: string | null;
-  error: string | null;
-  position?: number;
-  created_at?: string;
-  processed_at?: string | null;
-}
+// --- REST, from the OpenAPI document ------------------------------------------------
 
-export interface VideoList {
-  id: string;
-  name: string;
-  created_at?: string;
-  video_count?: number;
-}
+type Schemas = components["schemas"];
+type Method = "get" | "post" | "delete";
 
-export interface Job {
-  id: string;
-  list_id?: string;
+/** The JSON body of the `status` response of `method path`. */
+export type ResponseJson<P extends keyof paths, M extends Method, S extends number = 200> = paths[P][M] extends {
+  responses: infer R;
+}
+  ? S extends keyof R
+    ? R[S] extends { content: { "application/json": infer T } }
+      ? T
+      : never
+    : never
+  : never;
+
+/** The JSON request body of `method path`. */
+export type RequestJson<P extends keyof paths, M extends Method> = paths[P][M] extends {
+  requestBody?: { content: { "application/json": infer T } };
+}
+  ? T
+  : never;
+
+/** The query parameters of `method path`. */
+export type QueryParams<P extends keyof paths, M extends Method> = paths[P][M] extends {
+  parameters: { query?: infer Q };
+}
+  ? NonNullable<Q>
+  : never;
+
+export type Video = Omit<Schemas["VideoOut"], "status"> & { status: VideoStatus };
+
+export type VideoList = Schemas["ListOut"];
+
+export type Job = Omit<Schemas["JobOut"], "status" | "latest_event"> & {
   status: JobStatus;
-  total_videos: number;
-  processed_videos?: number;
-  failed_videos?: number;
-  last_seq?: number;
-  created_at?: string;
-  started_at?: string | null;
-  finished_at?: string | null;
-  latest_event?: ProgressEvent | null;
-}
+  latest_event: ProgressEvent | null;
+};
 
-export interface User {
-  id: string;
-  username: string;
-}
+export type User = ResponseJson<"/api/me", "get">;

@@ -71,15 +71,24 @@ describe("JobDashboard", () => {
 describe("VideoTable", () => {
   const video: Video = {
     id: "v1",
+    list_id: "l1",
+    job_id: null,
+    position: 1,
+    source: "https://example.com/tutorial.mp4",
     title: "Tutorial",
     status: "ready",
     duration_s: 125.4,
     width: 1920,
     height: 1080,
+    fps: 30,
     video_codec: "h264",
     audio_codec: "aac",
+    bitrate: 2_000_000,
+    size_bytes: 31_000_000,
     thumbnail_url: "/api/videos/v1/thumbnail?u=x&sig=1",
     error: null,
+    created_at: "2026-12-01T10:00:00.000Z",
+    processed_at: "2026-12-01T10:00:05.000Z",
   };
 
   it("shows thumbnail, title, duration, resolution, codec, status and error", () => {

@@ -1,5 +1,6 @@
 /** Builders and fakes shared by the unit tests. */
-import type { ChannelLike, LockManagerLike } from "../src/progress/crossTab";
+import type { LockManagerLike } from "../src/progress/leaderElection";
+import type { ChannelLike } from "../src/progress/tabProtocol";
 import type { JobStatus, ProgressEvent } from "../src/types";
 
 export const JOB_A = "00000000-0000-4000-8000-00000000000a";

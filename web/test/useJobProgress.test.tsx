@@ -3,6 +3,7 @@ import type { ReactNode } from "react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { createBrowserHub } from "../src/progress/browserHub";
+import { RESUME_MAX_JOBS, UNAVAILABLE_CODE } from "../src/progress/protocol";
 import { ProgressProvider, useJobProgress } from "../src/progress/useJobProgress";
 import type { ProgressEvent } from "../src/types";
 import { JOB_A, JOB_B, ev, flush } from "./helpers";
@@ -107,7 +108,7 @@ function setup(options: { fetchHistory?: (id: string, after: number, limit: numb
       getToken={() => token.value}
       onAuthFailure={onAuthFailure}
       fetchHistory={options.fetchHistory}
-      // one tab: no cross-tab machinery in these tests (covered in crossTab.test.ts)
+      // one tab: no cross-tab machinery in these tests (covered in progressHub.test.ts)
       createHub={(opts) => {
         const hub = createBrowserHub(opts);
         return hub;
@@ -234,17 +235,18 @@ describe("useJobProgress: connection lifecycle", () => {
     expect(hook.result.current.isConnected).toBe(true);
   });
 
-  it("retries itself after any other refusal (server unavailable)", async () => {
+  it("retries itself after the server could not check the connection (unavailable)", async () => {
     const { hook, socket, onAuthFailure } = setup();
     await act(flush);
     vi.useFakeTimers();
-    act(() => socket().serverRefuse("unavailable", { code: 1013, reason: "unavailable" }));
+    act(() => socket().serverRefuse("unavailable", { code: UNAVAILABLE_CODE, reason: "unavailable" }));
     expect(onAuthFailure).not.toHaveBeenCalled();
+    expect(hook.result.current.refusal).toBe("unavailable");
     expect(hook.result.current.reconnecting).toBe(true);
     act(() => vi.advanceTimersByTime(4500));
     expect(socket().connectCalls).toBe(2);
     // the second refusal waits about twice as long (3 s doubling, +/- 50 %)
-    act(() => socket().serverRefuse("unavailable", { code: 1013, reason: "unavailable" }));
+    act(() => socket().serverRefuse("unavailable", { code: UNAVAILABLE_CODE, reason: "unavailable" }));
     act(() => vi.advanceTimersByTime(2999));
     expect(socket().connectCalls).toBe(2);
     act(() => vi.advanceTimersByTime(6001));
@@ -424,7 +426,7 @@ describe("useJobProgress: events", () => {
     act(() => socket().serverConnect());
     socket().resumes()[0].ack({ events: [], truncated: false });
     await act(flush);
-    const ids = Array.from({ length: 250 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`);
+    const ids = Array.from({ length: 2 * RESUME_MAX_JOBS + 50 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`);
     act(() => socket().fire("snapshot", { jobs: ids.map((id) => ev(id, 2)) }));
     act(() => socket().fire("resync", { reason: "test" }));
     await act(flush);
@@ -437,7 +439,7 @@ describe("useJobProgress: events", () => {
         await flush();
       });
     }
-    expect(sizes).toEqual([100, 100, 50]);
+    expect(sizes).toEqual([RESUME_MAX_JOBS, RESUME_MAX_JOBS, 50]);
   });
 
   it("drops a finished job from the dashboard 5 minutes after its final event", async () => {

@@ -1,6 +1,9 @@
 /** Wires a {@link ProgressHub} to the real browser: Web Locks, BroadcastChannel, Socket.IO. */
-import { ProgressConnection, type HistoryFetcher } from "./connection";
-import { ProgressHub, type ChannelLike, type LockManagerLike } from "./crossTab";
+import { ProgressConnection } from "./connection";
+import type { HistoryFetcher } from "./history";
+import type { LockManagerLike } from "./leaderElection";
+import { ProgressHub } from "./progressHub";
+import type { ChannelLike } from "./tabProtocol";
 import { chooseTransports } from "./transport";
 
 export interface BrowserHubOptions {

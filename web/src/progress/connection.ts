@@ -6,18 +6,27 @@
  */
 import { io, type ManagerOptions, type Socket, type SocketOptions } from "socket.io-client";
 
-import type { ProgressEvent, RefusalReason, ResumeAck } from "../types";
-import { fillGapsFromHistory } from "./history";
+import type { ProgressEvent } from "../types";
+import { fillGapsFromHistory, type HistoryFetcher } from "./history";
+import {
+  EVENT_PROGRESS,
+  EVENT_RESUME,
+  EVENT_RESYNC,
+  EVENT_SNAPSHOT,
+  REASON_INVALID_TOKEN,
+  REFUSAL_CODES,
+  RESUME_MAX_JOBS,
+  SOCKETIO_PATH,
+  type RefusalReason,
+  type ResumeAck,
+  type ResumeRequest,
+} from "./protocol";
 import type { ProgressStore } from "./store";
 import { chooseTransports, type TransportName } from "./transport";
 
-export const SOCKETIO_PATH = "/api/ws/progress";
 export const RECONNECT_DELAY_MS = 3000;
 export const RECONNECT_DELAY_MAX_MS = 30000;
 export const RECONNECT_JITTER = 0.5;
-export const REFUSAL_CODE = 1008;
-/** Job ids per `resume` request (the server's RESUME_MAX_JOBS defaults to 200). */
-export const RESUME_MAX_JOBS = 100;
 /** resume rounds in a row (truncated acks) before falling back to REST history. */
 const MAX_RESUME_ROUNDS = 50;
 
@@ -50,13 +59,6 @@ export const INITIAL_CONNECTION_STATE: ConnectionState = {
   refusal: null,
   reconnectAttempt: 0,
 };
-
-/** Fetches one page of `GET /api/jobs/{id}/progress-history?after_seq=&limit=`. */
-export type HistoryFetcher = (
-  jobId: string,
-  afterSeq: number,
-  limit: number,
-) => Promise<ProgressEvent[]>;
 
 export type SocketFactory = (opts: Partial<ManagerOptions & SocketOptions>) => Socket;
 
@@ -95,20 +97,25 @@ export function socketOptions(
   };
 }
 
+const REFUSAL_REASONS = Object.keys(REFUSAL_CODES) as RefusalReason[];
+
+function isRefusalReason(value: unknown): value is RefusalReason {
+  return typeof value === "string" && Object.hasOwn(REFUSAL_CODES, value);
+}
+
 /** The refusal reason carried by a `connect_error`, or null for a transport error. */
 export function refusalReason(err: unknown): RefusalReason | null {
   if (typeof err !== "object" || err === null) return null;
   const e = err as { message?: unknown; data?: unknown };
   const data = e.data as { code?: unknown; reason?: unknown } | undefined;
-  if (data && typeof data === "object" && data.code === REFUSAL_CODE) {
-    if (data.reason === "invalid_token" || data.reason === "too_many_connections") {
-      return data.reason;
-    }
+  if (data && typeof data === "object" && isRefusalReason(data.reason) && data.code === REFUSAL_CODES[data.reason]) {
+    return data.reason;
   }
   // Tolerate servers that put the refusal in the message only.
   if (typeof e.message === "string") {
-    if (e.message.includes("invalid_token")) return "invalid_token";
-    if (e.message.includes("too_many_connections")) return "too_many_connections";
+    const message = e.message;
+    const found = REFUSAL_REASONS.find((reason) => message.includes(reason));
+    if (found) return found;
   }
   return null;
 }
@@ -227,7 +234,7 @@ export class ProgressConnection {
     socket.on("connect_error", (err: Error) => {
       if (this.stopped) return;
       const reason = refusalReason(err);
-      if (reason === "invalid_token") {
+      if (reason === REASON_INVALID_TOKEN) {
         this.setState({
           status: "refused",
           isConnected: false,
@@ -258,16 +265,16 @@ export class ProgressConnection {
       this.scheduleRetry(jitter(delay));
     });
 
-    socket.on("snapshot", (payload: { jobs?: unknown }) => {
+    socket.on(EVENT_SNAPSHOT, (payload: { jobs?: unknown }) => {
       const jobs = Array.isArray(payload?.jobs) ? payload.jobs : [];
       if (this.store.applySnapshot(jobs).length > 0) this.requestResume();
     });
 
-    socket.on("progress", (event: unknown) => {
+    socket.on(EVENT_PROGRESS, (event: unknown) => {
       if (this.store.applyEvent(event) === "gap") this.requestResume();
     });
 
-    socket.on("resync", () => this.requestResume());
+    socket.on(EVENT_RESYNC, () => this.requestResume());
 
     // Reconnection events fire on the Manager, not on the socket.
     socket.io.on("reconnect_attempt", (attempt: number) => {
@@ -348,7 +355,8 @@ export class ProgressConnection {
       }, timeoutMs);
       // An ack of a packet sent before a disconnect never comes: fail it at disconnect.
       this.pendingAcks.add(fail);
-      socket.emit("resume", { jobs }, (ack: (Partial<ResumeAck> & { error?: unknown }) | undefined) => {
+      const request: ResumeRequest = { jobs };
+      socket.emit(EVENT_RESUME, request, (ack: (Partial<ResumeAck> & { error?: unknown }) | undefined) => {
         done();
         if (!ack || typeof ack !== "object" || ack.error !== undefined || !Array.isArray(ack.events)) {
           reject(new Error(`resume refused: ${String(ack?.error ?? "bad ack")}`));

@@ -1,6 +1,13 @@
 /** Filling a gap from the REST history (`after_seq` cursor) when `resume` cannot. */
-import type { HistoryFetcher } from "./connection";
+import type { ProgressEvent } from "../types";
 import type { ProgressStore } from "./store";
+
+/** Fetches one page of `GET /api/jobs/{id}/progress-history?after_seq=&limit=`. */
+export type HistoryFetcher = (
+  jobId: string,
+  afterSeq: number,
+  limit: number,
+) => Promise<ProgressEvent[]>;
 
 export const HISTORY_PAGE_LIMIT = 1000;
 

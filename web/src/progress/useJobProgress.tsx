@@ -5,10 +5,10 @@
  */
 import { createContext, useCallback, useContext, useEffect, useState, useSyncExternalStore, type ReactNode } from "react";
 
-import type { RefusalReason } from "../types";
 import { createBrowserHub, type BrowserHubOptions } from "./browserHub";
 import type { ConnectionStatus } from "./connection";
-import type { ProgressHub, TabRole } from "./crossTab";
+import type { ProgressHub, TabRole } from "./progressHub";
+import type { RefusalReason } from "./protocol";
 import type { JobProgress } from "./store";
 
 const ProgressContext = createContext<ProgressHub | null>(null);

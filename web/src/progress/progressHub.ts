@@ -14,27 +14,12 @@
  * The lock manager, the channel and the connection are injected, so all of this runs
  * in unit tests without a browser.
  */
-import type { ProgressEvent, RefusalReason } from "../types";
-import { isFinalStatus } from "../types";
-import { INITIAL_CONNECTION_STATE, type ConnectionState, type HistoryFetcher } from "./connection";
-import { fillGapsFromHistory } from "./history";
+import { isFinalStatus, type ProgressEvent } from "../types";
+import { INITIAL_CONNECTION_STATE, type ConnectionState } from "./connection";
+import { fillGapsFromHistory, type HistoryFetcher } from "./history";
+import { LeaderElection, type LockManagerLike } from "./leaderElection";
 import { ProgressStore, type JobProgress } from "./store";
-
-/** The part of `navigator.locks` we use. */
-export interface LockManagerLike {
-  request(
-    name: string,
-    options: { mode?: "exclusive" | "shared"; signal?: AbortSignal },
-    callback: (lock: unknown) => unknown,
-  ): Promise<unknown>;
-}
-
-/** The part of `BroadcastChannel` we use. */
-export interface ChannelLike {
-  postMessage(message: unknown): void;
-  onmessage: ((event: MessageEvent) => void) | null;
-  close(): void;
-}
+import { channelName, leaderLockName, newTabId, stripJob, type ChannelLike, type TabMessage } from "./tabProtocol";
 
 /** The part of {@link ProgressConnection} the hub uses. */
 export interface ConnectionLike {
@@ -45,80 +30,6 @@ export interface ConnectionLike {
   requestResume(): void;
   resumeFor(jobs: Record<string, number>): Promise<ProgressEvent[]>;
 }
-
-/**
- * Holds the named Web Lock while this tab is leader. Without a lock manager (old
- * browsers) every tab is its own leader.
- */
-export class LeaderElection {
-  private readonly locks: LockManagerLike | null;
-  private readonly name: string;
-  private readonly onAcquire: () => void;
-  private abort: AbortController | null = null;
-  private release: (() => void) | null = null;
-  private leader = false;
-  private running = false;
-
-  constructor(options: { locks: LockManagerLike | null; name: string; onAcquire: () => void }) {
-    this.locks = options.locks;
-    this.name = options.name;
-    this.onAcquire = options.onAcquire;
-  }
-
-  get isLeader(): boolean {
-    return this.leader;
-  }
-
-  /** Queue for the lock; `onAcquire` runs when (if ever) this tab gets it. */
-  start(): void {
-    if (this.running) return;
-    this.running = true;
-    if (!this.locks) {
-      this.leader = true;
-      this.onAcquire();
-      return;
-    }
-    const abort = new AbortController();
-    this.abort = abort;
-    this.locks
-      .request(this.name, { mode: "exclusive", signal: abort.signal }, () => {
-        if (!this.running || abort.signal.aborted) return undefined;
-        this.leader = true;
-        // Held until stop(): the lock is ours for as long as this promise is pending
-        // (the browser also releases it when the tab goes away).
-        const held = new Promise<void>((resolve) => {
-          this.release = resolve;
-        });
-        this.onAcquire();
-        return held;
-      })
-      .catch(() => {
-        // AbortError: stop() while still waiting for the lock.
-      });
-  }
-
-  /** Give the lock up (or stop waiting for it). */
-  stop(): void {
-    if (!this.running) return;
-    this.running = false;
-    this.leader = false;
-    this.abort?.abort();
-    this.abort = null;
-    this.release?.();
-    this.release = null;
-  }
-}
-
-/** Messages between the tabs of one user. */
-export type TabMessage =
-  | { t: "hello"; from: string }
-  | { t: "leader"; from: string }
-  | { t: "state"; to: string; events: ProgressEvent[]; status: ConnectionState; lastUpdateAt: number | null }
-  | { t: "event"; event: ProgressEvent }
-  | { t: "status"; status: ConnectionState; lastUpdateAt: number | null }
-  | { t: "resume"; from: string; id: number; jobs: Record<string, number> }
-  | { t: "resume-result"; to: string; id: number; events: ProgressEvent[] | null }
-  | { t: "auth-failed" };
 
 export type TabRole = "starting" | "leader" | "follower";
 
@@ -145,24 +56,6 @@ export interface ProgressHubOptions {
 
 export type FinishedListener = (job: JobProgress) => void;
 
-function stripJob(job: JobProgress): ProgressEvent {
-  const { last_error: _e, last_error_title: _t, received_at: _r, ...event } = job;
-  void _e;
-  void _t;
-  void _r;
-  return event;
-}
-
-let tabCounter = 0;
-function newTabId(): string {
-  tabCounter += 1;
-  const random =
-    typeof crypto !== "undefined" && "randomUUID" in crypto
-      ? crypto.randomUUID()
-      : Math.random().toString(36).slice(2);
-  return `${random}-${tabCounter}`;
-}
-
 export class ProgressHub {
   readonly store: ProgressStore;
   readonly tabId: string;
@@ -187,7 +80,7 @@ export class ProgressHub {
     this.tabId = options.tabId ?? newTabId();
     this.election = new LeaderElection({
       locks: options.locks,
-      name: `reeltrack-progress-leader:${options.scope}`,
+      name: leaderLockName(options.scope),
       onAcquire: () => this.becomeLeader(),
     });
     this.state = this.computeState();
@@ -222,7 +115,7 @@ export class ProgressHub {
       }),
     );
     if (this.options.openChannel) {
-      const channel = this.options.openChannel(`reeltrack-progress:${this.options.scope}`);
+      const channel = this.options.openChannel(channelName(this.options.scope));
       channel.onmessage = (ev: MessageEvent) => this.onMessage(ev.data as TabMessage);
       this.channel = channel;
     }
@@ -409,5 +302,3 @@ export class ProgressHub {
     for (const listener of this.listeners) listener();
   }
 }
-
-export type { RefusalReason };

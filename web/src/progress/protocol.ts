@@ -1,0 +1,64 @@
+/**
+ * The Socket.IO contract with the server (DESIGN.md section 5), written once for the
+ * browser: the path, the event names, the refusal codes and reasons, and the limits the
+ * client must respect. Every `export const` here has the same name and value as in
+ * `socket_layer/protocol.py` (RESUME_MAX_JOBS: the default of the server's setting);
+ * tests/test_wire_contract.py checks both ways, so keep each one a plain literal.
+ */
+import type { ProgressEvent } from "../types";
+
+export const SOCKETIO_PATH = "/api/ws/progress";
+
+// server -> client
+export const EVENT_SNAPSHOT = "snapshot";
+export const EVENT_PROGRESS = "progress";
+export const EVENT_RESYNC = "resync";
+// client -> server
+export const EVENT_RESUME = "resume";
+
+/** `connect_error` code of a refusal the client must act on (log in again, back off). */
+export const REFUSAL_CODE = 1008;
+export const REASON_INVALID_TOKEN = "invalid_token";
+export const REASON_TOO_MANY_CONNECTIONS = "too_many_connections";
+/** `connect_error` code when the server could not check the connection: retry later. */
+export const UNAVAILABLE_CODE = 1011;
+export const REASON_UNAVAILABLE = "unavailable";
+
+/**
+ * Job ids the server accepts in one `resume` (its RESUME_MAX_JOBS setting, default 200);
+ * the client splits bigger requests. A server configured lower refuses the client's
+ * full-size requests and the client falls back to the REST history for those gaps.
+ */
+export const RESUME_MAX_JOBS = 200;
+
+export type RefusalReason =
+  | typeof REASON_INVALID_TOKEN
+  | typeof REASON_TOO_MANY_CONNECTIONS
+  | typeof REASON_UNAVAILABLE;
+
+/** The code each reason is sent with (`refusal()` on the server). */
+export const REFUSAL_CODES: Readonly<Record<RefusalReason, number>> = {
+  [REASON_INVALID_TOKEN]: REFUSAL_CODE,
+  [REASON_TOO_MANY_CONNECTIONS]: REFUSAL_CODE,
+  [REASON_UNAVAILABLE]: UNAVAILABLE_CODE,
+};
+
+/** `connect_error` data of a refusal. */
+export interface RefusalData {
+  code: number;
+  reason: RefusalReason | string;
+}
+
+/** `snapshot` payload: the latest event of each active or recently finished job. */
+export interface SnapshotPayload {
+  jobs: ProgressEvent[];
+}
+
+/** `resume` request (job id -> last seq seen) and its ack. */
+export interface ResumeRequest {
+  jobs: Record<string, number>;
+}
+export interface ResumeAck {
+  events: ProgressEvent[];
+  truncated: boolean;
+}
