@@ -8,7 +8,11 @@
   ``config.import_allow_private_hosts``.
 * :func:`probe` reads the metadata with PyAV; :func:`make_thumbnail` writes a JPEG with
   PyAV's mjpeg encoder.  Both are blocking: call them through :func:`asyncio.to_thread`
-  (:func:`process_media` does).
+  (:func:`process_media` does).  Both open the file through :func:`open_container`:
+  FFmpeg may read only that one local file (protocol ``file``) with a demuxer of
+  :data:`ALLOWED_DEMUXERS` - single-file containers.  Playlists and lists that open
+  further inputs (HLS, DASH, concat, image sequences, SDP/RTSP ...) are refused, so a row
+  can never make the worker read another file or URL than the one it names.
 
 Every expected failure raises :class:`MediaError` with a message fit for the user.
 """
@@ -71,15 +75,53 @@ class MediaInfo:
 
 
 # -- addresses ----------------------------------------------------------------------------
+#: IPv6 prefixes whose last 32 bits are an IPv4 address: NAT64's well-known prefix
+#: and SIIT's IPv4-translated addresses (IPv4-mapped and -compatible are handled below)
+_TRANSLATION_PREFIXES = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+)
+#: NAT64's local-use prefix: where the IPv4 address sits depends on the operator's
+#: prefix length, so it cannot be judged - always refused
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def _translated_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that an IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible
+    (::a.b.c.d) or NAT64 (64:ff9b::/96, 64:ff9b:1::/48) address stands for."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.packed[:12] == bytes(12) or any(ip in net for net in _TRANSLATION_PREFIXES):
+        return ipaddress.IPv4Address(ip.packed[12:])
+    return None
+
+
+def _ipv4_allowed(ip: ipaddress.IPv4Address) -> bool:
+    return ip.is_global and not ip.is_multicast
+
+
 def address_allowed(address: str) -> bool:
-    """True for globally routable unicast addresses only."""
+    """True for globally routable unicast addresses only.
+
+    An IPv6 address that stands for an IPv4 address (mapped, compatible, translated,
+    NAT64 64:ff9b::/96) is judged as that IPv4 address; NAT64's local-use prefix
+    64:ff9b:1::/48 is refused; a tunnel address (6to4 2002::/16, Teredo 2001::/32)
+    must be global and so must every IPv4 address inside it.
+    """
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _ipv4_allowed(ip)
+    if ip in _LOCAL_NAT64:
+        return False
+    translated = _translated_ipv4(ip)
+    if translated is not None:
+        return _ipv4_allowed(translated)
+    inner = [ip.sixtofour] if ip.sixtofour is not None else []
+    inner += list(ip.teredo or ())
+    return ip.is_global and not ip.is_multicast and all(_ipv4_allowed(v4) for v4 in inner)
 
 
 class _GuardedResolver(ThreadedResolver):
@@ -224,6 +266,58 @@ async def download(url_text: str, config: Config) -> Path:
 
 
 # -- PyAV -----------------------------------------------------------------------------------
+#: FFmpeg demuxers (``AVInputFormat.name`` entries) that read one self-contained file.
+#: Everything else is refused - above all those that open further inputs named inside
+#: the file: hls, dash, concat, image2 (patterns), sdp/rtp/rtsp, tee, ...
+ALLOWED_DEMUXERS: tuple[str, ...] = (
+    "mov",  # mp4, m4v, mov, 3gp (external data references stay off: FFmpeg's default)
+    "matroska",  # mkv, webm
+    "avi",
+    "flv",
+    "mpegts",
+    "mpeg",  # MPEG program stream (.mpg, .vob)
+    "mpegvideo",
+    "m4v",
+    "h264",
+    "hevc",
+    "ogg",
+    "asf",  # wmv
+    "mxf",
+    "nut",
+    "ivf",
+    "obu",
+    "dv",
+    "gif",
+    "yuv4mpegpipe",
+)
+#: the worker opens downloaded URLs from a temporary file too: only local reads
+ALLOWED_PROTOCOLS = "file"
+UNSUPPORTED_CONTAINER = (
+    "unsupported container format: only single-file videos (MP4/MOV, MKV/WebM, AVI, "
+    "MPEG-TS, Ogg, ...) are accepted; playlists (HLS .m3u8, DASH), concat lists and "
+    "image sequences are refused"
+)
+
+
+def open_container(path: Path) -> Any:
+    """``av.open`` of ``path`` for reading, restricted to that one local file and to
+    :data:`ALLOWED_DEMUXERS`.  Raises :class:`MediaError` (the user-facing reason) when
+    the format is not allowed or the file cannot be opened."""
+    options = {
+        "protocol_whitelist": ALLOWED_PROTOCOLS,
+        "format_whitelist": ",".join(ALLOWED_DEMUXERS),
+    }
+    try:
+        # "file:" so that a name containing ':' is never taken for another protocol
+        return av.open(f"file:{path}", mode="r", container_options=options)
+    except av.error.ArgumentError:
+        # EINVAL from avformat_open_input: the probed demuxer (or a protocol) is not on
+        # the whitelist - the one way a readable file fails with it
+        raise MediaError(UNSUPPORTED_CONTAINER) from None
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise _av_error(exc) from None
+
+
 def _av_error(exc: Exception) -> MediaError:
     # FFmpegError's str() names the server-side path: keep only the reason
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -234,7 +328,7 @@ def probe(path: Path) -> MediaInfo:
     """Metadata of ``path`` (blocking). Raises :class:`MediaError` for non-video files."""
     size = path.stat().st_size
     try:
-        with av.open(str(path)) as container:
+        with open_container(path) as container:
             if not container.streams.video:
                 raise MediaError("no video stream")
             vs = container.streams.video[0]
@@ -288,7 +382,7 @@ def make_thumbnail(path: Path, dest: Path, duration_s: float | None = None) -> P
     """
     at = duration_s * 0.1 if duration_s else None
     try:
-        with av.open(str(path)) as container:
+        with open_container(path) as container:
             frame = _first_frame(container, at)
             width = min(THUMBNAIL_WIDTH, frame.width) // 2 * 2 or 2
             height = max(2, round(frame.height * width / frame.width) // 2 * 2)

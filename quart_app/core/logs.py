@@ -15,9 +15,16 @@ Secrets: access tokens travel in ``?token=`` query strings (Socket.IO compatibil
 ``Authorization`` headers and JSON bodies; passwords in JSON/form bodies.
 :func:`redact` removes ``token=``/``access_token=``/``password=`` values, bearer
 credentials, JSON/dict ``"token"``/``"access_token"``/``"password"``/``"secret_key"``
-values and anything shaped like one of our signed tokens.  The formatters redact the
+values, anything shaped like one of our signed tokens and any password hash
+(``$argon2...``, ``$2b$...`` bcrypt, ``pbkdf2_sha256$...``).  The formatters redact the
 WHOLE formatted line (message, arguments, exception text, extras), and the
 :class:`RedactingFilter` also cleans records reaching other handlers.
+
+SQL: the database clients' DEBUG log (``tortoise.db_client``) prints each statement with
+its parameters - password hashes, titles, URLs.  :class:`SqlParameterFilter`, installed
+on that logger by :func:`configure_logging`, keeps the statement and drops every
+parameter (and the connection parameters, which hold the DB password), whatever handler
+the record reaches.
 
 Kept free of Quart imports: the worker uses it.
 """
@@ -50,6 +57,14 @@ _BEARER_RE = re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 # the shape of our access tokens (itsdangerous: base64 JSON . timestamp . signature) and
 # of JWTs: caught wherever they appear, even without a key in front
 _TOKEN_SHAPE_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{16,}")
+# password hashes in their modular-crypt / passlib forms, wherever they appear
+_HASH_SHAPE_RE = re.compile(
+    r"(?:\$(?:argon2(?:id|i|d)|2[abxy]?|scrypt|pbkdf2[-_a-z0-9]*)|pbkdf2_sha\d+)\$[^\s'\")\]}]+",
+    re.IGNORECASE,
+)
+#: the loggers of the database clients that print statements with their parameters
+SQL_LOGGERS = ("tortoise.db_client",)
+SQL_PARAMETERS_DROPPED = "[parameters not logged]"
 
 _job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("log_job_id", default=None)
 _user_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("log_user_id", default=None)
@@ -59,6 +74,7 @@ CONTEXT_FIELDS = ("job_id", "user_id")
 def redact(text: str) -> str:
     """``text`` without secret values (see the module docstring for what is caught)."""
     text = _TOKEN_SHAPE_RE.sub(REDACTED, text)
+    text = _HASH_SHAPE_RE.sub(REDACTED, text)
     text = _KV_RE.sub(rf"\1{REDACTED}", text)
     text = _JSON_RE.sub(rf'\1"{REDACTED}"', text)
     return _BEARER_RE.sub(rf"\1{REDACTED}", text)
@@ -122,6 +138,32 @@ class RedactingFilter(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
+
+
+class SqlParameterFilter(logging.Filter):
+    """Keeps a database client's record but never its parameters: a statement logged
+    as ``("%s: %s", query, values)`` keeps the query text only; any other record with
+    arguments (pool set-up with its connection parameters, which hold the password)
+    keeps only the words of its format before the first placeholder."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not args:
+            return True
+        if record.msg == "%s: %s" and isinstance(args, tuple) and len(args) == 2:
+            record.msg, record.args = "%s: " + SQL_PARAMETERS_DROPPED, (args[0],)
+        else:
+            words = str(record.msg).split("%", 1)[0].strip()
+            record.msg, record.args = f"{words} {SQL_PARAMETERS_DROPPED}".strip(), None
+        return True
+
+
+def install_sql_filters() -> None:
+    """Put :class:`SqlParameterFilter` on every logger of :data:`SQL_LOGGERS` (once)."""
+    for name in SQL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, SqlParameterFilter) for f in logger.filters):
+            logger.addFilter(SqlParameterFilter())
 
 
 def _context_suffix(record: logging.LogRecord) -> str:
@@ -190,6 +232,7 @@ def configure_logging(config: Config) -> None:
     root = logging.getLogger()
     root.handlers = [make_handler(config)]
     root.setLevel(config.log_level)
+    install_sql_filters()
     # their DEBUG output echoes request URLs and packets (which may hold a ?token=)
     for noisy in ("engineio", "socketio", "hpack", "aiosqlite", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))

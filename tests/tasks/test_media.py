@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from tasks.imports import NewVideo
+from tests.tasks.helpers import seed_job
 
 import tasks.media as media
+from models.entities import Video, VideoStatus
 from quart_app.core.config import Config
 from tasks.media import BlockedAddress, MediaError, fetch, process_media
+from tasks.processing import run_job
+from tests.support.media import make_video
 from tests.support.services import start_app
 
 
@@ -136,3 +141,55 @@ async def test_url_processing_writes_thumbnail_and_removes_download(
     assert result.thumbnail == f"thumbnails/{vid}.jpg"
     assert (cfg.media_root / result.thumbnail).read_bytes()[:2] == b"\xff\xd8"
     assert not list((cfg.media_root / "tmp").iterdir())
+
+
+# -- containers that would open further inputs -----------------------------------------------
+def _hls(entry: str) -> str:
+    return f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1,\n{entry}\n#EXT-X-ENDLIST\n"
+
+
+async def test_playlists_and_concat_lists_end_failed_and_single_files_process(
+    db: str, config: Callable[..., Config], samples: Path, tmp_path: Path
+) -> None:
+    """A row names ONE file: a playlist or concat list in it that points at a real video
+    elsewhere (outside every root, by path or file://, or beside it) must not be read."""
+    cfg = config()
+    # MPEG-TS: what HLS segments are, so an unrestricted FFmpeg decodes it fully
+    outside = make_video(tmp_path / "outside" / "secret.ts", container="mpegts")
+    uploads = cfg.media_root / "uploads" / "u1"
+    uploads.mkdir(parents=True)
+    (uploads / "abs.m3u8").write_text(_hls(str(outside)))
+    (uploads / "url.m3u8").write_text(_hls(f"file://{outside}"))
+    (cfg.import_root / "list.m3u8").write_text(_hls(str(outside)))
+    # ffconcat's own "safe" mode refuses absolute paths, but not a file beside the list
+    (cfg.import_root / "inner").mkdir()
+    (cfg.import_root / "inner" / "other.mp4").write_bytes((samples / "v1.webm").read_bytes())
+    (cfg.import_root / "list.ffconcat").write_text("ffconcat version 1.0\nfile 'inner/other.mp4'\n")
+    (cfg.import_root / "abs.mp4").write_text(f"ffconcat version 1.0\nfile '{outside}'\n")
+    bad = {
+        "HLS absolute": "upload:uploads/u1/abs.m3u8",
+        "HLS file url": "upload:uploads/u1/url.m3u8",
+        "HLS import": "import:list.m3u8",
+        "concat beside": "import:list.ffconcat",
+        "concat absolute": "import:abs.mp4",
+    }
+    good = {}
+    for name in ("v0.mp4", "v1.webm", "v3.mkv", "v2.mp4"):
+        (cfg.import_root / name).write_bytes((samples / name).read_bytes())
+        good[name] = f"import:{name}"
+    items = [NewVideo(source=src, title=title) for title, src in {**bad, **good}.items()]
+    _user, job = await seed_job(items)
+    assert await run_job(job.id, cfg) == "completed"
+    videos = {v.title: v for v in await Video.filter(job_id=job.id)}
+    for title in bad:
+        v = videos[title]
+        assert v.status == VideoStatus.FAILED, (title, v.status, v.video_codec)
+        assert v.error == media.UNSUPPORTED_CONTAINER, (title, v.error)
+        assert v.thumbnail_path is None
+    for title in good:
+        v = videos[title]
+        assert v.status == VideoStatus.READY, (title, v.error)
+        assert v.video_codec and v.width and v.thumbnail_path
+    assert "playlists" in media.UNSUPPORTED_CONTAINER and str(tmp_path) not in str(
+        [v.error for v in videos.values()]
+    )
