@@ -69,3 +69,44 @@ class ProgressEvent(BaseModel):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def job_event(
+    job_id: UUID | str,
+    seq: int,
+    status: EventStatus,
+    message: str,
+    *,
+    total_videos: int,
+    processed_videos: int = 0,
+    failed_videos: int = 0,
+    progress: int | None = None,
+    current_video: int | None = None,
+    video_id: UUID | None = None,
+    video_title: str | None = None,
+    error: str | None = None,
+    created_at: datetime | None = None,
+) -> ProgressEvent:
+    """Event ``seq`` of a job: the one builder of progress events.
+
+    ``progress`` defaults to ``processed_videos`` as a share of ``total_videos`` and
+    ``current_video`` to ``processed_videos``; ``created_at`` to now.  Text fields are cut
+    to their wire limits.  Raises pydantic.ValidationError for inconsistent counters.
+    """
+    if progress is None:
+        progress = (processed_videos * 100 // total_videos) if total_videos else 0
+    return ProgressEvent(
+        job_id=job_id if isinstance(job_id, UUID) else UUID(str(job_id)),
+        seq=seq,
+        status=status,
+        progress=progress,
+        current_video=processed_videos if current_video is None else current_video,
+        total_videos=total_videos,
+        processed_videos=processed_videos,
+        failed_videos=failed_videos,
+        message=message[:1000],
+        video_id=video_id,
+        video_title=None if video_title is None else video_title[:500],
+        error=None if error is None else error[:2000],
+        created_at=created_at or utcnow(),
+    )

@@ -1,32 +1,58 @@
-"""Creating a processing job: the one place that writes a new job's rows.
+"""A new job's rows: the record of a video to create, and the one transaction that writes
+a job, its videos and its first event.
 
-Used by the REST API and by ``tasks.imports`` (the demo, scripts); each adds its own
-publishing and enqueueing around it.
+Submitting a job (publishing that event, enqueueing it) is :mod:`tasks.submission`.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypedDict
 
 from tortoise.transactions import in_transaction
 
-from models.entities import JobStatus, ProcessingJob, Video
-from models.events import ProgressEvent, utcnow
+from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
+from models.events import ProgressEvent, job_event
 from models.history import record_event
+
+
+@dataclass(frozen=True)
+class NewVideo:
+    """One video to create: ``source`` as stored on Video.source (``import:<rel>``,
+    ``upload:<rel>`` or an http(s) URL), and its title."""
+
+    source: str
+    title: str
+
+
+class JobCounters(TypedDict):
+    total_videos: int
+    processed_videos: int
+    failed_videos: int
+
+
+def job_counters(job: ProcessingJob) -> JobCounters:
+    """The job row's counters, as :func:`models.events.job_event` takes them."""
+    return JobCounters(
+        total_videos=job.total_videos,
+        processed_videos=job.processed_videos,
+        failed_videos=job.failed_videos,
+    )
 
 
 async def create_job_with_videos(
     owner_id: uuid.UUID | str,
     list_id: uuid.UUID | str,
-    items: Sequence[tuple[str, str]],
+    videos: Sequence[NewVideo],
 ) -> tuple[ProcessingJob, ProgressEvent]:
-    """Write the videos (``(source, title)`` in order), their job and its first
-    ``pending`` event (seq 1) in one transaction; returns the job and that event.
+    """Write the videos (in order), their job and its first ``pending`` event (seq 1) in
+    one transaction; returns the job and that event.
 
     Either everything is written or nothing is (the transaction rolls back on error).
     """
-    n = len(items)
+    n = len(videos)
     async with in_transaction():
         job = await ProcessingJob.create(
             list_id=list_id, owner_id=owner_id, status=JobStatus.PENDING, total_videos=n
@@ -38,25 +64,24 @@ async def create_job_with_videos(
                     list_id=list_id,
                     job_id=job.id,
                     position=i,
-                    source=source,
-                    title=title[:500],
+                    source=video.source,
+                    title=video.title[:500],
                 )
-                for i, (source, title) in enumerate(items)
+                for i, video in enumerate(videos)
             ]
         )
-        first = ProgressEvent(
-            job_id=uuid.UUID(str(job.id)),
-            seq=1,
-            status="pending",
-            progress=0,
-            current_video=0,
-            total_videos=n,
-            processed_videos=0,
-            failed_videos=0,
-            message=f"Queued {n} video{'s' if n != 1 else ''}",
-            created_at=utcnow(),
+        first = job_event(
+            job.id, 1, "pending", f"Queued {n} video{'s' if n != 1 else ''}", total_videos=n
         )
         if not await record_event(first):  # cannot happen: the job was just created
             raise RuntimeError("could not write the first event of a new job")
     job.last_seq = 1
     return job, first
+
+
+async def abandon_videos(job_id: uuid.UUID | str, reason: str) -> None:
+    """The pending videos of a job that will never run them: failed, with ``reason``
+    (never left pending)."""
+    await Video.filter(job_id=job_id, status=VideoStatus.PENDING).update(
+        status=VideoStatus.FAILED, error=reason
+    )

@@ -17,8 +17,11 @@ from redis import Redis
 
 from models.db import close_db, open_db
 from models.entities import User, VideoList
+from models.jobs import NewVideo
+from quart_app.core.accounts import create_user
 from quart_app.core.config import Config
-from tasks.imports import NewVideo, create_import_job
+from tasks.publisher import make_emitter
+from tasks.submission import QueueUnavailable, submit_job
 
 #: (width, height, fps, seconds, codec, container suffix)
 VARIANTS: list[tuple[int, int, int, float, str, str]] = [
@@ -105,8 +108,6 @@ def make_samples(import_root: Path, count: int) -> list[NewVideo]:
 
 
 async def _demo(config: Config, username: str, count: int) -> tuple[str, int, str | None]:
-    from quart_app.core.accounts import create_user
-
     assert config.redis_url
     await open_db(config.database_url)
     try:
@@ -117,12 +118,10 @@ async def _demo(config: Config, username: str, count: int) -> tuple[str, int, st
             user = await create_user(username, password)
         items = await asyncio.to_thread(make_samples, config.import_root, count)
         vlist = await VideoList.create(owner=user, name="Demo videos")
-        from tasks.processing import make_emitter
-
         emitter = make_emitter(config)
         redis = Redis.from_url(config.redis_url)
         try:
-            job = await create_import_job(user.id, vlist.id, items, redis=redis, emitter=emitter)
+            job = await submit_job(user.id, vlist.id, items, emitter=emitter, redis=redis)
         finally:
             await emitter.close()
             redis.close()
@@ -133,13 +132,13 @@ async def _demo(config: Config, username: str, count: int) -> tuple[str, int, st
 
 def run_demo(config: Config, username: str = "demo", count: int = 12) -> int:
     """Create the demo data and enqueue its import; returns the exit code (2 without
-    REDIS_URL, 1 when the username is invalid)."""
+    REDIS_URL, 1 when the username is invalid or the job could not be queued)."""
     if not config.redis_url:
         print("error: REDIS_URL is required for `reeltrack demo` (the job is queued)")
         return 2
     try:
         job_id, n, password = asyncio.run(_demo(config, username, count))
-    except ValueError as exc:
+    except (ValueError, QueueUnavailable) as exc:
         print(f"error: {exc}")
         return 1
     if password is not None:

@@ -18,8 +18,9 @@ from typing import IO
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.utils import secure_filename
 
+from models.jobs import NewVideo
 from quart_app.errors import ApiError
-from quart_app.imports import MAX_TITLE_LENGTH, ImportItem
+from quart_app.import_parsing import MAX_TITLE_LENGTH
 
 #: form fields other than files (e.g. a title) are small; cap them
 MAX_FIELD_BYTES = 64 * 1024
@@ -46,7 +47,7 @@ async def receive_uploads(
     list_id: uuid.UUID,
     max_file_bytes: int,
     max_files: int,
-) -> tuple[list[ImportItem], Path]:
+) -> tuple[list[NewVideo], Path]:
     """Save every file part of the body under ``upload_dir(...)/<batch>/``; return one
     item per file (source ``upload:<path relative to MEDIA_ROOT>``) and the batch dir.
 
@@ -64,7 +65,7 @@ async def receive_uploads(
         shutil.rmtree(batch, ignore_errors=True)
         raise ApiError(400, "no_files", "send video files in multipart field 'file'")
     items = [
-        ImportItem("upload:" + s.path.relative_to(media_root).as_posix(), s.title) for s in saved
+        NewVideo("upload:" + s.path.relative_to(media_root).as_posix(), s.title) for s in saved
     ]
     return items, batch
 

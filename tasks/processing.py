@@ -42,7 +42,8 @@ from quart_app.core.config import Config
 from quart_app.core.logs import bind_log_context, log_context
 from tasks.journal import Journal, RedisJournal, recover
 from tasks.media import MediaError, ProcessedMedia, process_media
-from tasks.publisher import Emitter, JobPublisher, LostOwnership
+from tasks.publisher import Emitter, JobPublisher, LostOwnership, make_emitter
+from tasks.stale import alive_key
 from tasks.throttle import ThrottlePolicy
 
 log = logging.getLogger(__name__)
@@ -52,21 +53,6 @@ DONE_VIDEO_STATUSES = (VideoStatus.READY, VideoStatus.FAILED)
 #: seconds the end of a job waits for an unreachable DB to take the buffered events
 DRAIN_TIMEOUT = 30.0
 DB_READ_TIMEOUT = 5.0
-
-
-def make_emitter(config: Config) -> Any:
-    """The socket layer's emitter for this config (same wire as the web processes).
-
-    Raises RuntimeError when REDIS_URL is not set.
-    """
-    from socket_layer.emitter import ProgressEmitter
-
-    if not config.redis_url:
-        raise RuntimeError("REDIS_URL is required to publish progress")
-    for_config = getattr(ProgressEmitter, "for_config", None)
-    if for_config is not None:
-        return for_config(config)
-    return ProgressEmitter(config.redis_url)
 
 
 def heartbeat_interval(config: Config) -> float:
@@ -232,8 +218,6 @@ async def _heartbeat_loop(
 ) -> None:
     """Refresh ``heartbeat_at`` every ``interval`` seconds, and the run's liveness key in
     Redis (TTL ``alive_ttl``): the stale check trusts the key when the DB was down."""
-    from tasks.stale import alive_key
-
     alive = None
     if redis_url and alive_ttl > 0:
         alive = aioredis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)

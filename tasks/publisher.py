@@ -23,7 +23,8 @@ Rules (DESIGN section 4):
 * when the publish fails (:class:`PublishError`) it is counted, never retried live:
   clients recover from the history.
 
-Counters are plain attributes on :data:`TOTALS` (process-wide) and on each publisher.
+Counters are plain attributes on each publisher (:class:`PublisherStats`), mirrored in
+the process's metrics (:mod:`quart_app.core.metrics`).
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ from typing import Any, Protocol
 from tortoise.exceptions import IntegrityError
 
 from models.entities import JobProgressEvent, JobStatus
-from models.events import EventStatus, ProgressEvent, utcnow
+from models.events import EventStatus, ProgressEvent, job_event
 from models.history import record_event
 from quart_app.core import metrics
-from socket_layer.emitter import PublishError
+from quart_app.core.config import Config
+from socket_layer.emitter import ProgressEmitter, PublishError
 from tasks.journal import Journal, JournalError
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,16 @@ RETRY_INTERVAL = 0.25
 
 class Emitter(Protocol):
     async def publish_progress(self, user_id: object, event: dict[str, Any]) -> None: ...
+
+
+def make_emitter(config: Config) -> ProgressEmitter:
+    """The socket layer's emitter for this config (same wire as the web processes).
+
+    Raises RuntimeError when REDIS_URL is not set.
+    """
+    if not config.redis_url:
+        raise RuntimeError("REDIS_URL is required to publish progress")
+    return ProgressEmitter.for_config(config)
 
 
 class LostOwnership(RuntimeError):
@@ -86,10 +98,6 @@ class PublisherStats:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-#: process-wide totals over every job this process ran
-TOTALS = PublisherStats()
 
 
 @dataclass
@@ -136,8 +144,6 @@ class JobPublisher:
         self.db_timeout = db_timeout
         self.retry_interval = retry_interval
         self.stats = PublisherStats()
-        self.published: list[dict[str, Any]] = []  # kept short: only for tests/debugging
-        self.keep_published = False
         self.journal = journal
         self._backlog: deque[_Pending] = deque()
         #: backlog events that are NOT journaled: while there is one, later events are
@@ -151,13 +157,11 @@ class JobPublisher:
     # -- counters -------------------------------------------------------------------
     def _count(self, name: str, amount: int = 1) -> None:
         self.stats.add(name, amount)
-        TOTALS.add(name, amount)
         metrics.publisher_count(name, amount)
 
     def _set_backlog(self) -> None:
         delta = len(self._backlog) - self.stats.backlog
         self.stats.backlog += delta
-        TOTALS.backlog += delta
         metrics.backlog_changed(delta)
 
     @property
@@ -178,22 +182,22 @@ class JobPublisher:
         video_title: str | None = None,
         error: str | None = None,
     ) -> ProgressEvent:
-        """A validated event with the next seq (the seq is taken: it will be used)."""
+        """A validated event (:func:`models.events.job_event`) with the next seq (the
+        seq is taken: it will be used)."""
         self.last_seq += 1
-        return ProgressEvent(
-            job_id=self.job_id,
-            seq=self.last_seq,
-            status=status,
-            progress=progress,
-            current_video=current_video,
+        return job_event(
+            self.job_id,
+            self.last_seq,
+            status,
+            message,
             total_videos=self.total_videos,
             processed_videos=processed_videos,
             failed_videos=failed_videos,
-            message=message[:1000],
+            progress=progress,
+            current_video=current_video,
             video_id=video_id,
-            video_title=None if video_title is None else video_title[:500],
-            error=None if error is None else error[:2000],
-            created_at=utcnow(),
+            video_title=video_title,
+            error=error,
         )
 
     # -- sending ----------------------------------------------------------------------
@@ -310,8 +314,6 @@ class JobPublisher:
             log.exception("job %s: publish of seq %d failed", self.job_id, event.seq)
             return
         self._count("events_published")
-        if self.keep_published:
-            self.published.append(data)
 
     def note_throttled(self) -> None:
         """Count an event the throttling policy did not send."""

@@ -169,7 +169,7 @@ async def purge_history_job(older_than_days: int | None = None) -> int:
     """The daily RQ cron job: purge with the worker's Config; returns the count deleted.
 
     Opens and closes Tortoise in this coroutine (RQ runs each async job in a fresh event
-    loop, STACK.md).  Exceptions propagate so RQ marks the run failed.
+    loop).  Exceptions propagate so RQ marks the run failed.
     """
     config = _worker_config or Config.from_env()
     days = config.retention_days if older_than_days is None else older_than_days

@@ -45,7 +45,7 @@ from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
 from models.events import utcnow
 from quart_app.core.config import REDIS_KEY_PREFIX, Config
 from tasks.journal import Journal, RedisJournal, recover
-from tasks.publisher import Emitter, JobPublisher, LostOwnership
+from tasks.publisher import Emitter, JobPublisher, LostOwnership, make_emitter
 from tasks.queue import MAX_RETRIES, QUEUE_NAME, enqueue_processing, rq_job_id_for
 
 log = logging.getLogger(__name__)
@@ -244,8 +244,6 @@ async def fail_job(
 async def check_stale_jobs_job() -> dict[str, Any]:
     """The RQ cron job: one check with the worker's Config; at most one check runs at a
     time across all workers (a short Redis lock)."""
-    from tasks.processing import make_emitter
-
     config = Config.from_env()
     if not config.redis_url:
         raise RuntimeError("REDIS_URL is required")

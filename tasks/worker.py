@@ -22,16 +22,17 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.cron import CronScheduler
 
+import tasks.processing  # noqa: F401  (imported in the parent: forked horses start warm)
 from quart_app.core.config import Config
+from tasks import retention
 from tasks.queue import MAINTENANCE_QUEUE, WORKER_QUEUES
+from tasks.stale import check_interval, check_stale_jobs_job
 
 log = logging.getLogger(__name__)
 
 
 def register_cron_jobs(scheduler: CronScheduler, config: Config) -> None:
     """The periodic jobs of reeltrack on ``scheduler``."""
-    from tasks.stale import check_interval, check_stale_jobs_job
-
     scheduler.register(
         check_stale_jobs_job,
         queue_name=MAINTENANCE_QUEUE,
@@ -40,13 +41,7 @@ def register_cron_jobs(scheduler: CronScheduler, config: Config) -> None:
         result_ttl=600,
         name="reeltrack-stale-jobs",
     )
-    try:
-        from tasks import retention
-    except ImportError:  # retention is optional for the worker
-        return
-    register = getattr(retention, "register_cron", None)
-    if register is not None:
-        register(scheduler)
+    retention.register_cron(scheduler)
 
 
 def _cron_main(config: Config, parent_pid: int) -> None:
@@ -96,15 +91,7 @@ def run_worker(config: Config, burst: bool = False, queues: tuple[str, ...] = WO
     if not config.redis_url:
         print("error: REDIS_URL is required for `reeltrack worker`")
         return 2
-    import tasks.processing  # noqa: F401  (parent import: forked horses start warm)
-    import tasks.stale  # noqa: F401
-
-    try:
-        from tasks import retention
-
-        retention.configure(config)
-    except (ImportError, AttributeError):
-        pass
+    retention.configure(config)
     redis = Redis.from_url(config.redis_url)
     worker = Worker([Queue(name, connection=redis) for name in queues], connection=redis)
     cron = None if burst else start_cron(config)

@@ -19,7 +19,8 @@ from tortoise.functions import Count
 from werkzeug.http import parse_options_header
 
 from models.entities import ProcessingJob, Video, VideoList
-from quart_app.api.job_ops import create_import_job, notify_list_deleted
+from models.jobs import NewVideo
+from quart_app.api.job_ops import notify_list_deleted, submit_for_user
 from quart_app.api.schemas import (
     BulkJsonIn,
     ErrorOut,
@@ -32,7 +33,7 @@ from quart_app.api.schemas import (
 from quart_app.api.videos import video_out
 from quart_app.auth import current_user, current_user_id, require_user
 from quart_app.errors import ApiError
-from quart_app.imports import ImportItem, ImportRejected, max_import_bytes, parse_csv, parse_json
+from quart_app.import_parsing import ImportRejected, max_import_bytes, parse_csv, parse_json
 from quart_app.services import services
 from quart_app.uploads import receive_uploads, upload_dir
 
@@ -128,7 +129,7 @@ async def _read_limited(limit: int) -> bytes:
     return bytes(data)
 
 
-async def _import_items() -> list[ImportItem]:
+async def _import_items() -> list[NewVideo]:
     config = services().config
     max_rows = config.max_videos_per_job
     limit = max_import_bytes(max_rows)
@@ -188,7 +189,7 @@ async def bulk_import(list_id: uuid.UUID) -> tuple[ImportAccepted, int]:
         items = await _import_items()
     except ImportRejected as exc:
         raise _rejected(exc) from None
-    job = await create_import_job(services(), found, items)
+    job = await submit_for_user(services(), found, items)
     return ImportAccepted(job_id=job.id, total_videos=len(items)), 202
 
 
@@ -218,7 +219,7 @@ async def upload(list_id: uuid.UUID) -> tuple[ImportAccepted, int]:
         max_files=config.max_videos_per_job,
     )
     try:
-        job = await create_import_job(services(), found, items)
+        job = await submit_for_user(services(), found, items)
     except ApiError as exc:
         if exc.status != 503:  # 503: the job exists (failed); keep its files consistent
             shutil.rmtree(batch, ignore_errors=True)

@@ -31,7 +31,7 @@ from quart_app.core.tokens import issue_token
 from socket_layer.emitter import ProgressEmitter
 from socket_layer.protocol import EVENT_PROGRESS, SOCKETIO_PATH
 from tests.conftest import migrate_in_subprocess
-from tests.support.factories import create_user
+from tests.support.builders import make_user
 from tests.support.live import LiveServer
 from tests.support.services import RedisServer
 
@@ -107,7 +107,7 @@ async def run(events: int = 1000, managers: tuple[str, ...] = ("user-channels", 
     await asyncio.to_thread(migrate_in_subprocess, database_url)
     redis = await asyncio.to_thread(RedisServer().start)
     await open_db(database_url)
-    user = await create_user()
+    user = await make_user()
     await close_db()
     token = issue_token(SECRET, user.id)
     rows: list[tuple[str, str, list[float]]] = []

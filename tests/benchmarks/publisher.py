@@ -21,8 +21,7 @@ from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, User, VideoList
 from quart_app.core.config import Config
 from socket_layer.emitter import ProgressEmitter
-from tasks.processing import make_emitter
-from tasks.publisher import JobPublisher
+from tasks.publisher import JobPublisher, make_emitter
 from tests.conftest import migrate_in_subprocess
 from tests.support.services import (
     PostgresServer,

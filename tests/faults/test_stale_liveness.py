@@ -14,10 +14,11 @@ from rq.job import JobStatus as RQStatus
 
 from models.entities import JobStatus, ProcessingJob, User, VideoList
 from models.events import utcnow
+from models.jobs import NewVideo
 from quart_app.core.config import Config
-from tasks.imports import NewVideo, create_import_job
 from tasks.queue import enqueue_processing
 from tasks.stale import alive_key, check_stale_jobs
+from tasks.submission import submit_job
 
 
 class _NoEmitter:
@@ -27,8 +28,13 @@ class _NoEmitter:
 
 async def _running_job(redis: Redis, user: User, vlist: VideoList) -> ProcessingJob:
     """A job a worker claimed (RQ job started, retries left) whose DB heartbeat is 30 s old."""
-    job = await create_import_job(
-        user.id, vlist.id, [NewVideo(source="import:x.mp4", title="x")], redis=None
+    job = await submit_job(
+        user.id,
+        vlist.id,
+        [NewVideo(source="import:x.mp4", title="x")],
+        emitter=None,
+        redis=None,
+        enqueue=False,
     )
     rq_id = enqueue_processing(redis, job.id)
     Job.fetch(rq_id, connection=redis).set_status(RQStatus.STARTED)

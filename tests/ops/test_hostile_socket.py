@@ -20,7 +20,7 @@ from quart_app.core.tokens import issue_token
 from socket_layer.emitter import ProgressEmitter
 from socket_layer.protocol import SOCKETIO_PATH
 from tests.conftest import TEST_SECRET, live_config, tortoise_open
-from tests.support.factories import add_event, create_job, create_user
+from tests.support.builders import add_event, make_empty_job, make_user
 from tests.support.live import LiveServer
 from tests.support.sio_client import RecordingClient, connect_client
 
@@ -84,8 +84,8 @@ async def setup(
         log_level="INFO",
     )
     server = await LiveServer(config).astart()
-    user = await create_user()
-    job = await create_job(user, total_videos=100)
+    user = await make_user()
+    job = await make_empty_job(user, total_videos=100)
     await add_event(job, status="pending")
     clients = [
         await connect_client(server.url, token=token(user), transports=["websocket"]),
@@ -105,7 +105,7 @@ async def test_garbage_over_a_raw_websocket_is_refused(
     setup: tuple[LiveServer, Witnesses, ProgressEmitter, Any],
 ) -> None:
     server, witnesses, emitter, job = setup
-    attacker = await create_user()
+    attacker = await make_user()
     garbage: list[str | bytes] = [
         "zzz",
         "",
@@ -170,7 +170,7 @@ async def test_oversize_messages_are_refused_at_the_edge_on_both_transports(
     setup: tuple[LiveServer, Witnesses, ProgressEmitter, Any],
 ) -> None:
     server, witnesses, emitter, job = setup
-    user = await create_user()
+    user = await make_user()
 
     def resume_frame(size: int) -> str:
         """A ``resume`` event with ack id 1 of exactly ``size`` characters."""
@@ -224,7 +224,7 @@ async def test_wrong_namespaces_are_refused(
     setup: tuple[LiveServer, Witnesses, ProgressEmitter, Any],
 ) -> None:
     server, witnesses, emitter, job = setup
-    user = await create_user()
+    user = await make_user()
     for transports in (["websocket"], ["polling"]):
         client = RecordingClient()
         try:
@@ -272,7 +272,7 @@ async def test_resume_with_junk_answers_an_error_and_the_connection_lives(
     setup: tuple[LiveServer, Witnesses, ProgressEmitter, Any], transports: list[str]
 ) -> None:
     server, witnesses, emitter, job = setup
-    user = await create_user()
+    user = await make_user()
     client = await connect_client(server.url, token=token(user), transports=transports)
     try:
         for payload in JUNK_RESUMES:
@@ -295,7 +295,7 @@ async def test_unknown_events_and_calls_without_ack_are_ignored(
     setup: tuple[LiveServer, Witnesses, ProgressEmitter, Any],
 ) -> None:
     server, witnesses, emitter, job = setup
-    user = await create_user()
+    user = await make_user()
     client = await connect_client(server.url, token=token(user), transports=["websocket"])
     try:
         await client.sio.emit("no-such-event", {"x": 1})

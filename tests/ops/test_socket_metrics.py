@@ -12,7 +12,7 @@ import httpx
 from quart_app.core.metrics import sample_value
 from quart_app.core.tokens import issue_token
 from tests.conftest import TEST_SECRET
-from tests.support.factories import create_user
+from tests.support.builders import make_user
 from tests.support.live import LiveServer
 from tests.support.services import RedisServer
 from tests.support.sio_client import RecordingClient, connect_client
@@ -52,7 +52,7 @@ async def test_connection_metrics_follow_the_sockets(
     try:
         server = await start_live_server(redis_url=redis.url, login_max_attempts=1)
         m = Scraper(server)
-        user = await create_user()
+        user = await make_user()
         token = issue_token(TEST_SECRET, user.id)
         assert await m.value("reeltrack_socketio_connections", transport="websocket") == 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from models.entities import ProcessingJob, Video
-from quart_app.imports import ImportRejected, parse_csv, parse_json
+from quart_app.import_parsing import ImportRejected, parse_csv, parse_json
 from tests.quart_app.conftest import Api, ApiFactory
 from tests.support.builders import make_list, make_user, multipart
 

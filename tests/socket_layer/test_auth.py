@@ -16,7 +16,7 @@ from quart_app.core.tokens import issue_token
 from socket_layer.protocol import REASON_INVALID_TOKEN, REASON_UNAVAILABLE, refusal
 from tests.conftest import TEST_SECRET
 from tests.socket_layer.conftest import token_for
-from tests.support.factories import create_user
+from tests.support.builders import make_user
 from tests.support.live import LiveServer
 from tests.support.services import drop_database
 from tests.support.sio_client import connect_client
@@ -38,7 +38,7 @@ def expired_token(user_id: object, age_s: int) -> str:
 async def test_valid_token_in_auth_connects_and_gets_snapshot(
     live_server: LiveServer, db: str, transports: list[str]
 ) -> None:
-    user = await create_user()
+    user = await make_user()
     client = await connect_client(live_server.url, token=token_for(user), transports=transports)
     try:
         assert await client.wait_for("snapshot") == {"jobs": []}
@@ -50,7 +50,7 @@ async def test_valid_token_in_auth_connects_and_gets_snapshot(
 async def test_token_in_query_string_is_accepted(
     live_server: LiveServer, db: str, transports: list[str]
 ) -> None:
-    user = await create_user()
+    user = await make_user()
     client = await connect_client(
         live_server.url, token=token_for(user), transports=transports, via_query=True
     )
@@ -67,7 +67,7 @@ async def test_token_in_query_string_is_accepted(
 async def test_missing_or_malformed_token_is_refused(
     live_server: LiveServer, db: str, transports: list[str], case: str
 ) -> None:
-    user = await create_user()
+    user = await make_user()
     good = token_for(user)
     kwargs: dict[str, Any] = {"token": None}
     if case == "empty":
@@ -93,7 +93,7 @@ async def test_missing_or_malformed_token_is_refused(
 async def test_expired_token_is_refused(
     live_server: LiveServer, db: str, transports: list[str]
 ) -> None:
-    user = await create_user()
+    user = await make_user()
     ttl = live_server.config.access_token_ttl
     fresh_enough = expired_token(user.id, ttl - 60)
     ok = await connect_client(live_server.url, token=fresh_enough, transports=transports)
@@ -110,7 +110,7 @@ async def test_expired_token_is_refused(
 async def test_token_signed_with_another_key_is_refused(
     live_server: LiveServer, db: str, transports: list[str]
 ) -> None:
-    user = await create_user()
+    user = await make_user()
     foreign = issue_token("some-other-secret-key-0123456789", user.id)
     client = await connect_client(
         live_server.url, token=foreign, transports=transports, expect_refusal=True
@@ -121,7 +121,7 @@ async def test_token_signed_with_another_key_is_refused(
 async def test_token_of_deleted_user_is_refused(
     live_server: LiveServer, db: str, transports: list[str]
 ) -> None:
-    user = await create_user()
+    user = await make_user()
     token = token_for(user)
     await user.delete()
     client = await connect_client(

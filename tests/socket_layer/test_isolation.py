@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from socket_layer.emitter import ProgressEmitter
 from tests.socket_layer.conftest import token_for
-from tests.support.factories import add_event, create_job, create_user
+from tests.support.builders import add_event, make_empty_job, make_user
 from tests.support.live import LiveServer
 from tests.support.sio_client import connect_client
 
@@ -12,10 +12,10 @@ from tests.support.sio_client import connect_client
 async def test_user_b_receives_nothing_of_user_a(
     live_server: LiveServer, db: str, transports: list[str], emitter: ProgressEmitter
 ) -> None:
-    alice, bob = await create_user(), await create_user()
-    a_job = await create_job(alice, total_videos=5)
+    alice, bob = await make_user(), await make_user()
+    a_job = await make_empty_job(alice, total_videos=5)
     await add_event(a_job, status="pending")  # in A's snapshot, never in B's
-    b_job = await create_job(bob, total_videos=5)
+    b_job = await make_empty_job(bob, total_videos=5)
 
     a = await connect_client(live_server.url, token=token_for(alice), transports=transports)
     b = await connect_client(live_server.url, token=token_for(bob), transports=transports)

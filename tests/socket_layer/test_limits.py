@@ -12,7 +12,7 @@ from redis import asyncio as aioredis
 
 from socket_layer.protocol import REASON_TOO_MANY_CONNECTIONS, presence_key, refusal
 from tests.socket_layer.conftest import token_for
-from tests.support.factories import create_user
+from tests.support.builders import make_user
 from tests.support.live import LiveServer
 from tests.support.sio_client import RecordingClient, connect_client
 from tests.support.waiting import wait_for
@@ -36,7 +36,7 @@ async def close_all(clients: list[RecordingClient]) -> None:
 async def test_sixth_connection_is_refused_and_accepted_again_after_one_closes(
     live_server: LiveServer, db: str, transports: list[str], redis: aioredis.Redis
 ) -> None:
-    user = await create_user()
+    user = await make_user()
     token = token_for(user)
     limit = live_server.config.ws_max_connections_per_user
     assert limit == 5
@@ -55,7 +55,7 @@ async def test_sixth_connection_is_refused_and_accepted_again_after_one_closes(
 
         # another user is not affected by this user's limit
         other = await connect_client(
-            live_server.url, token=token_for(await create_user()), transports=transports
+            live_server.url, token=token_for(await make_user()), transports=transports
         )
         await other.close()
 
@@ -90,7 +90,7 @@ async def test_two_web_processes_share_the_limit_and_a_killed_one_frees_its_slot
 ) -> None:
     web_a, web_b = await asyncio.gather(start_live_server(), start_live_server())
     ttl = web_a.config.ws_presence_ttl
-    user = await create_user()
+    user = await make_user()
     token = token_for(user)
     on_a = [await connect_client(web_a.url, token=token, transports=transports) for _ in range(3)]
     on_b = [await connect_client(web_b.url, token=token, transports=transports) for _ in range(2)]

@@ -12,7 +12,7 @@ import httpx
 
 from socket_layer.emitter import ProgressEmitter
 from tests.socket_layer.conftest import token_for
-from tests.support.factories import add_event, add_events, create_job, create_user
+from tests.support.builders import add_event, add_events, make_empty_job, make_user
 from tests.support.live import LiveServer
 from tests.support.services import drop_database
 from tests.support.sio_client import connect_client
@@ -21,10 +21,10 @@ from tests.support.sio_client import connect_client
 async def test_resume_returns_exactly_the_missing_events_in_order(
     live_server: LiveServer, db: str, transports: list[str]
 ) -> None:
-    user = await create_user()
-    job = await create_job(user)
+    user = await make_user()
+    job = await make_empty_job(user)
     events = [await add_event(job, status="pending"), *await add_events(job, 9)]
-    other = await create_job(user)
+    other = await make_empty_job(user)
     other_events = [await add_event(other, status="pending"), *await add_events(other, 2)]
     client = await connect_client(live_server.url, token=token_for(user), transports=transports)
     try:
@@ -70,8 +70,8 @@ JUNK: list[Any] = [
 async def test_junk_resume_payloads_get_an_error_ack_and_the_socket_stays(
     live_server: LiveServer, db: str, transports: list[str]
 ) -> None:
-    user = await create_user()
-    job = await create_job(user)
+    user = await make_user()
+    job = await make_empty_job(user)
     first = await add_event(job, status="pending")
     client = await connect_client(live_server.url, token=token_for(user), transports=transports)
     try:
@@ -89,8 +89,8 @@ async def test_resume_caps_jobs_and_events(
     start_live_server: Callable[..., Awaitable[LiveServer]], db: str, transports: list[str]
 ) -> None:
     server = await start_live_server(resume_max_jobs=3, resume_max_events=5)
-    user = await create_user()
-    jobs = [await create_job(user) for _ in range(3)]
+    user = await make_user()
+    jobs = [await make_empty_job(user) for _ in range(3)]
     for job in jobs:
         await add_event(job, status="pending")
         await add_events(job, 2)
@@ -114,8 +114,8 @@ async def test_client_that_drops_catches_up_with_resume_then_live(
 ) -> None:
     """Drop after seq 3, return at seq 7: resume gives 4..7, then live 8.., and the
     result equals the history."""
-    user = await create_user()
-    job = await create_job(user, total_videos=10)
+    user = await make_user()
+    job = await make_empty_job(user, total_videos=10)
     token = token_for(user)
     client = await connect_client(live_server.url, token=token, transports=transports)
     received: list[dict[str, Any]] = []

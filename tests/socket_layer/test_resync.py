@@ -13,7 +13,7 @@ from redis import asyncio as aioredis
 from socket_layer.emitter import ProgressEmitter
 from socket_layer.protocol import presence_key
 from tests.socket_layer.conftest import token_for
-from tests.support.factories import add_event, create_job, create_user
+from tests.support.builders import add_event, make_empty_job, make_user
 from tests.support.live import LiveServer
 from tests.support.services import RedisServer
 from tests.support.sio_client import connect_client
@@ -38,8 +38,8 @@ async def test_redis_restart_sends_resync_to_every_local_socket(
     manager: str,
 ) -> None:
     web = await start_live_server(redis_url=private_redis.url, socketio_manager=manager)
-    user = await create_user()
-    job = await create_job(user)
+    user = await make_user()
+    job = await make_empty_job(user)
     token = token_for(user)
     clients = [
         await connect_client(web.url, token=token, transports=["websocket"]),

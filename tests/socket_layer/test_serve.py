@@ -15,7 +15,7 @@ from quart_app.serve import ACCESS_LOG_FORMAT, RedactedAccessLogAtoms
 from socket_layer.protocol import SOCKETIO_PATH, presence_key
 from tests.conftest import TEST_SECRET
 from tests.socket_layer.conftest import token_for
-from tests.support.factories import create_user
+from tests.support.builders import make_user
 from tests.support.live import LiveServer
 from tests.support.sio_client import connect_client
 from tests.support.waiting import wait_until
@@ -50,7 +50,7 @@ def test_access_log_atoms_hold_no_secret(monkeypatch: pytest.MonkeyPatch) -> Non
 async def test_access_log_of_a_live_server_never_contains_the_token(
     live_server: LiveServer, db: str
 ) -> None:
-    user = await create_user()
+    user = await make_user()
     token = token_for(user)
     async with aiohttp.ClientSession() as http:
         async with http.get(
@@ -85,7 +85,7 @@ async def test_sigterm_closes_sockets_releases_slots_and_exits_zero(
     start_live_server: Callable[..., Awaitable[LiveServer]], db: str, redis_url: str
 ) -> None:
     web = await start_live_server()
-    user = await create_user()
+    user = await make_user()
     token = token_for(user)
     clients = [
         await connect_client(web.url, token=token, transports=["websocket"]),

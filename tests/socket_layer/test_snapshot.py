@@ -9,7 +9,7 @@ from typing import Any
 
 from socket_layer.emitter import ProgressEmitter
 from tests.socket_layer.conftest import token_for
-from tests.support.factories import add_event, create_job, create_user, minutes_ago
+from tests.support.builders import add_event, make_empty_job, make_user, minutes_ago
 from tests.support.live import LiveServer
 from tests.support.sio_client import RecordingClient, connect_client
 
@@ -17,35 +17,35 @@ from tests.support.sio_client import RecordingClient, connect_client
 async def test_snapshot_holds_latest_event_of_active_and_recently_finished_jobs(
     live_server: LiveServer, db: str, transports: list[str]
 ) -> None:
-    user = await create_user()
+    user = await make_user()
     expected: list[dict[str, Any]] = []
 
-    processing = await create_job(user)
+    processing = await make_empty_job(user)
     await add_event(processing, status="pending")
     await add_event(processing)
     expected.append(await add_event(processing))
 
-    pending = await create_job(user)
+    pending = await make_empty_job(user)
     expected.append(await add_event(pending, status="pending"))
 
-    done_now = await create_job(user, total_videos=2)
+    done_now = await make_empty_job(user, total_videos=2)
     await add_event(done_now, status="pending")
     expected.append(await add_event(done_now, status="completed"))
 
-    failed_4min = await create_job(user, total_videos=2)
+    failed_4min = await make_empty_job(user, total_videos=2)
     await add_event(failed_4min, status="pending", created_at=minutes_ago(6))
     expected.append(await add_event(failed_4min, status="failed", created_at=minutes_ago(4)))
 
-    old_done = await create_job(user, total_videos=2)
+    old_done = await make_empty_job(user, total_videos=2)
     await add_event(old_done, status="pending", created_at=minutes_ago(12))
     await add_event(old_done, status="completed", created_at=minutes_ago(10))
 
-    old_cancelled = await create_job(user, total_videos=2)
+    old_cancelled = await make_empty_job(user, total_videos=2)
     await add_event(old_cancelled, status="pending", created_at=minutes_ago(7))
     await add_event(old_cancelled, status="cancelled", created_at=minutes_ago(6))
 
-    stranger = await create_user()
-    foreign = await create_job(stranger)
+    stranger = await make_user()
+    foreign = await make_empty_job(stranger)
     await add_event(foreign, status="pending")
 
     client = await connect_client(live_server.url, token=token_for(user), transports=transports)
@@ -62,8 +62,8 @@ async def test_snapshot_then_live_events_leave_no_gap(
 ) -> None:
     """Events are persisted and published continuously while clients connect; every
     client's snapshot seq followed by its live events is contiguous up to the end."""
-    user = await create_user()
-    job = await create_job(user, total_videos=60)
+    user = await make_user()
+    job = await make_empty_job(user, total_videos=60)
     await emitter.publish_progress(user.id, await add_event(job, status="pending"))
     stop = asyncio.Event()
 

@@ -11,7 +11,7 @@ import pytest
 
 from quart_app.core.config import Config
 from tests.conftest import tortoise_open
-from tests.tasks.helpers import build_samples
+from tests.support.builders import build_samples
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,12 @@ from models.entities import JobStatus, ProcessingJob, User, Video, VideoList, Vi
 from models.history import events_after
 from quart_app.core.config import Config
 from socket_layer.emitter import ProgressEmitter
-from tasks.imports import create_import_job
 from tasks.media import ProcessedMedia
 from tasks.processing import default_processor, run_job
 from tasks.publisher import JobPublisher
+from tasks.submission import submit_job
+from tests.support.builders import ChannelRecorder, place_videos, seqs
 from tests.support.tcpproxy import TcpProxy, proxy_in_front_of
-from tests.tasks.helpers import ChannelRecorder, place_videos, seqs
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ async def test_db_cut_mid_job_live_events_continue_history_complete_after_restor
     assert cfg.redis_url
     recorder = await ChannelRecorder.start(cfg.redis_url, user.id)
     emitter = ProgressEmitter(cfg.redis_url)
-    job = await create_import_job(user.id, vlist.id, items, redis=None, emitter=emitter)
+    job = await submit_job(user.id, vlist.id, items, emitter=emitter, redis=None, enqueue=False)
     seen_live_during_cut: list[int] = []
     publishers: list[JobPublisher] = []
 

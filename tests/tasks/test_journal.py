@@ -32,9 +32,16 @@ from tasks.journal import (
 from tasks.processing import run_job
 from tasks.publisher import JobPublisher
 from tasks.stale import fail_job
-from tests.support.builders import event_for, make_job, make_list, make_user
+from tests.support.builders import (
+    event_for,
+    make_job,
+    make_list,
+    make_user,
+    place_videos,
+    seed_job,
+    video_event,
+)
 from tests.support.services import free_port
-from tests.tasks.helpers import place_videos, seed_job, video_event
 
 # -- fakes ------------------------------------------------------------------------------------
 

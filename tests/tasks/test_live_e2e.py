@@ -11,11 +11,12 @@ from models.entities import User, VideoList
 from models.history import events_after
 from quart_app.core.config import Config
 from quart_app.core.tokens import issue_token
-from tasks.imports import create_import_job
-from tasks.processing import make_emitter, run_job
+from tasks.processing import run_job
+from tasks.publisher import make_emitter
+from tasks.submission import submit_job
+from tests.support.builders import place_videos, seqs
 from tests.support.live import LiveServer
 from tests.support.sio_client import TRANSPORT_IDS, TRANSPORTS, connect_client
-from tests.tasks.helpers import place_videos, seqs
 
 
 @pytest.mark.parametrize("transports", TRANSPORTS, ids=TRANSPORT_IDS)
@@ -38,7 +39,9 @@ async def test_client_sees_ten_video_job_live_identical_to_history(
         emitter = make_emitter(cfg)
         try:
             items = place_videos(samples, cfg.import_root, 10)
-            job = await create_import_job(user.id, vlist.id, items, redis=None, emitter=emitter)
+            job = await submit_job(
+                user.id, vlist.id, items, emitter=emitter, redis=None, enqueue=False
+            )
             assert await run_job(job.id, cfg, emitter=emitter) == "completed"
         finally:
             await emitter.close()

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from tasks.imports import NewVideo
-from tests.tasks.helpers import seed_job
 
 import tasks.media as media
 from models.entities import Video, VideoStatus
+from models.jobs import NewVideo
 from quart_app.core.config import Config
 from tasks.media import BlockedAddress, MediaError, fetch, process_media
 from tasks.processing import run_job
+from tests.support.builders import seed_job
 from tests.support.media import make_video
 from tests.support.services import start_app
 

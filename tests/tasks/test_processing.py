@@ -21,14 +21,15 @@ from models.entities import (
 )
 from models.events import utcnow
 from models.history import events_after
+from models.jobs import NewVideo
 from quart_app.core.config import Config
 from socket_layer.emitter import ProgressEmitter
-from tasks.imports import NewVideo, create_import_job
 from tasks.media import ProcessedMedia
 from tasks.processing import claim, default_processor, run_job
 from tasks.publisher import JobPublisher
+from tasks.submission import submit_job
+from tests.support.builders import ChannelRecorder, place_videos, seed_job, seqs, video_event
 from tests.support.services import free_port
-from tests.tasks.helpers import ChannelRecorder, place_videos, seed_job, seqs, video_event
 
 
 async def _import(
@@ -40,7 +41,7 @@ async def _import(
     recorder = await ChannelRecorder.start(config.redis_url, user.id)
     emitter = ProgressEmitter(config.redis_url)
     try:
-        job = await create_import_job(user.id, vlist.id, items, redis=None, emitter=emitter)
+        job = await submit_job(user.id, vlist.id, items, emitter=emitter, redis=None, enqueue=False)
     finally:
         await emitter.close()
     return user, job, recorder

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from models.entities import Video
 from models.history import events_after
+from models.jobs import NewVideo
 from quart_app.core.config import Config
-from tasks.imports import NewVideo
 from tasks.media import MediaError, MediaInfo, ProcessedMedia
 from tasks.processing import run_job
 from tasks.throttle import ThrottlePolicy, expected_event_count
-from tests.tasks.helpers import seed_job, seqs
+from tests.support.builders import seed_job, seqs
 
 
 class FakeClock:

@@ -19,17 +19,18 @@ from rq.registry import ScheduledJobRegistry
 from models.entities import JobStatus, ProcessingJob, User, Video, VideoList, VideoStatus
 from models.events import utcnow
 from models.history import events_after
+from models.jobs import NewVideo
 from quart_app import cli
 from quart_app.core.config import Config
 from socket_layer.emitter import ProgressEmitter
-from tasks.imports import NewVideo, create_import_job
 from tasks.queue import MAINTENANCE_QUEUE, QUEUE_NAME, enqueue_processing, parse_queues
 from tasks.stale import check_stale_jobs
+from tasks.submission import submit_job
 from tasks.worker import register_cron_jobs
+from tests.support.builders import ChannelRecorder, place_videos, seqs
 from tests.support.services import RedisServer, start_app
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
-from tests.tasks.helpers import ChannelRecorder, place_videos, seqs
 
 
 @pytest.fixture
@@ -61,7 +62,9 @@ async def test_worker_burst_runs_an_enqueued_job(
     cfg = config(redis_url=own_redis.url, database_url=own_pg)
     items = place_videos(samples, cfg.import_root, 3)
     user, vlist = await _user_and_list(f"burst{own_redis.port}")
-    job = await create_import_job(user.id, vlist.id, items, redis=Redis.from_url(own_redis.url))
+    job = await submit_job(
+        user.id, vlist.id, items, emitter=None, redis=Redis.from_url(own_redis.url)
+    )
     assert job.rq_job_id
     worker = WorkerProcess(cfg, "--burst")
     try:
@@ -97,7 +100,7 @@ async def test_killed_worker_job_resumes_and_completes_without_redoing_videos(
     recorder = await ChannelRecorder.start(own_redis.url, user.id)
     emitter = ProgressEmitter(own_redis.url)
     redis = Redis.from_url(own_redis.url)
-    job = await create_import_job(user.id, vlist.id, items, redis=redis, emitter=emitter)
+    job = await submit_job(user.id, vlist.id, items, emitter=emitter, redis=redis)
     await emitter.close()
     first = WorkerProcess(cfg)
     second: WorkerProcess | None = None
@@ -157,7 +160,7 @@ async def test_stale_job_without_retries_ends_failed_with_a_final_event(
     items = place_videos(samples, cfg.import_root, 4)
     user, vlist = await _user_and_list(f"stale{own_redis.port}")
     redis = Redis.from_url(own_redis.url)
-    job = await create_import_job(user.id, vlist.id, items, redis=None)
+    job = await submit_job(user.id, vlist.id, items, emitter=None, redis=None, enqueue=False)
     # a worker claimed it, finished one video, then died; RQ's retries are used up
     rq_id = enqueue_processing(redis, job.id)
     rq_job = Job.fetch(rq_id, connection=redis)
@@ -174,7 +177,7 @@ async def test_stale_job_without_retries_ends_failed_with_a_final_event(
 
     rq_job.set_status(RQStatus.FAILED)
     # and one that is fresh: left alone
-    fresh = await create_import_job(user.id, vlist.id, items[:1], redis=None)
+    fresh = await submit_job(user.id, vlist.id, items[:1], emitter=None, redis=None, enqueue=False)
     await ProcessingJob.filter(id=fresh.id).update(
         status=JobStatus.PROCESSING, heartbeat_at=utcnow()
     )
@@ -218,7 +221,7 @@ async def test_stale_check_enqueues_a_retry_whose_scheduler_is_gone(
     jobs: dict[str, ProcessingJob] = {}
     rq_jobs: dict[str, Job] = {}
     for name, due in (("overdue", utcnow() - timedelta(minutes=5)), ("due", utcnow())):
-        job = await create_import_job(user.id, vlist.id, items, redis=None)
+        job = await submit_job(user.id, vlist.id, items, emitter=None, redis=None, enqueue=False)
         rq_job = Job.fetch(enqueue_processing(redis, job.id), connection=redis)
         queue.remove(rq_job)  # what RQ does with a retry that has an interval
         queue.schedule_job(rq_job, due)

@@ -1,6 +1,6 @@
 """Parsing and validating bulk imports (CSV or JSON) into video sources.
 
-Rules (DESIGN section 6, issue 2): a CSV header with ``url`` and optional ``title``;
+Rules (DESIGN section 6): a CSV header with ``url`` and optional ``title``;
 UTF-8 with or without BOM; at most ``MAX_VIDEOS_PER_JOB`` rows; each url is an http(s)
 URL or a path inside ``IMPORT_ROOT`` — relative, or absolute but inside it; no ``..``
 component; no symlink leading outside; the file must exist.  Any bad row rejects the
@@ -18,20 +18,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+from models.jobs import NewVideo
+
 MAX_URL_LENGTH = 2048
 MAX_TITLE_LENGTH = 500
 #: bytes allowed per import row (url + title + separators), to bound the body size
 BYTES_PER_ROW = 3 * 1024
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class ImportItem:
-    """One video to create: ``source`` as stored on Video.source, and its title."""
-
-    source: str
-    title: str
 
 
 @dataclass
@@ -120,8 +114,8 @@ def _check_import_path(value: str, import_root: Path) -> str:
     return path.as_posix()
 
 
-def _check_rows(rows: list[tuple[int, str, str | None]], import_root: Path) -> list[ImportItem]:
-    items: list[ImportItem] = []
+def _check_rows(rows: list[tuple[int, str, str | None]], import_root: Path) -> list[NewVideo]:
+    items: list[NewVideo] = []
     errors: list[RowError] = []
     for number, url, title in rows:
         try:
@@ -136,7 +130,7 @@ def _check_rows(rows: list[tuple[int, str, str | None]], import_root: Path) -> l
         if title is not None and _CONTROL_RE.search(title):
             errors.append(RowError(number, "title contains control characters", "title"))
             continue
-        items.append(ImportItem(source, title or _title_from(url)))
+        items.append(NewVideo(source, title or _title_from(url)))
     if errors:
         raise ImportRejected(
             "invalid_rows",
@@ -148,7 +142,7 @@ def _check_rows(rows: list[tuple[int, str, str | None]], import_root: Path) -> l
     return items
 
 
-def parse_csv(data: bytes, *, import_root: Path, max_rows: int) -> list[ImportItem]:
+def parse_csv(data: bytes, *, import_root: Path, max_rows: int) -> list[NewVideo]:
     """Parse a CSV import; rows are numbered from 1 for the first data row (the header is
     row 0).  Raises :class:`ImportRejected`."""
     try:
@@ -195,7 +189,7 @@ def parse_csv(data: bytes, *, import_root: Path, max_rows: int) -> list[ImportIt
     return _check_rows(rows, import_root)
 
 
-def parse_json(data: Any, *, import_root: Path, max_rows: int) -> list[ImportItem]:
+def parse_json(data: Any, *, import_root: Path, max_rows: int) -> list[NewVideo]:
     """Validate ``{"videos": [{"url": ..., "title": ...}, ...]}`` (rows numbered from 1).
     Raises :class:`ImportRejected`."""
     if not isinstance(data, dict) or not isinstance(data.get("videos"), list):
@@ -217,7 +211,7 @@ def parse_json(data: Any, *, import_root: Path, max_rows: int) -> list[ImportIte
             shape_errors.append(RowError(number, "url and title must be strings", "row"))
             continue
         rows.append((number, url.strip(), title.strip() if title else None))
-    items: list[ImportItem] = []
+    items: list[NewVideo] = []
     if rows:
         try:
             items = _check_rows(rows, import_root)

@@ -1,0 +1,100 @@
+"""Submitting a processing job: the one way a job comes to exist (REST API, demo, tests).
+
+:func:`submit_job` writes the rows and the first event (seq 1) in one transaction
+(:func:`models.jobs.create_job_with_videos`), publishes that event, enqueues
+``tasks.process_video_list``; when the job cannot be queued it ends ``failed`` with a
+final event (seq 2) and its videos failed, so nobody ever sees a job stuck ``pending``.
+While the job is ``pending`` the submitter is the only writer of its history: the
+failed event is written with ``expect_status=PENDING``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from models.entities import JobStatus, ProcessingJob
+from models.events import ProgressEvent, job_event
+from models.history import record_event
+from models.jobs import NewVideo, abandon_videos, create_job_with_videos, job_counters
+from socket_layer.emitter import PublishError
+from tasks.publisher import Emitter
+from tasks.queue import enqueue_processing
+
+log = logging.getLogger(__name__)
+
+
+class QueueUnavailable(Exception):
+    """The job was created but could not be queued; it has already ended ``failed``
+    (with its final event) and ``job`` is it."""
+
+    def __init__(self, job: ProcessingJob, reason: str) -> None:
+        super().__init__(f"job {job.id} could not be queued: {reason}")
+        self.job = job
+        self.reason = reason
+
+
+async def submit_job(
+    owner_id: uuid.UUID | str,
+    list_id: uuid.UUID | str,
+    videos: Sequence[NewVideo],
+    *,
+    emitter: Emitter | None,
+    redis: Redis | None,
+    enqueue: bool = True,
+) -> ProcessingJob:
+    """Create the job of ``videos`` in list ``list_id``, publish its first event through
+    ``emitter`` (None: not published; clients read it from the history), enqueue it on
+    ``redis``.
+
+    Raises :class:`QueueUnavailable` when ``redis`` is None or refuses the job (the job
+    has then ended ``failed``).  ``enqueue=False`` leaves the job ``pending`` and
+    unqueued: the caller runs it itself (tests), or the stale-job check enqueues it.
+    """
+    job, first = await create_job_with_videos(owner_id, list_id, videos)
+    await _publish(emitter, job, first)
+    if not enqueue:
+        return job
+    try:
+        if redis is None:
+            raise RedisError("REDIS_URL is not configured")
+        rq_job_id = await asyncio.to_thread(enqueue_processing, redis, job.id)
+    except (RedisError, OSError) as exc:
+        log.error("enqueue failed job_id=%s: %s", job.id, exc)
+        await _fail_unqueued(emitter, job)
+        raise QueueUnavailable(job, str(exc)) from None
+    await ProcessingJob.filter(id=job.id).update(rq_job_id=rq_job_id)
+    job.rq_job_id = rq_job_id
+    return job
+
+
+async def _fail_unqueued(emitter: Emitter | None, job: ProcessingJob) -> None:
+    failed = job_event(
+        job.id,
+        job.last_seq + 1,
+        "failed",
+        "Could not queue the job",
+        error="queue unavailable (Redis down)",
+        **job_counters(job),
+    )
+    if await record_event(failed, expect_status=JobStatus.PENDING):
+        await abandon_videos(job.id, "job could not be queued")
+        await _publish(emitter, job, failed)
+
+
+async def _publish(emitter: Emitter | None, job: ProcessingJob, event: ProgressEvent) -> None:
+    """Best effort: an event that does not reach Redis is logged; clients recover it
+    from the history."""
+    if emitter is None:
+        return
+    try:
+        await emitter.publish_progress(job.owner_id, event.to_wire())
+    except PublishError as exc:
+        log.warning("progress publish failed job_id=%s seq=%s: %s", job.id, event.seq, exc)
+    except Exception:  # an unexpected client error must not undo a created job
+        log.exception("progress publish failed job_id=%s seq=%s", job.id, event.seq)
