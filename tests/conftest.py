@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from models.db import close_db, open_db
-from quart_app.core.config import Config
+from quart_app.core.config import ENV_FILE_VAR, Config
 from tests.support.live import LiveServer
 from tests.support.services import (
     PostgresServer,
@@ -30,6 +30,9 @@ from tests.support.services import (
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-key-0123456789abcdef"
+
+# no test (nor a process it starts) reads a developer's .env: the settings are explicit
+os.environ[ENV_FILE_VAR] = ""
 
 
 def migrate_in_subprocess(database_url: str) -> None:

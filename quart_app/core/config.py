@@ -1,9 +1,17 @@
-"""The one place that reads reeltrack's environment.
+"""The one place that reads reeltrack's settings.
 
-Every process (web, worker, CLI, tests) builds a :class:`Config` with
-:meth:`Config.from_env` (or directly, in tests) and passes it down; no other module
-reads ``os.environ`` for settings.  This module must stay free of Quart imports so the
-worker can use it.
+Each setting is declared once, as a field of :class:`Config`: attribute name, type,
+default, bounds, environment variable and meaning.  The README table and ``.env.example``
+are rendered from these declarations (:mod:`quart_app.core.settings_docs`) and a test
+keeps them equal.
+
+Every process (web, worker, CLI) builds its :class:`Config` with :meth:`Config.from_env`
+and passes it down; no other module reads ``os.environ`` for settings.  Values come from
+the process environment first, then from a ``.env`` file (``.env`` in the working
+directory, or the file ``REELTRACK_ENV_FILE`` names; ``REELTRACK_ENV_FILE=`` reads none).
+``Config(...)`` with keywords never reads the environment (tests build it that way).
+
+This module must stay free of Quart imports so the worker can use it.
 """
 
 from __future__ import annotations
@@ -11,242 +19,431 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-#: name -> (default as text, description). The README table and .env.example mirror it.
-ENV_VARS: dict[str, tuple[str, str]] = {
-    "REELTRACK_ENV": ("development", "`production` makes SECRET_KEY mandatory"),
-    "HOST": ("127.0.0.1", "address the web process binds"),
-    "PORT": ("8000", "port the web process binds"),
-    "VAR_DIR": ("./var", "SQLite file, media, generated secret, embedded Redis"),
-    "DATABASE_URL": (
-        "sqlite://VAR_DIR/reeltrack.sqlite3",
-        "postgres://user:pass@host:5432/db or sqlite://path",
-    ),
-    "REDIS_URL": (
-        "(embedded)",
-        "redis://host:6379/0; unset: `reeltrack run` starts a private Redis",
-    ),
-    "SECRET_KEY": (
-        "(generated into VAR_DIR/secret_key)",
-        "signs access tokens; required in production",
-    ),
-    "CORS_ORIGINS": (
-        "(same origin only)",
-        "comma-separated origins allowed for REST and Socket.IO",
-    ),
-    "WEBSOCKET_PING_INTERVAL": ("30", "Socket.IO ping interval, seconds"),
-    "WEBSOCKET_TIMEOUT": ("60", "Socket.IO ping timeout, seconds"),
-    "WS_MAX_CONNECTIONS_PER_USER": ("5", "live Socket.IO connections per user, all processes"),
-    "WS_PRESENCE_TTL": (
-        "30",
-        "seconds a dead web process's sockets keep counting toward the per-user limit",
-    ),
-    "SOCKETIO_MANAGER": (
-        "user-channels",
-        "`user-channels` (a Redis channel per user; fast) or `stock` (python-socketio's)",
-    ),
-    "WS_PERMESSAGE_DEFLATE": ("false", "compress websocket messages (costs ~90 KB/connection)"),
-    "WS_MAX_MESSAGE_BYTES": ("65536", "largest Socket.IO message a client may send"),
-    "RESUME_MAX_JOBS": ("200", "job ids accepted in one `resume`"),
-    "RESUME_MAX_EVENTS": ("5000", "events returned by one `resume` before `truncated`"),
-    "REDIS_PUBSUB_POOL_SIZE": ("10", "Redis connections for pub/sub per web process"),
-    "PROGRESS_HISTORY_RETENTION_DAYS": ("30", "progress events older than this are purged"),
-    "MEDIA_ROOT": ("VAR_DIR/media", "uploads and thumbnails"),
-    "IMPORT_ROOT": ("VAR_DIR/import", "CSV paths are relative to it"),
-    "IMPORT_ALLOW_PRIVATE_HOSTS": ("false", "allow URL imports from private/loopback addresses"),
-    "MAX_UPLOAD_BYTES": ("2147483648", "largest uploaded or fetched video, bytes"),
-    "MAX_REQUEST_BYTES": ("2147483648", "largest request body, bytes"),
-    "MAX_VIDEOS_PER_JOB": ("1000", "rows per import / files per upload"),
-    "FETCH_TIMEOUT": ("60", "seconds allowed for fetching one URL"),
-    "ACCESS_TOKEN_TTL": ("86400", "access token lifetime, seconds"),
-    "ALLOW_REGISTRATION": ("true", "allow POST /api/auth/register"),
-    "LOGIN_MAX_ATTEMPTS": ("5", "failed logins per username+address before 429"),
-    "LOGIN_WINDOW": ("300", "seconds over which failed logins are counted"),
-    "RATE_LIMIT_PER_MINUTE": ("600", "REST requests per user per minute (0 = off)"),
-    "TRUSTED_PROXY_HOPS": (
-        "0",
-        "proxies in front whose X-Forwarded-For is trusted for the client address (1 behind nginx)",
-    ),
-    "THROTTLE_EVERY_N_VIDEOS": ("10", "large jobs publish every Nth video..."),
-    "THROTTLE_INTERVAL": ("5", "...or after this many seconds, whichever first"),
-    "THROTTLE_MIN_VIDEOS": ("100", "jobs with at least this many videos are throttled"),
-    "RETRY_BUFFER_SIZE": ("10000", "events kept in memory while the DB is unreachable"),
-    "STALE_JOB_SECONDS": (
-        "120",
-        "a `processing` job whose worker is gone this long is failed/requeued",
-    ),
-    "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING, ERROR"),
-    "LOG_JSON": ("false", "log JSON lines instead of text"),
-}
-
-_TRUE = {"1", "true", "yes", "on"}
-
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 #: every Redis key reeltrack writes starts with this (shared Redis instances); defined
 #: here, in the Quart-free config module, so the worker (``tasks``) can use it too
 REDIS_KEY_PREFIX = "reeltrack:"
 
+#: names the ``.env`` file to read (process environment only); empty: read no file
+ENV_FILE_VAR = "REELTRACK_ENV_FILE"
+DEFAULT_ENV_FILE = ".env"
+#: process variables starting with this that are not settings are refused as typos
+_OWN_PREFIX = "REELTRACK_"
+
 
 class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
+    """A setting is missing, unknown or malformed; the message names the variable."""
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, ENV_VARS[name][0]).strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in {"0", "false", "no", "off", ""}:
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 
 
-def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
-    raw = env.get(name, ENV_VARS[name][0])
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+def _flag(value: object) -> object:
+    """``1/true/yes/on`` or ``0/false/no/off/(empty)``, any case; anything else fails."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError("must be true or false")
     return value
 
 
-def _socketio_manager(env: Mapping[str, str]) -> str:
-    raw = env.get("SOCKETIO_MANAGER", ENV_VARS["SOCKETIO_MANAGER"][0]).strip().lower()
-    if raw not in {"user-channels", "stock"}:
-        raise ConfigError(f"SOCKETIO_MANAGER must be user-channels or stock, got {raw!r}")
-    return raw
+Flag = Annotated[bool, BeforeValidator(_flag)]
 
 
-def _float(env: Mapping[str, str], name: str) -> float:
-    raw = env.get(name, ENV_VARS[name][0])
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+def _setting(
+    default: Any,
+    env: str,
+    doc: str,
+    *,
+    shown: str | None = None,
+    empty_is_default: bool = False,
+    **bounds: Any,
+) -> Any:
+    """Declare one setting read from variable ``env``.
+
+    ``shown`` is the default as the docs print it (when it is derived, e.g. from
+    VAR_DIR); ``empty_is_default`` makes ``NAME=`` mean "unset" rather than a value;
+    ``bounds`` are pydantic constraints (``ge``, ``le``, ``min_length``, ``repr``...).
+    """
+    extra: dict[str, Any] = {"shown": shown if shown is not None else _as_text(default)}
+    if empty_is_default:
+        extra["empty_is_default"] = True
+    return Field(default, validation_alias=env, description=doc, json_schema_extra=extra, **bounds)
 
 
-@dataclass(frozen=True)
-class Config:
-    """Immutable settings of one reeltrack process."""
+def _as_text(value: object) -> str:
+    """A default as it is written in the environment."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
-    env: str = "development"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    var_dir: Path = Path("var")
-    database_url: str = ""
-    redis_url: str | None = None
-    secret_key: str = field(default="", repr=False)
-    cors_origins: tuple[str, ...] = ()
-    ws_ping_interval: float = 30.0
-    ws_ping_timeout: float = 60.0
-    ws_max_connections_per_user: int = 5
-    ws_presence_ttl: float = 30.0
-    socketio_manager: str = "user-channels"
-    ws_permessage_deflate: bool = False
-    ws_max_message_bytes: int = 65536
-    resume_max_jobs: int = 200
-    resume_max_events: int = 5000
-    redis_pubsub_pool_size: int = 10
-    retention_days: int = 30
-    media_root: Path = Path("var/media")
-    import_root: Path = Path("var/import")
-    import_allow_private_hosts: bool = False
-    max_upload_bytes: int = 2 * 1024**3
-    max_request_bytes: int = 2 * 1024**3
-    max_videos_per_job: int = 1000
-    fetch_timeout: float = 60.0
-    access_token_ttl: int = 86400
-    allow_registration: bool = True
-    login_max_attempts: int = 5
-    login_window: int = 300
-    rate_limit_per_minute: int = 600
-    trusted_proxy_hops: int = 0
-    throttle_every_n_videos: int = 10
-    throttle_interval: float = 5.0
-    throttle_min_videos: int = 100
-    retry_buffer_size: int = 10000
-    stale_job_seconds: int = 120
-    log_level: str = "INFO"
-    log_json: bool = False
+
+class Config(BaseSettings):
+    """Immutable (frozen, hashable) settings of one reeltrack process."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        case_sensitive=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        env_file=None,
+        # defaults are written valid (the docs test checks them); "" is SECRET_KEY's "unset"
+        validate_default=False,
+    )
+
+    env: str = _setting("development", "REELTRACK_ENV", "`production` makes SECRET_KEY mandatory")
+    host: str = _setting("127.0.0.1", "HOST", "address the web process binds")
+    port: int = _setting(8000, "PORT", "port the web process binds", ge=0, le=65535)
+    var_dir: Path = _setting(
+        Path("var"),
+        "VAR_DIR",
+        "SQLite file, media, generated secret, embedded Redis",
+        shown="./var",
+    )
+    database_url: str = _setting(
+        "",
+        "DATABASE_URL",
+        "postgres://user:pass@host:5432/db or sqlite://path",
+        shown="sqlite://VAR_DIR/reeltrack.sqlite3",
+        empty_is_default=True,
+    )
+    redis_url: str | None = _setting(
+        None,
+        "REDIS_URL",
+        "redis://host:6379/0; unset: `reeltrack run` starts a private Redis",
+        shown="(embedded)",
+        empty_is_default=True,
+    )
+    secret_key: str = _setting(
+        "",
+        "SECRET_KEY",
+        "signs access tokens; required in production; at least 16 characters",
+        shown="(generated into VAR_DIR/secret_key)",
+        empty_is_default=True,
+        min_length=16,
+        repr=False,
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = _setting(
+        (),
+        "CORS_ORIGINS",
+        "comma-separated origins allowed for REST and Socket.IO",
+        shown="(same origin only)",
+        empty_is_default=True,
+    )
+    ws_ping_interval: float = _setting(
+        30.0, "WEBSOCKET_PING_INTERVAL", "Socket.IO ping interval, seconds", gt=0
+    )
+    ws_ping_timeout: float = _setting(
+        60.0, "WEBSOCKET_TIMEOUT", "Socket.IO ping timeout, seconds", gt=0
+    )
+    ws_max_connections_per_user: int = _setting(
+        5,
+        "WS_MAX_CONNECTIONS_PER_USER",
+        "live Socket.IO connections per user, all processes",
+        ge=1,
+    )
+    ws_presence_ttl: float = _setting(
+        30.0,
+        "WS_PRESENCE_TTL",
+        "seconds a dead web process's sockets keep counting toward the per-user limit",
+        gt=0,
+    )
+    socketio_manager: Literal["user-channels", "stock"] = _setting(
+        "user-channels",
+        "SOCKETIO_MANAGER",
+        "`user-channels` (a Redis channel per user; fast) or `stock` (python-socketio's)",
+    )
+    ws_permessage_deflate: Flag = _setting(
+        False, "WS_PERMESSAGE_DEFLATE", "compress websocket messages (costs ~90 KB/connection)"
+    )
+    ws_max_message_bytes: int = _setting(
+        65536, "WS_MAX_MESSAGE_BYTES", "largest Socket.IO message a client may send", ge=1024
+    )
+    resume_max_jobs: int = _setting(
+        200, "RESUME_MAX_JOBS", "job ids accepted in one `resume`", ge=1
+    )
+    resume_max_events: int = _setting(
+        5000, "RESUME_MAX_EVENTS", "events returned by one `resume` before `truncated`", ge=1
+    )
+    redis_pubsub_pool_size: int = _setting(
+        10, "REDIS_PUBSUB_POOL_SIZE", "Redis connections for pub/sub per web process", ge=1
+    )
+    retention_days: int = _setting(
+        30,
+        "PROGRESS_HISTORY_RETENTION_DAYS",
+        "progress events older than this many days are purged",
+        ge=1,
+    )
+    media_root: Path = _setting(
+        Path("var/media"),
+        "MEDIA_ROOT",
+        "uploads and thumbnails",
+        shown="VAR_DIR/media",
+        empty_is_default=True,
+    )
+    import_root: Path = _setting(
+        Path("var/import"),
+        "IMPORT_ROOT",
+        "CSV paths are relative to it",
+        shown="VAR_DIR/import",
+        empty_is_default=True,
+    )
+    import_allow_private_hosts: Flag = _setting(
+        False, "IMPORT_ALLOW_PRIVATE_HOSTS", "allow URL imports from private/loopback addresses"
+    )
+    max_upload_bytes: int = _setting(
+        2 * 1024**3, "MAX_UPLOAD_BYTES", "largest uploaded or fetched video, bytes", ge=1
+    )
+    max_request_bytes: int = _setting(
+        2 * 1024**3, "MAX_REQUEST_BYTES", "largest request body, bytes", ge=1
+    )
+    max_videos_per_job: int = _setting(
+        1000, "MAX_VIDEOS_PER_JOB", "rows per import / files per upload", ge=1
+    )
+    fetch_timeout: float = _setting(
+        60.0, "FETCH_TIMEOUT", "seconds allowed for fetching one URL", gt=0
+    )
+    access_token_ttl: int = _setting(
+        86400, "ACCESS_TOKEN_TTL", "access token lifetime, seconds", ge=1
+    )
+    allow_registration: Flag = _setting(True, "ALLOW_REGISTRATION", "allow POST /api/auth/register")
+    login_max_attempts: int = _setting(
+        5, "LOGIN_MAX_ATTEMPTS", "failed logins per username+address before 429", ge=1
+    )
+    login_window: int = _setting(
+        300, "LOGIN_WINDOW", "seconds over which failed logins are counted", ge=1
+    )
+    rate_limit_per_minute: int = _setting(
+        600, "RATE_LIMIT_PER_MINUTE", "REST requests per user per minute (0 = off)", ge=0
+    )
+    trusted_proxy_hops: int = _setting(
+        0,
+        "TRUSTED_PROXY_HOPS",
+        "proxies in front whose X-Forwarded-For is trusted for the client address (1 behind nginx)",
+        ge=0,
+    )
+    throttle_every_n_videos: int = _setting(
+        10, "THROTTLE_EVERY_N_VIDEOS", "large jobs publish every Nth video...", ge=1
+    )
+    throttle_interval: float = _setting(
+        5.0, "THROTTLE_INTERVAL", "...or after this many seconds, whichever first", ge=0
+    )
+    throttle_min_videos: int = _setting(
+        100, "THROTTLE_MIN_VIDEOS", "jobs with at least this many videos are throttled", ge=1
+    )
+    retry_buffer_size: int = _setting(
+        10000, "RETRY_BUFFER_SIZE", "events kept in memory while the DB is unreachable", ge=1
+    )
+    stale_job_seconds: int = _setting(
+        120,
+        "STALE_JOB_SECONDS",
+        "a `processing` job whose worker is gone this long is failed/requeued",
+        ge=1,
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _setting(
+        "INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
+    log_json: Flag = _setting(False, "LOG_JSON", "log JSON lines instead of text")
+
+    @field_validator("env", "socketio_manager", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        """Comma-separated text or a sequence; blanks dropped, no trailing slash."""
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, list | tuple):
+            return tuple(str(o).strip().rstrip("/") for o in items if str(o).strip())
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Config(...) takes only its keywords; the environment is read by from_env alone
+        return (init_settings,)
 
     @property
     def is_production(self) -> bool:
         return self.env == "production"
 
     def with_overrides(self, **changes: Any) -> Config:
-        """A copy with some fields replaced (tests, CLI flags)."""
-        return replace(self, **changes)
+        """A copy with some fields replaced (tests, CLI flags), validated like the rest.
+
+        Raises :class:`ConfigError` for an unknown field or a value out of its bounds.
+        """
+        given = {name: getattr(self, name) for name in self.model_fields_set}
+        try:
+            return type(self)(**{**given, **changes})
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
-        """Read every setting from ``environ`` (default ``os.environ``).
+        """Read every setting from ``environ`` (default ``os.environ``), then ``.env``.
 
-        Raises :class:`ConfigError` naming the variable when a value is malformed, or
-        when ``REELTRACK_ENV=production`` and ``SECRET_KEY`` is unset.  In development a
-        missing ``SECRET_KEY`` is generated once into ``VAR_DIR/secret_key``.
+        The process environment wins over the file.  Raises :class:`ConfigError` naming
+        the variable when a value is malformed or out of bounds, when the ``.env`` file
+        holds a name that is not a setting, when a ``REELTRACK_*`` variable is not one,
+        when ``REELTRACK_ENV_FILE`` names a missing file, or when
+        ``REELTRACK_ENV=production`` and ``SECRET_KEY`` is unset.  In development a
+        missing ``SECRET_KEY`` is generated once into ``VAR_DIR/secret_key`` (mode 0600).
         """
-        env = dict(os.environ if environ is None else environ)
-        mode = env.get("REELTRACK_ENV", "development").strip().lower()
-        var_dir = Path(env.get("VAR_DIR", "./var")).expanduser().resolve()
-        database_url = env.get("DATABASE_URL") or f"sqlite://{var_dir / 'reeltrack.sqlite3'}"
-        secret = env.get("SECRET_KEY", "")
+        env = os.environ if environ is None else environ
+        unknown = sorted(
+            name
+            for name in env
+            if name.startswith(_OWN_PREFIX) and name not in ENV_VARS and name != ENV_FILE_VAR
+        )
+        if unknown:
+            raise ConfigError(f"{', '.join(unknown)}: not a reeltrack setting (see .env.example)")
+        env_file = _env_file(env)
+        sources = (_EnvSource(cls, env), _DotEnvSource(cls, env_file))
+        try:
+            # BaseSettings' own hook for "these sources instead of the configured ones"
+            read = cls(_build_sources=(sources, {}))  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, env_file)) from None
+        return read._derive()
+
+    def _derive(self) -> Config:
+        """Resolve the VAR_DIR-relative defaults and the secret key of a read config."""
+        var_dir = self.var_dir.expanduser().resolve()
+        given = self.model_fields_set
+        media = self.media_root if "media_root" in given else var_dir / "media"
+        imports = self.import_root if "import_root" in given else var_dir / "import"
+        secret = self.secret_key
         if not secret:
-            if mode == "production":
+            if self.is_production:
                 raise ConfigError("SECRET_KEY is required when REELTRACK_ENV=production")
             secret = _dev_secret(var_dir)
-        elif len(secret) < 16:
-            raise ConfigError("SECRET_KEY must be at least 16 characters")
-        level = env.get("LOG_LEVEL", "INFO").upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-        origins = tuple(
-            o.strip().rstrip("/") for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()
+        return self.model_copy(
+            update={
+                "var_dir": var_dir,
+                "database_url": self.database_url or f"sqlite://{var_dir / 'reeltrack.sqlite3'}",
+                "media_root": media.expanduser().resolve(),
+                "import_root": imports.expanduser().resolve(),
+                "secret_key": secret,
+            }
         )
-        return cls(
-            env=mode,
-            host=env.get("HOST", "127.0.0.1"),
-            port=_int(env, "PORT", 0),
-            var_dir=var_dir,
-            database_url=database_url,
-            redis_url=env.get("REDIS_URL") or None,
-            secret_key=secret,
-            cors_origins=origins,
-            ws_ping_interval=_float(env, "WEBSOCKET_PING_INTERVAL"),
-            ws_ping_timeout=_float(env, "WEBSOCKET_TIMEOUT"),
-            ws_max_connections_per_user=_int(env, "WS_MAX_CONNECTIONS_PER_USER", 1),
-            ws_presence_ttl=_float(env, "WS_PRESENCE_TTL"),
-            socketio_manager=_socketio_manager(env),
-            ws_permessage_deflate=_bool(env, "WS_PERMESSAGE_DEFLATE"),
-            ws_max_message_bytes=_int(env, "WS_MAX_MESSAGE_BYTES", 1024),
-            resume_max_jobs=_int(env, "RESUME_MAX_JOBS", 1),
-            resume_max_events=_int(env, "RESUME_MAX_EVENTS", 1),
-            redis_pubsub_pool_size=_int(env, "REDIS_PUBSUB_POOL_SIZE", 1),
-            retention_days=_int(env, "PROGRESS_HISTORY_RETENTION_DAYS", 1),
-            media_root=Path(env.get("MEDIA_ROOT") or var_dir / "media").expanduser().resolve(),
-            import_root=Path(env.get("IMPORT_ROOT") or var_dir / "import").expanduser().resolve(),
-            import_allow_private_hosts=_bool(env, "IMPORT_ALLOW_PRIVATE_HOSTS"),
-            max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 1),
-            max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 1),
-            max_videos_per_job=_int(env, "MAX_VIDEOS_PER_JOB", 1),
-            fetch_timeout=_float(env, "FETCH_TIMEOUT"),
-            access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", 1),
-            allow_registration=_bool(env, "ALLOW_REGISTRATION"),
-            login_max_attempts=_int(env, "LOGIN_MAX_ATTEMPTS", 1),
-            login_window=_int(env, "LOGIN_WINDOW", 1),
-            rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 0),
-            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0),
-            throttle_every_n_videos=_int(env, "THROTTLE_EVERY_N_VIDEOS", 1),
-            throttle_interval=_float(env, "THROTTLE_INTERVAL"),
-            throttle_min_videos=_int(env, "THROTTLE_MIN_VIDEOS", 1),
-            retry_buffer_size=_int(env, "RETRY_BUFFER_SIZE", 1),
-            stale_job_seconds=_int(env, "STALE_JOB_SECONDS", 1),
-            log_level=level,
-            log_json=_bool(env, "LOG_JSON"),
-        )
+
+
+def _extra(info: FieldInfo) -> dict[str, Any]:
+    """What :func:`_setting` stored beside the pydantic field."""
+    extra = info.json_schema_extra
+    return extra if isinstance(extra, dict) else {}
+
+
+#: variable -> (default as the docs show it, meaning), in declaration order
+ENV_VARS: dict[str, tuple[str, str]] = {
+    str(info.validation_alias): (str(_extra(info)["shown"]), info.description or "")
+    for info in Config.model_fields.values()
+}
+
+#: Config attribute -> the variable it is read from
+FIELD_ENV: dict[str, str] = {
+    name: str(info.validation_alias) for name, info in Config.model_fields.items()
+}
+
+_EMPTY_IS_DEFAULT = frozenset(
+    str(info.validation_alias)
+    for info in Config.model_fields.values()
+    if _extra(info).get("empty_is_default")
+)
+_SECRET = frozenset(
+    {name for name, info in Config.model_fields.items() if not info.repr}
+    | {FIELD_ENV[name] for name, info in Config.model_fields.items() if not info.repr}
+)
+
+
+def _present(values: Mapping[str, str | None]) -> dict[str, str | None]:
+    """``values`` without the empty ones that mean "use the default"."""
+    return {k: v for k, v in values.items() if not (k in _EMPTY_IS_DEFAULT and v == "")}
+
+
+class _EnvSource(EnvSettingsSource):
+    """The settings in a given mapping (the process environment by default)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls, case_sensitive=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return _present({k: v for k, v in self._environ.items() if k in ENV_VARS})
+
+
+class _DotEnvSource(DotEnvSettingsSource):
+    """The ``.env`` file; a name in it that is not a setting fails validation (extra)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env_file: Path | None) -> None:
+        super().__init__(settings_cls, env_file=env_file, case_sensitive=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return _present(super()._load_env_vars())
+
+
+def _env_file(env: Mapping[str, str]) -> Path | None:
+    """The ``.env`` file to read: REELTRACK_ENV_FILE (must exist), else ./.env if any."""
+    named = env.get(ENV_FILE_VAR)
+    if named is None:
+        return Path(DEFAULT_ENV_FILE)
+    if not named:
+        return None
+    path = Path(named).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{ENV_FILE_VAR}: no such file {named!r}")
+    return path
+
+
+def _describe(exc: ValidationError, env_file: Path | None = None) -> str:
+    """One line per bad setting, each naming its variable (secrets not echoed)."""
+    lines = []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else "?"
+        name = FIELD_ENV.get(key, key)
+        if error["type"] == "extra_forbidden":
+            # the environment source reads only settings: an extra comes from the file
+            where = f" (in {env_file})" if env_file is not None else ""
+            lines.append(f"{name}{where}: not a reeltrack setting (see .env.example)")
+            continue
+        message = str(error["msg"]).removeprefix("Value error, ")
+        message = message[:1].lower() + message[1:]
+        got = "" if key in _SECRET else f", got {error.get('input')!r}"
+        lines.append(f"{name}: {message}{got}")
+    return "; ".join(lines)
 
 
 def _dev_secret(var_dir: Path) -> str:

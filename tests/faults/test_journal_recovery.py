@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -80,7 +79,7 @@ async def test_worker_killed_with_unpersisted_live_events_resumes_without_reusin
         database_url=fresh_pg_url, redis_url=own_redis.url, **RIG_SETTINGS
     )
     # the workers share the web's VAR_DIR (metrics) but reach the DB through the proxy
-    worker_config = replace(web.config, database_url=proxied_url)
+    worker_config = web.config.with_overrides(database_url=proxied_url)
     workers = [WorkerProcess(worker_config, name="journal-worker0")]
     http = httpx.AsyncClient(base_url=web.url, timeout=30)
     trackers: list[ProgressTracker] = []

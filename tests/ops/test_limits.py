@@ -293,7 +293,7 @@ def test_secret_key_is_mandatory_in_production(tmp_path: Path) -> None:
     base = {"VAR_DIR": str(tmp_path), "REELTRACK_ENV": "production"}
     with pytest.raises(ConfigError, match="SECRET_KEY is required"):
         Config.from_env(base)
-    with pytest.raises(ConfigError, match="SECRET_KEY must be at least 16"):
+    with pytest.raises(ConfigError, match="SECRET_KEY: string should have at least 16 characters"):
         Config.from_env({**base, "SECRET_KEY": "x" * 15})
     assert Config.from_env({**base, "SECRET_KEY": "x" * 16}).secret_key == "x" * 16
     # nothing was generated into VAR_DIR in production

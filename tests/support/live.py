@@ -23,56 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from quart_app.core.config import ENV_VARS, Config
+from quart_app.core.config import ENV_VARS, FIELD_ENV, Config
 from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Config field -> environment variable read by Config.from_env
-CONFIG_ENV: dict[str, str] = {
-    "env": "REELTRACK_ENV",
-    "host": "HOST",
-    "port": "PORT",
-    "var_dir": "VAR_DIR",
-    "database_url": "DATABASE_URL",
-    "redis_url": "REDIS_URL",
-    "secret_key": "SECRET_KEY",
-    "cors_origins": "CORS_ORIGINS",
-    "ws_ping_interval": "WEBSOCKET_PING_INTERVAL",
-    "ws_ping_timeout": "WEBSOCKET_TIMEOUT",
-    "ws_max_connections_per_user": "WS_MAX_CONNECTIONS_PER_USER",
-    "ws_presence_ttl": "WS_PRESENCE_TTL",
-    "socketio_manager": "SOCKETIO_MANAGER",
-    "ws_permessage_deflate": "WS_PERMESSAGE_DEFLATE",
-    "ws_max_message_bytes": "WS_MAX_MESSAGE_BYTES",
-    "resume_max_jobs": "RESUME_MAX_JOBS",
-    "resume_max_events": "RESUME_MAX_EVENTS",
-    "redis_pubsub_pool_size": "REDIS_PUBSUB_POOL_SIZE",
-    "retention_days": "PROGRESS_HISTORY_RETENTION_DAYS",
-    "media_root": "MEDIA_ROOT",
-    "import_root": "IMPORT_ROOT",
-    "import_allow_private_hosts": "IMPORT_ALLOW_PRIVATE_HOSTS",
-    "max_upload_bytes": "MAX_UPLOAD_BYTES",
-    "max_request_bytes": "MAX_REQUEST_BYTES",
-    "max_videos_per_job": "MAX_VIDEOS_PER_JOB",
-    "fetch_timeout": "FETCH_TIMEOUT",
-    "access_token_ttl": "ACCESS_TOKEN_TTL",
-    "allow_registration": "ALLOW_REGISTRATION",
-    "login_max_attempts": "LOGIN_MAX_ATTEMPTS",
-    "login_window": "LOGIN_WINDOW",
-    "rate_limit_per_minute": "RATE_LIMIT_PER_MINUTE",
-    "trusted_proxy_hops": "TRUSTED_PROXY_HOPS",
-    "throttle_every_n_videos": "THROTTLE_EVERY_N_VIDEOS",
-    "throttle_interval": "THROTTLE_INTERVAL",
-    "throttle_min_videos": "THROTTLE_MIN_VIDEOS",
-    "retry_buffer_size": "RETRY_BUFFER_SIZE",
-    "stale_job_seconds": "STALE_JOB_SECONDS",
-    "log_level": "LOG_LEVEL",
-    "log_json": "LOG_JSON",
-}
+CONFIG_ENV: dict[str, str] = dict(FIELD_ENV)
 
 
 def config_env(config: Config) -> dict[str, str]:
@@ -106,7 +65,7 @@ class LiveServer:
     def __init__(self, config: Config, *, name: str = "web") -> None:
         # port 0 (what tests.conftest.live_config sets) means: a free port
         port = config.port or free_port()
-        self.config = replace(config, host="127.0.0.1", port=port)
+        self.config = config.with_overrides(host="127.0.0.1", port=port)
         self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix=f"rt-{name}-", suffix=".log", delete=False)
