@@ -13,6 +13,7 @@ hypercorn's access atoms are rebuilt by :class:`RedactingAccessLogger`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -39,7 +40,7 @@ class RedactedAccessLogAtoms(dict[str, str]):
     request headers (secret ones replaced); no environment variables (SECRET_KEY lives
     there: any ``{NAME}e`` atom reads as ``-``).
 
-    Built directly rather than from hypercorn's ``AccessLogAtoms`` (issue 6): that one
+    Built directly rather than from hypercorn's ``AccessLogAtoms``: that one
     copies every environment variable and header into each request's atoms and the
     redaction then ran four regular expressions over each of them, ~18 % of the CPU
     of a Socket.IO connect and of every long-poll.
@@ -111,9 +112,47 @@ def hypercorn_config(config: Config) -> HyperConfig:
     hc.websocket_ping_interval = None
     # a reconnect storm (a restarted process's clients all coming back) overflows
     # hypercorn's default listen backlog of 100: dropped SYNs are retried after 1, 3,
-    # 7, 15 s, which showed as connects of 20+ s and timeouts (issue 6)
+    # 7, 15 s, which showed as connects of 20+ s and timeouts
     hc.backlog = 4096
     return hc
+
+
+class _NoDeflate:
+    """Stands in for wsproto's PerMessageDeflate in hypercorn's handshake and declines
+    every offer, so no connection pays zlib's memory (~90 KB) and CPU for ~300-byte
+    messages."""
+
+    name = "permessage-deflate"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def enabled(self) -> bool:
+        return False
+
+    def offer(self) -> bool:
+        return False
+
+    def accept(self, offer: str) -> bool:
+        return False
+
+
+def configure_websockets(permessage_deflate: bool) -> None:
+    """Hypercorn 0.18 always accepts permessage-deflate when a client offers it (every
+    browser does) and has no setting for it; with ``False`` its handshake declines."""
+    from hypercorn.protocol import ws_stream
+    from wsproto.extensions import PerMessageDeflate
+
+    ws_stream.PerMessageDeflate = PerMessageDeflate if permessage_deflate else _NoDeflate  # type: ignore[assignment,misc]
+
+
+def tune_gc() -> None:
+    """Freeze everything allocated at start-up out of the collector's reach and make
+    collections rarer: a full collection over thousands of sockets' objects blocked the
+    event loop for 100+ ms, which is what the fan-out's p99 latency showed."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
 
 
 def behind_proxies(app: Any, trusted_hops: int) -> Any:
@@ -132,12 +171,8 @@ def behind_proxies(app: Any, trusted_hops: int) -> Any:
 async def serve_async(config: Config, shutdown: asyncio.Event) -> None:
     """Serve until ``shutdown`` is set, then shut down gracefully."""
     from quart_app.asgi import create_asgi_app
-    from socket_layer.fanout import configure_websockets, tune_gc
     from socket_layer.server import layer_of
 
-    # issue 6: hypercorn has no setting for permessage-deflate (~90 KB and much CPU per
-    # connection for ~300-byte messages); and the start-up heap is frozen out of the
-    # cyclic collector, whose full passes over many sockets were the p99 spikes
     configure_websockets(config.ws_permessage_deflate)
     asgi = create_asgi_app(config)
     tune_gc()

@@ -6,7 +6,7 @@ Two wires, matching the web processes' client manager (``SOCKETIO_MANAGER``):
   packet text (``42["progress",{...}]``) and published on the user's own channel
   (``reeltrack:socketio:user:<id>``); only web processes holding a socket of that user
   are subscribed to it, and they forward the text as it is
-  (:class:`socket_layer.fanout.UserChannelManager`).
+  (:class:`socket_layer.user_channels.UserChannelManager`).
 - ``stock``: python-socketio's own pub/sub message on its one channel, as its
   write-only ``AsyncRedisManager`` publishes it (for ``SOCKETIO_MANAGER=stock``).
 
@@ -24,20 +24,20 @@ from typing import Any
 import redis.asyncio as aioredis
 import socketio
 
-from socket_layer.protocol import EVENT_PROGRESS, NAMESPACE, REDIS_CHANNEL, user_room
-
-WIRE_USER_CHANNELS = "user-channels"
-WIRE_STOCK = "stock"
-WIRES = (WIRE_USER_CHANNELS, WIRE_STOCK)
+from socket_layer.protocol import (
+    EVENT_PROGRESS,
+    NAMESPACE,
+    REDIS_CHANNEL,
+    WIRE_STOCK,
+    WIRE_USER_CHANNELS,
+    WIRES,
+    room_channel,
+    user_room,
+)
 
 
 class PublishError(RuntimeError):
     """The message did not reach Redis; the caller decides what to do."""
-
-
-def room_channel(room: str, channel: str = REDIS_CHANNEL) -> str:
-    """The Redis channel of one (user) room."""
-    return f"{channel}:{room}"
 
 
 def encode_event_packet(event: str, data: Any, namespace: str = NAMESPACE) -> str:

@@ -1,9 +1,12 @@
 """Names shared by the Socket.IO server, the emitter and the clients (DESIGN section 5).
 
-Every room name, event name and refusal reason is defined here once and imported.
+Every room name, event name, refusal reason, Redis channel and key name of the socket
+layer is defined here once and imported.
 """
 
 from __future__ import annotations
+
+from quart_app.core.config import REDIS_KEY_PREFIX
 
 SOCKETIO_PATH = "/api/ws/progress"
 NAMESPACE = "/"
@@ -25,23 +28,47 @@ REASON_UNAVAILABLE = "unavailable"
 #: how long a finished job stays in the `snapshot`
 SNAPSHOT_FINISHED_WINDOW_S = 300
 
-#: python-socketio's pub/sub channel name prefix (one Redis key prefix for all of reeltrack)
-REDIS_CHANNEL = "reeltrack:socketio"
+#: every socket of one user joins the room ``user:<id>``
+USER_ROOM_PREFIX = "user:"
+
+#: python-socketio's pub/sub channel; a user room's own channel is ``<this>:user:<id>``
+REDIS_CHANNEL = f"{REDIS_KEY_PREFIX}socketio"
+
+#: Redis key prefix of the per-user connection registry (a ZSET of live sockets per user)
+PRESENCE_KEY_PREFIX = f"{REDIS_KEY_PREFIX}ws:conns:"
+
+#: the two wires between publishers and web processes (``SOCKETIO_MANAGER``): a Redis
+#: channel per user room carrying final engine.io packets, or python-socketio's own
+#: pub/sub protocol on its one channel
+WIRE_USER_CHANNELS = "user-channels"
+WIRE_STOCK = "stock"
+WIRES = (WIRE_USER_CHANNELS, WIRE_STOCK)
+
+#: backoff between a web process's Redis listener reconnect attempts (seconds): short,
+#: because clients wait for the resync that follows
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 5.0
 
 
 def user_room(user_id: object) -> str:
     """The room every socket of ``user_id`` joins; progress events go only here."""
-    return f"user:{user_id}"
+    return f"{USER_ROOM_PREFIX}{user_id}"
+
+
+def is_user_room(room: object) -> bool:
+    """Whether ``room`` is a user room (the only rooms with a Redis channel of their own)."""
+    return isinstance(room, str) and room.startswith(USER_ROOM_PREFIX)
+
+
+def room_channel(room: str, channel: str = REDIS_CHANNEL) -> str:
+    """The Redis channel of one (user) room."""
+    return f"{channel}:{room}"
 
 
 def refusal(reason: str) -> dict[str, object]:
     """The data of a ``connect_error`` refusal (code 1008; 1011 for ``unavailable``)."""
     code = UNAVAILABLE_CODE if reason == REASON_UNAVAILABLE else REFUSAL_CODE
     return {"code": code, "reason": reason}
-
-
-#: Redis key prefix of the per-user connection registry (a ZSET of live sockets per user)
-PRESENCE_KEY_PREFIX = "reeltrack:ws:conns:"
 
 
 def presence_key(user_id: object) -> str:

@@ -1,17 +1,22 @@
 """The Socket.IO server at ``/api/ws/progress`` (DESIGN sections 4 and 5).
 
-- connect: token from ``auth={"token": ...}`` or ``?token=`` (never logged), verified
-  with :func:`quart_app.core.tokens.verify_token`; the user must exist; the per-user limit is
-  taken in Redis (:class:`~socket_layer.presence.ConnectionRegistry`); the socket joins
+- connect (:meth:`SocketLayer.on_connect`): token from ``auth={"token": ...}`` or
+  ``?token=`` (never logged), verified with :func:`quart_app.core.tokens.verify_token`;
+  the user must exist; the per-user limit is taken in Redis
+  (:class:`socket_layer.connection_limit.ConnectionRegistry`); the socket joins
   ``user:<id>`` and only THEN gets its ``snapshot``, so nothing falls between the
   snapshot/resume answers and the live stream.
-- ``resume`` (with ack): the user's missed events, validated and capped.
-- ``resync``: sent by the client manager (:mod:`socket_layer.manager`) to local sockets
-  whenever its Redis listener had to re-subscribe.
+- ``resume`` (:meth:`SocketLayer.on_resume`, with ack): the user's missed events,
+  validated and capped.
+- ``resync``: sent by the client manager (:func:`make_fanout_manager` picks it) to local
+  sockets whenever its Redis listener had to re-subscribe
+  (:func:`socket_layer.resync.emit_resync`).
+- input python-engineio/socketio handle badly is refused in front of them
+  (:mod:`socket_layer.input_guards`).
 
 The database must be open (Tortoise) while the server handles connections: the Quart
 app's ``before_serving`` opens it, and :func:`quart_app.asgi.create_asgi_app` runs
-:func:`start_socket_layer` / :func:`stop_socket_layer` from the same lifespan.
+:meth:`SocketLayer.start` / :meth:`SocketLayer.stop` from the same lifespan.
 """
 
 from __future__ import annotations
@@ -33,9 +38,8 @@ from quart_app.core.config import Config
 from quart_app.core.logs import bind_log_context
 from quart_app.core.origins import origin_allowed
 from quart_app.core.tokens import InvalidToken, verify_token
-from socket_layer.fanout import make_fanout_manager
-from socket_layer.limits import guard_polling_posts, guard_socketio_packets
-from socket_layer.presence import ConnectionRegistry
+from socket_layer.connection_limit import ConnectionRegistry
+from socket_layer.input_guards import guard_polling_posts, guard_socketio_packets
 from socket_layer.protocol import (
     EVENT_RESUME,
     EVENT_SNAPSHOT,
@@ -43,15 +47,20 @@ from socket_layer.protocol import (
     REASON_INVALID_TOKEN,
     REASON_TOO_MANY_CONNECTIONS,
     REASON_UNAVAILABLE,
+    REDIS_CHANNEL,
     SNAPSHOT_FINISHED_WINDOW_S,
+    WIRE_STOCK,
+    WIRE_USER_CHANNELS,
     refusal,
     user_room,
 )
+from socket_layer.stock_manager import make_manager
+from socket_layer.user_channels import UserChannelManager
 
 log = logging.getLogger(__name__)
 
 #: how long start-up waits for the first Redis subscription before serving anyway
-SUBSCRIBE_WAIT_S = 10.0
+STARTUP_SUBSCRIBE_WAIT_S = 10.0
 #: how often the connections gauge moves upgraded sockets from polling to websocket
 METRICS_REFRESH_S = 5.0
 
@@ -210,7 +219,7 @@ class SocketLayer:
         subscribed = getattr(manager, "subscribed", None)
         if isinstance(subscribed, asyncio.Event):
             try:
-                await asyncio.wait_for(subscribed.wait(), SUBSCRIBE_WAIT_S)
+                await asyncio.wait_for(subscribed.wait(), STARTUP_SUBSCRIBE_WAIT_S)
             except TimeoutError:
                 log.warning("Redis not reachable at start-up; live events resume when it is")
         self.registry.start()
@@ -272,13 +281,28 @@ class SocketLayer:
             await close()
 
 
+def make_fanout_manager(
+    redis_url: str, kind: str, *, channel: str = REDIS_CHANNEL, pool_size: int = 10
+) -> socketio.AsyncManager:
+    """The client manager for ``SOCKETIO_MANAGER``: ``user-channels`` (default,
+    :class:`~socket_layer.user_channels.UserChannelManager`) or ``stock``
+    (python-socketio's AsyncRedisManager with resync; the baseline).  ``pool_size`` caps
+    its Redis connection pool (``REDIS_PUBSUB_POOL_SIZE``); an unknown ``kind`` raises
+    ValueError."""
+    if kind == WIRE_STOCK:
+        return make_manager(redis_url, channel=channel, pool_size=pool_size)
+    if kind == WIRE_USER_CHANNELS:
+        return UserChannelManager(redis_url, channel=channel, pool_size=pool_size)
+    raise ValueError(f"unknown SOCKETIO_MANAGER {kind!r}")
+
+
 def create_sio(
     config: Config, *, client_manager: socketio.AsyncManager | None = None
 ) -> socketio.AsyncServer:
     """The Socket.IO server for one web process.
 
     ``client_manager`` defaults to the one ``config.socketio_manager`` names
-    (:func:`socket_layer.fanout.make_fanout_manager`) on ``config.redis_url``; the
+    (:func:`make_fanout_manager`) on ``config.redis_url``; the
     connection limit lives in Redis too, so a missing ``redis_url`` raises ValueError.
     The :class:`SocketLayer` is reachable as ``sio.reeltrack``; call its ``start()``
     and ``stop()`` from the ASGI lifespan (``quart_app.asgi`` does).
@@ -319,7 +343,7 @@ def create_sio(
     sio.on("disconnect", layer.on_disconnect, namespace=NAMESPACE)
     sio.on(EVENT_RESUME, layer.on_resume, namespace=NAMESPACE)
     # malformed or oversize input that python-engineio/socketio handle badly: refuse it
-    # in front of them (socket_layer/limits.py)
+    # in front of them (socket_layer/input_guards.py)
     guard_polling_posts(sio.eio, config.ws_max_message_bytes)
     guard_socketio_packets(sio)
     sio.reeltrack = layer

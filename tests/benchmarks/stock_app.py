@@ -38,7 +38,7 @@ def build_app(
     if manager == "stock":
         client_manager = _CountingRedisManager(redis_url, channel=REDIS_CHANNEL)
     else:  # reeltrack's fast path in the same tiny app: isolates the manager's share
-        from socket_layer.fanout import make_fanout_manager
+        from socket_layer.server import make_fanout_manager
 
         client_manager = make_fanout_manager(redis_url, manager)
     sio = socketio.AsyncServer(
@@ -70,7 +70,7 @@ async def main() -> None:
     parser.add_argument("--tuned", action="store_true", help="no deflate, gc tuning")
     args = parser.parse_args()
     if args.tuned:
-        from socket_layer.fanout import configure_websockets
+        from quart_app.serve import configure_websockets
 
         configure_websockets(permessage_deflate=False)
     config = HyperConfig()
@@ -84,11 +84,11 @@ async def main() -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     app = build_app(args.redis_url, args.ping_interval, args.ping_timeout, args.manager)
     if args.tuned:
-        from socket_layer.fanout import tune_gc
+        from quart_app.serve import tune_gc
 
         tune_gc()
     await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-    # the scale-out benchmark reads this line (same wording as socket_layer.fanout)
+    # the scale-out benchmark reads this line (same wording as socket_layer.user_channels)
     print(
         f"pub/sub messages received: 0 on user channels, "
         f"{_CountingRedisManager.received} on the common channel",

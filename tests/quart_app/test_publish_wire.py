@@ -10,8 +10,7 @@ import json
 import pytest
 import redis.asyncio as aioredis
 
-from socket_layer.emitter import room_channel
-from socket_layer.protocol import REDIS_CHANNEL, user_room
+from socket_layer.protocol import REDIS_CHANNEL, room_channel, user_room
 from tests.quart_app.conftest import ApiFactory
 from tests.support.builders import make_list, make_user
 

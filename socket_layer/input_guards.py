@@ -1,0 +1,209 @@
+"""Guards in front of python-engineio for input it handles badly.
+
+A websocket frame that is not an engine.io packet (``"zzz"``) makes python-engineio's
+websocket handler raise out of its loop: hypercorn logs a traceback per frame and the
+socket is only cleaned up by the ping timeout (its user's connection slot held until
+then).  :func:`guard_polling_posts` also wraps the websocket class so such a frame ends
+the connection at once, as a transport close.
+
+An oversize long-polling POST (``Content-Length`` above ``max_http_buffer_size``) makes
+python-engineio 4.15 disconnect the session with ``close(wait=True)`` inside the POST
+handler; that waits for the CLOSE packet to be fetched by a GET that a misbehaving
+client never sends, so the POST (and its memory) hangs until hypercorn gives up with a
+500.  :func:`guard_polling_posts` answers such a POST ``413`` before engineio sees it.
+(The websocket transport enforces the same limit correctly: the socket is closed.)
+Polling POSTs within the limit are read here and checked to be an engine.io payload;
+junk answers ``400`` and ends the session (engineio would log a traceback per POST).
+
+Socket.IO packets python-socketio cannot handle (``42``, ``42[``, bytes outside a
+binary event, a client CONNECT_ERROR) make it log a traceback per packet;
+:func:`guard_socketio_packets` disconnects such a client instead, as the reference
+socket.io server does on a parse error.  Every abort here uses
+:func:`abort_session`, which never waits for a long-polling client to come back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from engineio.packet import Packet
+
+log = logging.getLogger(__name__)
+
+Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+def _content_length(scope: dict[str, Any]) -> int | None:
+    for name, value in scope.get("headers") or ():
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _query_sid(scope: dict[str, Any]) -> str | None:
+    from urllib.parse import parse_qs
+
+    query = scope.get("query_string", b"").decode("latin-1")
+    values = parse_qs(query).get("sid")
+    return values[0] if values else None
+
+
+async def _send_json(send: Any, status: int, code: str, message: str) -> None:
+    body = json.dumps({"code": code, "message": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def guard_polling_posts(eio: Any, max_bytes: int) -> None:
+    """Wrap ``eio.handle_request`` so a polling POST declaring more than ``max_bytes``
+    gets ``413 {"code": "message_too_large", ...}`` at once (the session lives on; the
+    message is dropped; POSTs without a length are read as empty by engineio), and so
+    websocket frames engine.io cannot decode close their connection cleanly."""
+    original: Asgi = eio.handle_request
+    too_large = f"Socket.IO messages are limited to {max_bytes} bytes"
+
+    async def handle_request(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") == "websocket":
+            _guard_websocket_class(eio)
+        elif scope.get("type") == "http" and scope.get("method") == "POST":
+            length = _content_length(scope)
+            if length is not None and 0 < length <= max_bytes:
+                await _checked_post(scope, receive, send)
+                return
+            if length is not None and length > max_bytes:
+                await _send_json(send, 413, "message_too_large", too_large)
+                return
+        await original(scope, receive, send)
+
+    async def _checked_post(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body, pending = await _read_body(receive)
+        if not _valid_payload(body):
+            sid = _query_sid(scope)
+            if sid is not None:
+                await abort_session(eio, sid)
+            await _send_json(send, 400, "malformed_packet", "not an engine.io payload")
+            return
+        replayed = [{"type": "http.request", "body": body, "more_body": False}, *pending]
+
+        async def replay() -> Any:
+            return replayed.pop(0) if replayed else await receive()
+
+        await original(scope, replay, send)
+
+    eio.handle_request = handle_request
+
+
+def _guard_websocket_class(eio: Any) -> None:
+    """Wrap engineio's websocket class (whatever is installed by then: the fan-out layer
+    installs its own at start-up) so undecodable frames read as a closed connection."""
+    current = eio._async["websocket"]
+    if getattr(current, "_reeltrack_guarded", False):
+        return
+
+    class GuardedWebSocket(current):  # type: ignore[misc, valid-type]
+        _reeltrack_guarded = True
+
+        async def wait(self) -> Any:
+            data = await super().wait()
+            if data is None:
+                return None
+            try:
+                Packet(encoded_packet=data)
+            except Exception:  # any decoding error: garbage from the client
+                log.info("closing a websocket that sent an undecodable engine.io frame")
+                return None
+            return data
+
+    eio._async["websocket"] = GuardedWebSocket
+
+
+def _well_formed(sio: Any, data: str) -> bool:
+    """Can python-socketio handle this text packet from a client without an error?"""
+    from socketio import packet as sio_packet
+
+    try:
+        pkt = sio.packet_class(encoded_packet=data)
+    except Exception:  # undecodable: bad JSON, bad namespace syntax, bad ack id
+        return False
+    kind = pkt.packet_type
+    if kind in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
+        return isinstance(pkt.data, list) and bool(pkt.data) and isinstance(pkt.data[0], str)
+    if kind in (sio_packet.ACK, sio_packet.BINARY_ACK):
+        return isinstance(pkt.data, list) and pkt.id is not None
+    if kind == sio_packet.CONNECT:
+        return pkt.data is None or isinstance(pkt.data, dict)
+    return bool(kind == sio_packet.DISCONNECT)
+
+
+def guard_socketio_packets(sio: Any) -> None:
+    """Disconnect a client that sends a Socket.IO packet the server cannot handle
+    (``42``, ``42[``, ``4`` + junk, a client CONNECT_ERROR ...), as the reference
+    socket.io server does on a parse error, instead of letting python-socketio raise
+    a traceback into the log for every such packet.  Well-formed packets (including
+    binary attachments) go to python-socketio unchanged."""
+    original = sio._handle_eio_message
+
+    async def handle_eio_message(eio_sid: str, data: Any) -> None:
+        if eio_sid not in sio._binary_packet and (
+            not isinstance(data, str) or not _well_formed(sio, data)
+        ):
+            # (bytes are only valid as the attachments of a pending binary packet)
+            log.info("disconnecting a client that sent a malformed Socket.IO packet")
+            await abort_session(sio.eio, eio_sid)
+            return
+        await original(eio_sid, data)
+
+    sio.eio.on("message", handle_eio_message)
+
+
+async def abort_session(eio: Any, eio_sid: str) -> None:
+    """Close an engine.io session NOW, without waiting for a long-polling client to
+    fetch the CLOSE packet (a hostile one never does); the disconnect handlers run."""
+    socket = eio.sockets.get(eio_sid)
+    if socket is None or socket.closed:
+        return
+    try:
+        await socket.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
+    finally:
+        eio.sockets.pop(eio_sid, None)
+
+
+def _valid_payload(body: bytes) -> bool:
+    """Is a long-polling POST body a list of engine.io packets engineio can decode?"""
+    from engineio.payload import Payload
+
+    try:
+        payload = Payload(encoded_payload=body.decode("utf-8"))
+    except Exception:  # bad UTF-8, bad framing, bad packet
+        return False
+    return bool(payload.packets)
+
+
+async def _read_body(receive: Any) -> tuple[bytes, list[dict[str, Any]]]:
+    chunks: list[bytes] = []
+    events: list[dict[str, Any]] = []
+    while True:
+        event = await receive()
+        if event["type"] != "http.request":
+            events.append(event)
+            break
+        chunks.append(event.get("body") or b"")
+        if not event.get("more_body"):
+            break
+    return b"".join(chunks), events
