@@ -223,6 +223,18 @@ class Config(BaseSettings):
     fetch_timeout: float = _setting(
         60.0, "FETCH_TIMEOUT", "seconds allowed for fetching one URL", gt=0
     )
+    video_time_budget: float = _setting(
+        300.0,
+        "VIDEO_TIME_BUDGET",
+        "seconds one video may take in all (fetch + probe + thumbnail) before it fails",
+        gt=0,
+    )
+    job_time_budget: float = _setting(
+        3600.0,
+        "JOB_TIME_BUDGET",
+        "seconds one run of a job may process; the videos left then fail",
+        gt=0,
+    )
     access_token_ttl: int = _setting(
         86400, "ACCESS_TOKEN_TTL", "access token lifetime, seconds", ge=1
     )
