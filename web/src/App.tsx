@@ -15,6 +15,7 @@ import { JobPage } from "./pages/JobPage";
 import { ListsPage } from "./pages/ListsPage";
 import { LoginPage } from "./pages/LoginPage";
 import { VideosPage } from "./pages/VideosPage";
+import { REASON_TOO_MANY_CONNECTIONS } from "./progress/protocol";
 import { ProgressProvider, useJobProgress, useProgressHub } from "./progress/useJobProgress";
 import { navigate, useRoute, type Route } from "./router";
 
@@ -127,7 +128,7 @@ function Layout({ username, onLogout, children }: { username: string; onLogout: 
           Log out
         </button>
       </header>
-      <ReconnectBanner reconnecting={reconnecting} lastUpdateAt={lastUpdateAt} refusedForLoad={refusal === "too_many_connections"} />
+      <ReconnectBanner reconnecting={reconnecting} lastUpdateAt={lastUpdateAt} refusedForLoad={refusal === REASON_TOO_MANY_CONNECTIONS} />
       <main>{children}</main>
     </>
   );

@@ -67,7 +67,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Create an account. 403 ``registration_disabled`` when ALLOW_REGISTRATION is off. */
+        /**
+         * Create an account (usernames are case-insensitive: stored in lower case).
+         * @description 403 ``registration_disabled`` when ALLOW_REGISTRATION is off; 503 ``busy`` (with
+         *     Retry-After) when the server is hashing as many passwords as it allows.
+         */
         post: operations["post_register"];
         delete?: never;
         options?: never;
@@ -85,9 +89,11 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Exchange username and password for a bearer token.
-         * @description After LOGIN_MAX_ATTEMPTS failures for one (username, client address) within
-         *     LOGIN_WINDOW seconds: 429 with Retry-After, even for the right password.
+         * Exchange username (any case) and password for a bearer token.
+         * @description Throttled (429 ``too_many_attempts`` with ``retry_after`` and Retry-After, even for
+         *     the right password) per (username, address), per username and per address; see
+         *     :mod:`quart_app.login_throttle`.  503 ``busy`` when the server is hashing as many
+         *     passwords as it allows, 503 ``unavailable`` when the throttle cannot reach Redis.
          */
         post: operations["post_login"];
         delete?: never;
@@ -727,6 +733,19 @@ export interface operations {
                 };
             };
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Code */
+                        code: string;
+                        /** Message */
+                        message: string;
+                    };
+                };
+            };
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

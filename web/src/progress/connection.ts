@@ -1,6 +1,6 @@
 /**
  * The one Socket.IO connection of a browser (owned by the leader tab): connects to
- * `/api/ws/progress` on the page's own origin, feeds a {@link ProgressStore}, and keeps
+ * `SOCKETIO_PATH` on the page's own origin, feeds a {@link ProgressStore}, and keeps
  * it gapless by asking for what it missed (`resume`) on every connect, on `resync`
  * and on a seq gap (DESIGN.md sections 4 and 5).
  */
