@@ -27,6 +27,7 @@ Metric names, with the process that moves them:
 ``reeltrack_socketio_refusals_total{reason}``   web     connects refused (invalid_token, ...)
 ``reeltrack_socketio_disconnects_total{reason}`` web    sockets ended, by engine.io reason
 ``reeltrack_socketio_resyncs_total``            web     ``resync`` messages sent to sockets
+``reeltrack_socketio_packets_refused_total``    web     {reason}: client input refused
 ``reeltrack_progress_forward_lag_seconds``      web     event ``created_at`` -> forwarded
 ``reeltrack_progress_events_published_total``   worker  events accepted by Redis
 ``reeltrack_progress_publish_failures_total``   worker  events Redis did not accept
@@ -187,6 +188,12 @@ class _Metrics:
             "Socket.IO connections ended, by engine.io reason",
             ["reason"],
         )
+        self.packets_refused = Counter(
+            "reeltrack_socketio_packets_refused",
+            "Socket.IO input refused from clients (the socket is closed, or the ack is an "
+            "error), by reason",
+            ["reason"],
+        )
         self.resyncs = Counter(
             "reeltrack_socketio_resyncs",
             "resync messages sent to sockets (the Redis listener lost messages)",
@@ -302,6 +309,12 @@ def connection_opened(sid: str, transport: str | None) -> None:
 
 def connection_refused(reason: str) -> None:
     _safely(lambda: m().refusals.labels(reason).inc())
+
+
+def packet_refused(reason: str) -> None:
+    """Client input the socket layer refused (``malformed``, ``reserved_event``,
+    ``binary``, ``resume_arguments``)."""
+    _safely(lambda: m().packets_refused.labels(reason).inc())
 
 
 def connection_closed(sid: str, reason: object = None) -> None:
