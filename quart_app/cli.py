@@ -156,8 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(config)  # LOG_LEVEL / LOG_JSON, job/user context, redaction
     if args.command in PROCESS_METRICS_COMMANDS:
         # before anything imports prometheus_client: this process and its forks write
-        # the multiprocess files that /metrics aggregates (quart_app.core.metrics)
-        from quart_app.core.metrics import setup_process_metrics
+        # the multiprocess files that /metrics aggregates (quart_app.core.metrics_multiprocess)
+        from quart_app.core.metrics_multiprocess import setup_process_metrics
 
         setup_process_metrics(config)
     result: int = args.handler(config, args)

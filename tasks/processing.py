@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
 from models.events import ProgressEvent, utcnow
-from quart_app.core import metrics
+from quart_app.core import metrics_multiprocess
 from quart_app.core.config import Config
 from quart_app.core.logs import bind_log_context, log_context
 from tasks.journal import Journal, RedisJournal, recover
@@ -77,7 +77,7 @@ async def process_video_list(job_id: str) -> str:
 
         current = get_current_job()
         rq_job_id = current.id if current is not None else None
-    metrics.compact_now()  # fold the files earlier work-horses left (quart_app.core.metrics)
+    metrics_multiprocess.compact_now()  # fold the files earlier work-horses left
     with log_context(job_id=job_id):  # every log line of this run names the job
         return await run_job(job_id, config, rq_job_id=rq_job_id, manage_db=True)
 

@@ -1,23 +1,14 @@
 """Prometheus metrics of every reeltrack process, aggregated on the web's ``GET /metrics``.
 
-Where they live and why: DESIGN section 1 gives ``quart_app`` the metrics, and the
-worker must increment some of them without importing Quart.  So this module, like
-:mod:`quart_app.core.config`, never imports Quart: the worker (``tasks``) and the socket
-layer call the small functions below, and only :mod:`quart_app.metrics_view` (the
-``/metrics`` route) touches Quart.
+This module is the catalogue: the metric objects and the small functions the worker
+(``tasks``), the socket layer and the web app call to move them.  The worker must do
+so without importing Quart, so this module, like :mod:`quart_app.core.config`, never
+imports Quart; only :mod:`quart_app.metrics_view` (the ``/metrics`` route) does.
 
-Multiprocess mode (prometheus-client's): every process that calls
-:func:`setup_process_metrics` writes its samples into mmap files under
-``VAR_DIR/metrics`` (the web processes, the worker, each RQ work-horse it forks, the
-cron child), and ``GET /metrics`` on any web process of the same ``VAR_DIR`` merges
-them all.  Web and worker already share ``VAR_DIR`` (media, thumbnails), so they share
-this directory too.  Files of dead processes are folded into one archive file per
-metric type (counters and histograms keep their totals; gauges of dead processes are
-dropped) whenever a web process serves ``/metrics`` and when a process starts, so the
-directory does not grow with every work-horse RQ forks.
-
-Without :func:`setup_process_metrics` (tests in one interpreter) the metrics live in
-this process only and ``/metrics`` shows them from the default registry.
+Every process shares these metrics through the multiprocess plumbing in
+:mod:`quart_app.core.metrics_multiprocess` (set up by the CLI before the first metric
+is touched); :func:`generate` is what ``GET /metrics`` serves.  Every metric is named
+with ``reeltrack_`` (the plumbing relies on it).
 
 Metric names, with the process that moves them:
 
@@ -46,27 +37,15 @@ Metric names, with the process that moves them:
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import glob
 import logging
-import os
 import re
-import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # prometheus_client is imported only after the set-up below
-    from quart_app.core.config import Config
+from quart_app.core.metrics_multiprocess import exposition
 
 log = logging.getLogger(__name__)
-
-METRICS_SUBDIR = "metrics"
-ENV_NAME = "PROMETHEUS_MULTIPROC_DIR"
-ARCHIVE_ID = "archive"
-LOCK_NAME = ".lock"
 
 #: engine.io's disconnect reasons -> label values; "drops" for the drop-rate alert
 DISCONNECT_REASONS = {
@@ -88,78 +67,13 @@ RATE_LIMIT_KINDS = ("rest", "login")
 _PERSIST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-_multiproc_dir: Path | None = None
-_host_tag = ""
-
-
-# --- process set-up -------------------------------------------------------------------
-
-
-def metrics_dir(config: Config) -> Path:
-    """The directory every process of one installation (one ``VAR_DIR``) writes into."""
-    return Path(config.var_dir) / METRICS_SUBDIR
-
-
-def _tag(text: str) -> str:
-    # the collector splits file names on "_": keep the identifier free of it
-    return re.sub(r"[^A-Za-z0-9.-]", "-", text)[:40] or "host"
-
-
-def _process_identifier() -> str:
-    """``<host>-<pid>``: unique per live process even when containers share the dir."""
-    return f"{_host_tag}-{os.getpid()}"
-
-
-def setup_process_metrics(config: Config) -> Path:
-    """Switch this process to multiprocess metrics in ``VAR_DIR/metrics``; returns it.
-
-    Call once per process before any metric is touched (``reeltrack serve`` and
-    ``reeltrack worker`` do, right after reading the config); children forked later
-    (RQ work-horses) inherit it and write files of their own.  Also folds the files
-    of dead processes into the archive.  Raises RuntimeError if metrics of this module
-    were already created in single-process mode (set-up came too late).
-    """
-    global _multiproc_dir, _host_tag
-    directory = metrics_dir(config)
-    directory.mkdir(parents=True, exist_ok=True)
-    _host_tag = _tag(socket.gethostname())
-    # prometheus_client reads the variable when its values module is imported and
-    # again when a metric value is created: set it for both (and for children)
-    os.environ[ENV_NAME] = str(directory)
-    from prometheus_client import values
-
-    if _metrics is not None and not getattr(values.ValueClass, "_multiprocess", False):
-        raise RuntimeError("metrics were created before setup_process_metrics()")
-    values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
-    _multiproc_dir = directory
-    try:
-        # files under OUR identifier are a previous incarnation's (in a container the
-        # pid repeats after a restart): fold them in before we open our own, or a
-        # gauge would continue from the dead process's value
-        compact(directory, also_dead=_process_identifier())
-    except OSError:  # a read-only or racing directory must not stop the process
-        log.exception("compacting metrics files failed")
-    return directory
-
-
-def compact_now() -> None:
-    """Fold dead processes' files into the archive (multiprocess mode only; never
-    raises).  Web processes do it on every scrape; workers at each job start, since
-    each RQ work-horse leaves files behind."""
-    if _multiproc_dir is not None:
-        _safely(lambda: compact(_multiproc_dir))  # type: ignore[arg-type]
-
-
-def multiprocess_dir() -> Path | None:
-    """The directory of multiprocess mode, None in single-process mode."""
-    return _multiproc_dir
-
 
 # --- the metrics -------------------------------------------------------------------------
 
 
 class _Metrics:
-    """Created on first use, i.e. after :func:`setup_process_metrics` chose the mode."""
+    """Created on first use, i.e. after
+    :func:`~quart_app.core.metrics_multiprocess.setup_process_metrics` chose the mode."""
 
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
@@ -481,90 +395,11 @@ def rate_limited(kind: str) -> None:
 # --- exposition --------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
-
-
-def _dead_identifier(identifier: str) -> bool:
-    """True for ``<host>-<pid>`` of THIS host whose pid is gone (other hosts' files are
-    left to their own processes)."""
-    host, _, pid = identifier.rpartition("-")
-    if host != (_host_tag or _tag(socket.gethostname())) or not pid.isdigit():
-        return False
-    return not _pid_alive(int(pid))
-
-
-@contextlib.contextmanager
-def _dir_lock(directory: Path) -> Iterator[None]:
-    with open(directory / LOCK_NAME, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def compact(directory: Path, also_dead: str | None = None) -> int:
-    """Fold the files of dead processes of this host into the archive; returns how many
-    files were removed.
-
-    Counters and histograms are added into ``<type>_archive.db`` (totals survive the
-    process); gauges of dead processes are dropped.  Runs under an exclusive lock on
-    the directory, which :func:`generate` also takes, so a scrape never sees a value
-    both in a dead process's file and in the archive.  ``also_dead``: an identifier to
-    treat as dead although its pid is alive (our own, before we wrote anything).
-    """
-    from prometheus_client.mmap_dict import MmapedDict
-
-    removed = 0
-    with _dir_lock(directory):
-        for path in sorted(glob.glob(str(directory / "*.db"))):
-            name = os.path.basename(path)[: -len(".db")]
-            typ, _, rest = name.partition("_")
-            identifier = rest.rpartition("_")[2] if typ == "gauge" else rest
-            if identifier == ARCHIVE_ID:
-                continue
-            if identifier != also_dead and not _dead_identifier(identifier):
-                continue
-            if typ in ("counter", "histogram", "summary"):
-                values = MmapedDict.read_all_values_from_file(path)
-                archive = MmapedDict(str(directory / f"{typ}_{ARCHIVE_ID}.db"))
-                try:
-                    for key, value, _timestamp, _pos in values:
-                        current, _ts = archive.read_value(key)
-                        archive.write_value(key, current + value, 0.0)
-                finally:
-                    archive.close()
-            os.remove(path)
-            removed += 1
-    return removed
-
-
 def generate() -> tuple[bytes, str]:
     """The exposition text of every process (multiprocess) or this one; and its
     content type."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry
-    from prometheus_client import generate_latest as _generate
-    from prometheus_client.multiprocess import MultiProcessCollector
-
     m()  # our metrics exist (at 0) even before anything happened in this process
-    directory = _multiproc_dir
-    if directory is None:
-        return _generate(REGISTRY), CONTENT_TYPE_LATEST
-    try:
-        compact(directory)
-    except OSError:
-        log.exception("compacting metrics files failed")
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))
-    with _dir_lock(directory):
-        return _generate(registry), CONTENT_TYPE_LATEST
+    return exposition()
 
 
 def sample_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:

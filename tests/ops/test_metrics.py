@@ -20,8 +20,8 @@ PRELUDE = textwrap.dedent(
     import sys
     from pathlib import Path
     from quart_app.core.config import Config
-    from quart_app.core import metrics
-    metrics.setup_process_metrics(Config(var_dir=Path(sys.argv[1])))
+    from quart_app.core import metrics, metrics_multiprocess
+    metrics_multiprocess.setup_process_metrics(Config(var_dir=Path(sys.argv[1])))
     """
 )
 
@@ -122,8 +122,8 @@ def test_setup_after_metrics_were_created_refuses(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys; from pathlib import Path; from quart_app.core.config import Config;"
-            " from quart_app.core import metrics; metrics.event_published();"
-            " metrics.setup_process_metrics(Config(var_dir=Path(sys.argv[1])))",
+            " from quart_app.core import metrics, metrics_multiprocess; metrics.event_published();"
+            " metrics_multiprocess.setup_process_metrics(Config(var_dir=Path(sys.argv[1])))",
             str(tmp_path),
         ],
         cwd=ROOT,
@@ -135,7 +135,15 @@ def test_setup_after_metrics_were_created_refuses(tmp_path: Path) -> None:
     assert "before setup_process_metrics" in done.stderr
 
 
-@pytest.mark.parametrize("module", ["quart_app.core.metrics", "tasks.publisher", "tasks.retention"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "quart_app.core.metrics",
+        "quart_app.core.metrics_multiprocess",
+        "tasks.publisher",
+        "tasks.retention",
+    ],
+)
 def test_worker_side_modules_do_not_import_quart(module: str) -> None:
     code = f"import sys, {module}; print('quart' in sys.modules, 'quart_schema' in sys.modules)"
     done = subprocess.run(
@@ -161,8 +169,8 @@ def test_a_restarted_process_with_the_same_pid_starts_its_gauges_from_zero(
         from pathlib import Path
         os.getpid = lambda: 1  # a pid that is alive, as a restarted container's would be
         from quart_app.core.config import Config
-        from quart_app.core import metrics
-        metrics.setup_process_metrics(Config(var_dir=Path(sys.argv[1])))
+        from quart_app.core import metrics, metrics_multiprocess
+        metrics_multiprocess.setup_process_metrics(Config(var_dir=Path(sys.argv[1])))
         metrics.connection_opened(sys.argv[2], "websocket")
         metrics.event_published()
         print(metrics.generate()[0].decode())
