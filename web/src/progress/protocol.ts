@@ -25,9 +25,10 @@ export const UNAVAILABLE_CODE = 1011;
 export const REASON_UNAVAILABLE = "unavailable";
 
 /**
- * Job ids the server accepts in one `resume` (its RESUME_MAX_JOBS setting, default 200);
- * the client splits bigger requests. A server configured lower refuses the client's
- * full-size requests and the client falls back to the REST history for those gaps.
+ * Job ids per `resume` request: the default of the server's RESUME_MAX_JOBS setting; the
+ * client splits bigger requests. A server configured lower answers full-size requests
+ * with an error, and the client then fills only the gaps it has seen from the REST
+ * history: do not set RESUME_MAX_JOBS below this.
  */
 export const RESUME_MAX_JOBS = 200;
 
