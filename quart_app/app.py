@@ -7,10 +7,12 @@ from quart_schema import Info, QuartSchema
 
 from models.db import close_db, open_db
 from quart_app.api import register_blueprints
-from quart_app.auth import BEARER_SCHEME
 from quart_app.core.config import Config
 from quart_app.errors import register_error_handlers
+from quart_app.json_body import install_json_policy
 from quart_app.metrics_view import register_metrics
+from quart_app.request_auth import BEARER_SCHEME
+from quart_app.request_body import install_body_limits
 from quart_app.security import install_security
 from quart_app.services import install_services
 from quart_app.web import register_web
@@ -28,7 +30,6 @@ def create_app(config: Config | None = None) -> Quart:
     config = config or Config.from_env()
     app = Quart(__name__, static_folder=None)
     app.config["REELTRACK"] = config
-    app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     QuartSchema(
         app,
         info=Info(title="reeltrack", version="0.1.0"),
@@ -37,6 +38,8 @@ def create_app(config: Config | None = None) -> Quart:
         scalar_ui_path=None,
     )
     register_error_handlers(app)
+    install_json_policy(app)  # deep nesting, NUL characters: 400
+    install_body_limits(app, config)  # bounded buffers, a body limit per route
 
     @app.before_serving
     async def _open() -> None:

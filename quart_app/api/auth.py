@@ -7,15 +7,35 @@ from typing import Any
 from quart import Blueprint
 from quart_schema import document_response, tag, validate_request, validate_response
 
-from models.entities import User
 from quart_app.api.schemas import AuthOptionsOut, Credentials, ErrorOut, TokenOut, UserOut
-from quart_app.auth import LoginThrottle, client_address, current_user, require_user
-from quart_app.core.accounts import UserExists, averify_password, create_user
+from quart_app.core.accounts import (
+    HashingBusy,
+    UserExists,
+    averify_password,
+    create_user,
+    find_user,
+)
 from quart_app.core.tokens import issue_token
 from quart_app.errors import ApiError
+from quart_app.login_throttle import LoginThrottle, client_address
+from quart_app.request_auth import current_user, require_user
+from quart_app.request_body import body_limit
 from quart_app.services import services
 
+#: a username and a password of at most MAX_PASSWORD characters, as JSON, fit easily
+AUTH_BODY_BYTES = 4 * 1024
+
 bp = Blueprint("auth", __name__, url_prefix="/api")
+
+
+def busy(exc: HashingBusy) -> ApiError:
+    return ApiError(
+        503,
+        "busy",
+        "too many logins at once; try again shortly",
+        headers={"Retry-After": str(exc.retry_after)},
+        retry_after=exc.retry_after,
+    )
 
 
 def user_out(user: Any) -> UserOut:
@@ -31,13 +51,17 @@ async def options() -> AuthOptionsOut:
 
 
 @bp.post("/auth/register")
+@body_limit(lambda config: AUTH_BODY_BYTES)
 @tag(["auth"])
 @validate_request(Credentials)
 @validate_response(UserOut, 201)
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 409)
 async def register(data: Credentials) -> tuple[UserOut, int]:
-    """Create an account. 403 ``registration_disabled`` when ALLOW_REGISTRATION is off."""
+    """Create an account (usernames are case-insensitive: stored in lower case).
+
+    403 ``registration_disabled`` when ALLOW_REGISTRATION is off; 503 ``busy`` (with
+    Retry-After) when the server is hashing as many passwords as it allows."""
     if not services().config.allow_registration:
         raise ApiError(403, "registration_disabled", "registration is disabled on this server")
     try:
@@ -46,31 +70,39 @@ async def register(data: Credentials) -> tuple[UserOut, int]:
         raise ApiError(409, "username_taken", "that username is taken") from None
     except ValueError as exc:
         raise ApiError(400, "invalid_credentials", str(exc)) from None
+    except HashingBusy as exc:
+        raise busy(exc) from None
     return user_out(user), 201
 
 
 @bp.post("/auth/login")
+@body_limit(lambda config: AUTH_BODY_BYTES)
 @tag(["auth"])
 @validate_request(Credentials)
 @validate_response(TokenOut)
 @document_response(ErrorOut, 401)
 @document_response(ErrorOut, 429)
+@document_response(ErrorOut, 503)
 async def login(data: Credentials) -> TokenOut:
-    """Exchange username and password for a bearer token.
+    """Exchange username (any case) and password for a bearer token.
 
-    After LOGIN_MAX_ATTEMPTS failures for one (username, client address) within
-    LOGIN_WINDOW seconds: 429 with Retry-After, even for the right password.
+    Throttled (429 ``too_many_attempts`` with ``retry_after`` and Retry-After, even for
+    the right password) per (username, address), per username and per address; see
+    :mod:`quart_app.login_throttle`.  503 ``busy`` when the server is hashing as many
+    passwords as it allows, 503 ``unavailable`` when the throttle cannot reach Redis.
     """
     config = services().config
     throttle = LoginThrottle(config)
-    address = client_address()
-    await throttle.check(data.username, address)
-    user = await User.get_or_none(username=data.username)
-    ok = await averify_password(user.password_hash if user else None, data.password)
+    attempt = await throttle.reserve(data.username, client_address())
+    user = await find_user(data.username)
+    try:
+        ok = await averify_password(user.password_hash if user else None, data.password)
+    except HashingBusy as exc:
+        await throttle.not_checked(attempt)
+        raise busy(exc) from None
     if user is None or not ok:
-        await throttle.failed(data.username, address)
         raise ApiError(401, "invalid_login", "wrong username or password")
-    await throttle.succeeded(data.username, address)
+    await throttle.succeeded(attempt)
     return TokenOut(
         access_token=issue_token(config.secret_key, user.id),
         expires_in=config.access_token_ttl,

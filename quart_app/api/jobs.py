@@ -33,8 +33,8 @@ from quart_app.api.schemas import (
     JobsOut,
     JobsQuery,
 )
-from quart_app.auth import current_user_id, require_user
 from quart_app.errors import ApiError
+from quart_app.request_auth import current_user_id, require_user
 from quart_app.services import services
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import uuid
 from typing import Any
@@ -31,15 +30,20 @@ from quart_app.api.schemas import (
     VideosOut,
 )
 from quart_app.api.videos import video_out
-from quart_app.auth import current_user, current_user_id, require_user
+from quart_app.core.config import Config
 from quart_app.errors import ApiError
 from quart_app.import_parsing import ImportRejected, max_import_bytes, parse_csv, parse_json
+from quart_app.json_body import loads_request_json
+from quart_app.request_auth import current_user, current_user_id, require_user
+from quart_app.request_body import body_limit
 from quart_app.services import services
 from quart_app.uploads import receive_uploads, upload_dir
 
 bp = Blueprint("lists", __name__, url_prefix="/api/lists")
 
 CSV_TYPES = {"text/csv", "application/csv", "text/plain"}
+#: multipart headers and boundaries around an imported CSV file
+MULTIPART_ENVELOPE_BYTES = 16 * 1024
 
 
 async def owned_list(list_id: uuid.UUID) -> VideoList:
@@ -135,11 +139,7 @@ async def _import_items() -> list[NewVideo]:
     limit = max_import_bytes(max_rows)
     mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
     if mimetype == "application/json":
-        raw = await _read_limited(limit)
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
-            raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+        data = loads_request_json(await _read_limited(limit))
         return parse_json(data, import_root=config.import_root, max_rows=max_rows)
     if mimetype in CSV_TYPES:
         raw = await _read_limited(limit)
@@ -169,7 +169,13 @@ def _rejected(exc: ImportRejected) -> ApiError:
     return ApiError(400, exc.code, exc.message, **details)
 
 
+def _import_body_limit(config: Config) -> int:
+    # the documented import size, plus room for a multipart envelope around the CSV
+    return max_import_bytes(config.max_videos_per_job) + MULTIPART_ENVELOPE_BYTES
+
+
 @bp.post("/<uuid:list_id>/videos/bulk")
+@body_limit(_import_body_limit)
 @require_user
 @tag(["videos"])
 @document_request(BulkJsonIn)
@@ -194,6 +200,7 @@ async def bulk_import(list_id: uuid.UUID) -> tuple[ImportAccepted, int]:
 
 
 @bp.post("/<uuid:list_id>/videos/upload")
+@body_limit(lambda config: config.max_request_bytes)  # streamed to disk
 @require_user
 @tag(["videos"])
 @validate_response(ImportAccepted, 202)

@@ -11,9 +11,9 @@ from quart_schema import document_response, security_scheme, tag, validate_respo
 
 from models.entities import Video
 from quart_app.api.schemas import ErrorOut, VideoOut
-from quart_app.auth import BEARER_SCHEME, authenticate, current_user_id, require_user
 from quart_app.core.config import Config
 from quart_app.errors import ApiError
+from quart_app.request_auth import BEARER_SCHEME, authenticate, current_user_id, require_user
 from quart_app.services import services
 
 bp = Blueprint("videos", __name__, url_prefix="/api/videos")

@@ -1,14 +1,26 @@
 """User accounts: validation, argon2 password hashes, creation.
 
-Hashing and verifying are CPU-bound (tens of milliseconds by design), so the async
-helpers run them in a thread and never block the event loop.
+Usernames are case-insensitive: :func:`normalise_username` (lower case; the allowed
+characters are ASCII) is applied on registration, on login and by the login throttle,
+so ``alice`` and ``ALICE`` are one account.
+
+Hashing and verifying are CPU-bound (~100 ms each by design), so the async helpers run
+them on :class:`PasswordHashing`'s own small thread pool - never the default executor
+that serves ``asyncio.to_thread`` for everything else - and refuse at once with
+:class:`HashingBusy` when that pool and its short queue are full.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -22,7 +34,71 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 
+#: password hashes computed at once per process (each uses several CPU-seconds/s)
+HASH_WORKERS = 2
+#: hashes that may wait for a worker; beyond, logins/registrations are refused (busy)
+HASH_QUEUE = 8
+#: what a refused client is told to wait, seconds
+HASH_RETRY_AFTER = 1
+#: niceness of the hashing threads (and the lane threads argon2 starts from them):
+#: when the CPUs are full, the event loop serving every other request goes first
+HASH_NICENESS = 10
+
 _hasher = PasswordHasher()
+T = TypeVar("T")
+
+
+class HashingBusy(Exception):
+    """Every password-hashing worker is busy and the queue is full: try again later."""
+
+    retry_after = HASH_RETRY_AFTER
+
+
+class PasswordHashing:
+    """A bounded pool for password hashing: ``workers`` threads, ``queue`` waiting.
+
+    :meth:`run` raises :class:`HashingBusy` at once (never waits) when
+    ``workers + queue`` hashes are already admitted.
+    """
+
+    def __init__(self, workers: int = HASH_WORKERS, queue: int = HASH_QUEUE) -> None:
+        self.capacity = workers + queue
+        self.admitted = 0
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="pwhash", initializer=_lower_priority
+        )
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        if self.admitted >= self.capacity:
+            raise HashingBusy()
+        self.admitted += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, fn, *args)
+        finally:
+            self.admitted -= 1
+
+
+def _lower_priority() -> None:
+    # Linux: niceness is per thread (0 = the calling thread), inherited by the threads
+    # it starts; elsewhere this may apply to the process, so only where it is per thread
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + HASH_NICENESS)
+
+
+_hashing = PasswordHashing()
+
+
+def configure_hashing(workers: int, queue: int) -> None:
+    """Size this process's hashing pool (the web app calls it once at start)."""
+    global _hashing
+    _hashing = PasswordHashing(workers, queue)
+
+
+def normalise_username(username: str) -> str:
+    """The one spelling of a username that is stored, looked up and throttled."""
+    return username.strip().lower()
 
 
 class UserExists(Exception):
@@ -64,22 +140,36 @@ def dummy_verify(password: str) -> None:
 
 
 async def averify_password(password_hash: str | None, password: str) -> bool:
-    """:func:`verify_password` in a thread; a None hash runs the dummy and returns False."""
+    """:func:`verify_password` on the hashing pool; a None hash runs the dummy and
+    returns False.  Raises :class:`HashingBusy` when the pool is full."""
     if password_hash is None:
-        await asyncio.to_thread(dummy_verify, password)
+        await _hashing.run(dummy_verify, password)
         return False
-    return await asyncio.to_thread(verify_password, password_hash, password)
+    return await _hashing.run(verify_password, password_hash, password)
+
+
+async def find_user(username: str) -> User | None:
+    """The user of ``username`` in any case.  Accounts made before usernames were
+    normalised may be stored in mixed case: found case-insensitively when unique."""
+    name = normalise_username(username)
+    user = await User.get_or_none(username=name)
+    if user is None:
+        legacy = await User.filter(username__iexact=name).limit(2)
+        user = legacy[0] if len(legacy) == 1 else None
+    return user
 
 
 async def create_user(username: str, password: str) -> User:
-    """Create a user (Tortoise must be open).
+    """Create a user (Tortoise must be open) under its normalised username.
 
-    Raises ValueError for a bad username/password and :class:`UserExists` when taken.
+    Raises ValueError for a bad username/password, :class:`UserExists` when taken (in
+    any case) and :class:`HashingBusy` when the hashing pool is full.
     """
     validate_credentials(username, password)
-    if await User.filter(username=username).exists():
+    username = normalise_username(username)
+    if await User.filter(username__iexact=username).exists():
         raise UserExists(username)
-    password_hash = await asyncio.to_thread(hash_password, password)
+    password_hash = await _hashing.run(hash_password, password)
     try:
         return await User.create(username=username, password_hash=password_hash)
     except IntegrityError:  # lost a race with another registration

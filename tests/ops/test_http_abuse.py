@@ -1,0 +1,377 @@
+"""Abuse of the REST API against a real ``reeltrack serve`` (hypercorn subprocess, real
+PostgreSQL and Redis): each limit at its edge, the web process's memory and
+``/api/health`` latency watched while it happens.
+
+- real multi-megabyte MP4 uploads (several in one request) stream to disk, one byte
+  over MAX_UPLOAD_BYTES is refused;
+- huge bodies to /api/auth/login are refused with 413 after a few KB, memory flat;
+- the login throttle holds under parallel guesses, password sprays over usernames and
+  one username guessed from many addresses; it fails closed, and counts it, without
+  Redis;
+- password hashing is bounded: 64 concurrent logins are refused early (503 + Retry-After)
+  beyond the pool, and other requests stay fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import httpx
+
+from quart_app.core.metrics import sample_value
+from quart_app.core.tokens import issue_token
+from tests.conftest import TEST_SECRET
+from tests.support.builders import PASSWORD, make_list, make_user
+from tests.support.live import LiveServer
+from tests.support.services import RedisServer
+
+#: /api/health under abuse: 9 in 10 answers within 100 ms, none slower than 250 ms
+#: (the 2-core test machine also runs the attacker, PostgreSQL and Redis)
+HEALTH_BUDGET_S = 0.100
+HEALTH_WORST_S = 0.250
+Start = Callable[..., Awaitable[LiveServer]]
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def noise_mp4(path: Path, *, seconds: float, width: int = 320, height: int = 240) -> Path:
+    """A real H.264 MP4 of random noise (incompressible: megabytes in a second)."""
+    fps = 25
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(round(fps * seconds)):
+            frame = av.VideoFrame(width, height, "gray")
+            plane = frame.planes[0]
+            plane.update(os.urandom(plane.buffer_size))
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+#: polls /api/health from its own process (the test's event loop is busy being the
+#: attacker) until its stdin closes; prints each answer's seconds
+_PROBE = """
+import http.client, sys, threading, time
+port = int(sys.argv[1])
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+first = True
+while not stop.is_set():
+    began = time.perf_counter()
+    conn.request("GET", "/api/health")
+    response = conn.getresponse()
+    response.read()
+    took = time.perf_counter() - began
+    if response.status != 200:
+        print("status", response.status, flush=True)
+    elif first:
+        print("ready", flush=True)
+        first = False
+    else:
+        print(took, flush=True)
+    stop.wait(0.05)
+"""
+
+
+class HealthWatch:
+    """Polls /api/health (from another process) while a block runs; ``worst`` is the
+    answers' seconds are in ``times``."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.times: list[float] = []
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> HealthWatch:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _PROBE,
+            str(self.port),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self._proc.stdout is not None
+        line = await asyncio.wait_for(self._proc.stdout.readline(), 10)
+        assert line.strip() == b"ready", line  # the connection and first query are warm
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        # at least one answer timed from inside the block
+        self.times.append(float(await asyncio.wait_for(self._proc.stdout.readline(), 10)))
+        self._proc.stdin.close()
+        out, _ = await asyncio.wait_for(self._proc.communicate(), 15)
+        for line in out.decode().splitlines():
+            assert not line.startswith("status"), line
+            self.times.append(float(line))
+
+    def assert_fast(self) -> None:
+        assert self.times, "health was never polled"
+        ordered = sorted(self.times)
+        p90 = ordered[int(0.9 * (len(ordered) - 1))]
+        assert p90 < HEALTH_BUDGET_S and ordered[-1] < HEALTH_WORST_S, ordered[-10:]
+
+
+def bearer(user_id: uuid.UUID) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(TEST_SECRET, user_id)}"}
+
+
+# --- uploads ------------------------------------------------------------------------------
+
+
+async def test_real_mp4_uploads_stream_to_disk_at_the_size_limit(
+    db: str, start_live_server: Start, tmp_path: Path
+) -> None:
+    big = noise_mp4(tmp_path / "big clip.mp4", seconds=4)
+    small = [noise_mp4(tmp_path / f"part {i}.mp4", seconds=1.5) for i in range(3)]
+    limit = big.stat().st_size
+    assert limit > 2 * 1024 * 1024 and all(p.stat().st_size > 256 * 1024 for p in small)
+    server = await start_live_server(max_upload_bytes=limit)
+    user = await make_user()
+    vlist = await make_list(user)
+    path = f"/api/lists/{vlist.id}/videos/upload"
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=60, headers=bearer(user.id)) as http,
+        HealthWatch(server.port) as health,
+    ):
+        # several real files in one request
+        files = [("file", (p.name, p.read_bytes(), "video/mp4")) for p in small]
+        r = await http.post(path, files=files)
+        assert r.status_code == 202, r.text
+        assert r.json()["total_videos"] == 3
+        # exactly MAX_UPLOAD_BYTES passes, one byte more is refused and nothing is kept
+        r = await http.post(path, files=[("file", (big.name, big.read_bytes(), "video/mp4"))])
+        assert r.status_code == 202, r.text
+        over = big.read_bytes() + b"\0"
+        r = await http.post(path, files=[("file", ("over.mp4", over, "video/mp4"))])
+        assert r.status_code == 413 and r.json()["code"] == "file_too_large"
+    health.assert_fast()
+
+    from models.entities import Video
+
+    videos = await Video.filter(list_id=vlist.id).order_by("created_at", "position")
+    assert [v.title for v in videos] == ["part 0", "part 1", "part 2", "big clip"]
+    for video, original in zip(videos, [*small, big], strict=True):
+        stored = server.config.media_root / video.source.removeprefix("upload:")
+        digest = hashlib.sha256(stored.read_bytes()).hexdigest()
+        assert digest == hashlib.sha256(original.read_bytes()).hexdigest()
+        with av.open(str(stored)) as container:  # still a real video
+            assert container.streams.video[0].codec_context.name == "h264"
+
+
+# --- big bodies -----------------------------------------------------------------------------
+
+
+async def _push_body(port: int, path: str, total: int, *, chunked: bool) -> tuple[int, int, float]:
+    """Send up to ``total`` body bytes as fast as the server takes them; returns (status,
+    bytes sent when the answer came, seconds until it came)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {total}\r\n\r\n"
+    writer.write(head.encode())
+    block = b" " * (256 * 1024)
+    chunk = b"%x\r\n%s\r\n" % (len(block), block) if chunked else block
+    sent = 0
+    began = time.perf_counter()
+    answer = asyncio.create_task(reader.readuntil(b"\r\n\r\n"))
+    try:
+        while sent < total and not answer.done():
+            writer.write(chunk)
+            try:
+                await asyncio.wait_for(writer.drain(), 0.5)
+            except TimeoutError:  # the server stopped reading: wait for its answer
+                break
+            sent += len(block)
+        head_bytes = await asyncio.wait_for(answer, 10)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        head_bytes = await asyncio.wait_for(answer, 10)
+    finally:
+        writer.close()
+    status = int(head_bytes.split(b" ", 2)[1])
+    return status, sent, time.perf_counter() - began
+
+
+async def test_huge_login_bodies_are_refused_early_and_memory_stays_flat(
+    live_server: LiveServer,
+) -> None:
+    assert live_server.proc is not None
+    pid = live_server.proc.pid
+    size = 300 * 1024 * 1024
+    before = rss_bytes(pid)
+    async with HealthWatch(live_server.port) as health:
+        results = await asyncio.gather(
+            *(
+                _push_body(live_server.port, "/api/auth/login", size, chunked=i % 2 == 0)
+                for i in range(4)
+            )
+        )
+        grown = rss_bytes(pid) - before
+    for status, sent, seconds in results:
+        assert status == 413
+        assert sent < 16 * 1024 * 1024, sent  # answered long before the body was sent
+        assert seconds < 5
+    assert grown < 32 * 1024 * 1024, grown
+    health.assert_fast()
+
+
+# --- login throttle -------------------------------------------------------------------------
+
+
+async def _login(
+    http: httpx.AsyncClient, username: str, password: str, address: str | None = None
+) -> httpx.Response:
+    headers = {"X-Forwarded-For": address} if address else {}
+    return await http.post(
+        "/api/auth/login", json={"username": username, "password": password}, headers=headers
+    )
+
+
+def _assert_throttled(r: httpx.Response) -> None:
+    assert r.status_code == 429, r.text
+    body = r.json()
+    assert body["code"] == "too_many_attempts"
+    assert int(r.headers["Retry-After"]) == body["retry_after"] >= 1
+    assert f"{body['retry_after']} s" in body["message"]
+
+
+async def test_parallel_guesses_cannot_outrun_the_throttle(
+    db: str, start_live_server: Start
+) -> None:
+    server = await start_live_server(login_max_attempts=5, login_window=60)
+    user = await make_user()
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=30) as http,
+        HealthWatch(server.port) as health,
+    ):
+        guesses = [f"wrong-{i}" for i in range(59)] + [PASSWORD]
+        answers = await asyncio.gather(*(_login(http, user.username, g) for g in guesses))
+    checked = [r for r in answers if r.status_code in (200, 401)]
+    assert len(checked) <= 5, [r.status_code for r in answers]
+    for r in answers:
+        if r.status_code not in (200, 401):
+            _assert_throttled(r)
+    health.assert_fast()
+
+
+async def test_sprays_over_usernames_and_addresses_are_throttled(
+    db: str, start_live_server: Start
+) -> None:
+    from quart_app.login_throttle import MAX_ATTEMPTS_PER_ADDRESS, MAX_ATTEMPTS_PER_USERNAME
+
+    # behind one trusted proxy, so the test can speak from many addresses
+    server = await start_live_server(login_max_attempts=5, login_window=60, trusted_proxy_hops=1)
+    gate = asyncio.Semaphore(4)
+
+    async def guess(username: str, address: str) -> httpx.Response:
+        async with gate:
+            return await _login(http, username, "Winter2026!", address)
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        # one password over many usernames from one address
+        names = [f"spray{i}_{uuid.uuid4().hex[:6]}" for i in range(MAX_ATTEMPTS_PER_ADDRESS + 5)]
+        answers = await asyncio.gather(*(guess(n, "198.51.100.7") for n in names))
+        codes = [r.status_code for r in answers]
+        assert codes.count(401) == MAX_ATTEMPTS_PER_ADDRESS, codes
+        for r in answers:
+            if r.status_code != 401:
+                _assert_throttled(r)
+        # another address is not affected
+        assert (await _login(http, names[0], "Winter2026!", "198.51.100.8")).status_code == 401
+
+        # one username from many addresses
+        user = await make_user()
+        addresses = [f"203.0.113.{i}" for i in range(1, MAX_ATTEMPTS_PER_USERNAME + 6)]
+        answers = await asyncio.gather(*(guess(user.username, a) for a in addresses))
+        codes = [r.status_code for r in answers]
+        assert codes.count(401) == MAX_ATTEMPTS_PER_USERNAME, codes
+        _assert_throttled(await _login(http, user.username, PASSWORD, "203.0.113.250"))
+
+
+async def test_login_fails_closed_without_redis_and_counts_it(
+    db: str, start_live_server: Start
+) -> None:
+    redis = RedisServer().start()
+    try:
+        server = await start_live_server(redis_url=redis.url)
+        user = await make_user()
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            assert (await _login(http, user.username, PASSWORD)).status_code == 200
+            redis.stop()
+            r = await _login(http, user.username, PASSWORD)
+            assert r.status_code == 503 and r.json()["code"] == "unavailable"
+            text = (await http.get("/metrics")).text
+        labels = {"process": "web", "operation": "login_throttle"}
+        failures = sample_value(text, "reeltrack_redis_connection_failures_total", labels)
+        assert failures is not None and failures >= 1
+    finally:
+        redis.stop()
+
+
+# --- password hashing -----------------------------------------------------------------------
+
+
+async def test_concurrent_logins_are_bounded_and_other_requests_stay_fast(
+    db: str, start_live_server: Start
+) -> None:
+    server = await start_live_server(trusted_proxy_hops=1)
+    user = await make_user()
+    vlist = await make_list(user)
+    bulk = {"videos": [{"url": "https://example.com/a.mp4", "title": "a"}]}
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
+        HealthWatch(server.port) as health,
+    ):
+        for _ in range(2):  # warm: RQ's connection, the first queries
+            warm = await http.post(
+                f"/api/lists/{vlist.id}/videos/bulk",
+                content=json.dumps(bulk),
+                headers={**bearer(user.id), "Content-Type": "application/json"},
+            )
+            assert warm.status_code == 202, warm.text
+        logins = [
+            asyncio.create_task(
+                _login(http, f"nobody{i}_{uuid.uuid4().hex[:6]}", "guess-guess", f"192.0.2.{i}")
+            )
+            for i in range(64)
+        ]
+        await asyncio.sleep(0.3)  # the burst is in: the hashing pool is full now
+        began = time.perf_counter()
+        r = await http.post(
+            f"/api/lists/{vlist.id}/videos/bulk",
+            content=json.dumps(bulk),
+            headers={**bearer(user.id), "Content-Type": "application/json"},
+        )
+        import_s = time.perf_counter() - began
+        answers = await asyncio.gather(*logins)
+    assert r.status_code == 202, r.text
+    assert import_s < 0.5, import_s
+    health.assert_fast()
+    codes = [a.status_code for a in answers]
+    assert set(codes) <= {401, 503}, codes
+    busy = [a for a in answers if a.status_code == 503]
+    assert busy, codes  # more than the pool and its queue: refused early
+    for a in busy:
+        assert a.json()["code"] == "busy" and int(a.headers["Retry-After"]) >= 1
