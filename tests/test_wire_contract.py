@@ -22,7 +22,13 @@ from models.entities import VideoStatus
 from models.events import EventStatus, ProgressEvent
 from quart_app.core.config import Config
 from socket_layer import protocol
-from tests.support.web_types import REGENERATE_HINT, WEB_TYPES_PATH, write_web_types
+from tests.support.web_types import (
+    REGENERATE_HINT,
+    WEB_TYPES_PATH,
+    document_app,
+    openapi_document,
+    write_web_types,
+)
 
 WEB_SRC = Path(__file__).resolve().parents[1] / "web" / "src"
 PROTOCOL_TS = WEB_SRC / "progress" / "protocol.ts"
@@ -31,6 +37,13 @@ TYPES_TS = WEB_SRC / "types.ts"
 CLIENT_NAME = re.compile(r"^(SOCKETIO_PATH|EVENT_\w+|REASON_\w+|\w+_CODE)$")
 #: protocol.ts's limit whose server value is a setting's default, not a protocol constant
 SETTING_LIMITS = {"RESUME_MAX_JOBS": "resume_max_jobs"}
+
+
+async def test_the_document_is_what_the_app_serves() -> None:
+    app = document_app()
+    response = await app.test_client().get("/openapi.json")
+    assert response.status_code == 200
+    assert json.loads(await response.get_data()) == json.loads(json.dumps(openapi_document(app)))
 
 
 def test_generated_rest_types_are_current(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from quart import Quart
+
 from quart_app.app import create_app
 from quart_app.core.config import Config
 
@@ -27,13 +29,15 @@ OPENAPI_TYPESCRIPT = WEB_DIR / "node_modules" / ".bin" / "openapi-typescript"
 REGENERATE_HINT = "run `make web-types` and commit web/src/generated/openapi.ts"
 
 
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document of the REST API, as ``/openapi.json`` serves it.
+def document_app() -> Quart:
+    """An app built only to describe itself: its settings let ``create_app`` build it and
+    none of them appears in the document."""
+    return create_app(Config(env="test", secret_key="openapi-document-" + "x" * 32))
 
-    The settings only need to let ``create_app`` build the app; none of them appears in
-    the document.
-    """
-    app = create_app(Config(env="test", secret_key="openapi-document-" + "x" * 32))
+
+def openapi_document(app: Quart | None = None) -> dict[str, Any]:
+    """The OpenAPI document of the REST API, as ``/openapi.json`` serves it."""
+    app = app or document_app()
     document: dict[str, Any] = app.extensions["QUART_SCHEMA"].openapi_provider.schema()
     return document
 
