@@ -13,6 +13,7 @@ import difflib
 import json
 import re
 import typing
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,15 @@ def test_protocol_ts_refusal_codes_are_the_servers() -> None:
     assert {f"typeof {name}" for name in reasons} == set(
         re.findall(r"typeof REASON_\w+", ts_block(source, "export type RefusalReason"))
     )
+
+
+def test_a_full_resume_fits_the_servers_message_limit() -> None:
+    """The largest `resume` the client sends (RESUME_MAX_JOBS ids, 32-bit seqs, an ack id)
+    as a Socket.IO packet stays under the server's default WS_MAX_MESSAGE_BYTES."""
+    most = ts_constants(PROTOCOL_TS.read_text(encoding="utf-8"))["RESUME_MAX_JOBS"]
+    jobs = {str(uuid.UUID(int=i)): 2**31 - 1 for i in range(most)}
+    packet = "4299999" + json.dumps([protocol.EVENT_RESUME, {"jobs": jobs}], separators=(",", ":"))
+    assert len(packet.encode()) < server_default("ws_max_message_bytes")
 
 
 def test_no_wire_literal_outside_protocol_ts() -> None:
