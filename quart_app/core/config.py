@@ -134,6 +134,15 @@ class Config(BaseSettings):
         shown="(embedded)",
         empty_is_default=True,
     )
+    run_workers: int = _setting(
+        2, "RUN_WORKERS", "workers `reeltrack run` starts (each restarted if it crashes)", ge=1
+    )
+    run_stop_grace: float = _setting(
+        10.0,
+        "RUN_STOP_GRACE",
+        "seconds `reeltrack run` gives its processes to stop (a running job is requeued)",
+        gt=0,
+    )
     secret_key: str = _setting(
         "",
         "SECRET_KEY",
