@@ -7,6 +7,7 @@ from quart_schema import Info, QuartSchema
 
 from models.db import close_db, open_db
 from quart_app.api import register_blueprints
+from quart_app.core.accounts import configure_hashing
 from quart_app.core.config import Config
 from quart_app.errors import register_error_handlers
 from quart_app.json_body import install_json_policy
@@ -43,6 +44,7 @@ def create_app(config: Config | None = None) -> Quart:
 
     @app.before_serving
     async def _open() -> None:
+        configure_hashing(config)
         await open_db(config.database_url)
 
     install_services(app, config)

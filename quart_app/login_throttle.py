@@ -3,9 +3,9 @@
 Three fixed-window counters (``LOGIN_WINDOW`` seconds from a counter's first attempt):
 
 - per (username, client address): ``LOGIN_MAX_ATTEMPTS``;
-- per username from any address: :data:`MAX_ATTEMPTS_PER_USERNAME` (one account
+- per username from any address: ``LOGIN_MAX_ATTEMPTS_PER_USERNAME`` (one account
   guessed from many addresses);
-- per address for any username: :data:`MAX_ATTEMPTS_PER_ADDRESS` (one password
+- per address for any username: ``LOGIN_MAX_ATTEMPTS_PER_ADDRESS`` (one password
   sprayed over many accounts).
 
 An attempt is **reserved before the password is checked** (one Lua script: refuse if
@@ -34,11 +34,6 @@ from quart_app.core.accounts import normalise_username
 from quart_app.core.config import Config
 from quart_app.errors import ApiError
 from quart_app.services import REDIS_KEY_PREFIX, services
-
-#: failed logins of one username from all addresses within LOGIN_WINDOW
-MAX_ATTEMPTS_PER_USERNAME = 20
-#: failed logins from one address over all usernames within LOGIN_WINDOW
-MAX_ATTEMPTS_PER_ADDRESS = 50
 
 #: KEYS: the counters; ARGV: window seconds, then one limit per key.
 #: Returns 0 when the attempt was counted, else the seconds until a full counter frees.
@@ -117,8 +112,8 @@ class LoginThrottle:
         keys = self._keys(username, address)
         limits = (
             self.config.login_max_attempts,
-            MAX_ATTEMPTS_PER_USERNAME,
-            MAX_ATTEMPTS_PER_ADDRESS,
+            self.config.login_max_attempts_per_username,
+            self.config.login_max_attempts_per_address,
         )
         try:
             redis = services().require_redis()

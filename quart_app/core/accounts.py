@@ -34,9 +34,9 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 
-#: password hashes computed at once per process (each uses several CPU-seconds/s)
+#: defaults of PASSWORD_HASH_WORKERS / PASSWORD_HASH_QUEUE for processes that do not
+#: call :func:`configure_hashing` (the CLI)
 HASH_WORKERS = 2
-#: hashes that may wait for a worker; beyond, logins/registrations are refused (busy)
 HASH_QUEUE = 8
 #: what a refused client is told to wait, seconds
 HASH_RETRY_AFTER = 1
@@ -62,6 +62,8 @@ class PasswordHashing:
     """
 
     def __init__(self, workers: int = HASH_WORKERS, queue: int = HASH_QUEUE) -> None:
+        self.workers = workers
+        self.queue = queue
         self.capacity = workers + queue
         self.admitted = 0
         self._executor = ThreadPoolExecutor(
@@ -90,10 +92,15 @@ def _lower_priority() -> None:
 _hashing = PasswordHashing()
 
 
-def configure_hashing(workers: int, queue: int) -> None:
-    """Size this process's hashing pool (the web app calls it once at start)."""
+def configure_hashing(config: Config) -> None:
+    """Size this process's hashing pool from PASSWORD_HASH_WORKERS / _QUEUE (the web
+    app calls it when it starts serving)."""
     global _hashing
-    _hashing = PasswordHashing(workers, queue)
+    if (_hashing.workers, _hashing.queue) != (
+        config.password_hash_workers,
+        config.password_hash_queue,
+    ):
+        _hashing = PasswordHashing(config.password_hash_workers, config.password_hash_queue)
 
 
 def normalise_username(username: str) -> str:

@@ -254,6 +254,27 @@ class Config(BaseSettings):
     login_window: int = _setting(
         300, "LOGIN_WINDOW", "seconds over which failed logins are counted", ge=1
     )
+    login_max_attempts_per_username: int = _setting(
+        20,
+        "LOGIN_MAX_ATTEMPTS_PER_USERNAME",
+        "failed logins per username from all addresses before 429",
+        ge=1,
+    )
+    login_max_attempts_per_address: int = _setting(
+        50,
+        "LOGIN_MAX_ATTEMPTS_PER_ADDRESS",
+        "failed logins per client address over all usernames before 429",
+        ge=1,
+    )
+    password_hash_workers: int = _setting(
+        2, "PASSWORD_HASH_WORKERS", "password hashes computed at once per web process", ge=1
+    )
+    password_hash_queue: int = _setting(
+        8,
+        "PASSWORD_HASH_QUEUE",
+        "logins that may wait for a hash worker; more answer 503 busy",
+        ge=0,
+    )
     rate_limit_per_minute: int = _setting(
         600, "RATE_LIMIT_PER_MINUTE", "REST requests per user per minute (0 = off)", ge=0
     )
