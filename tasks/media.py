@@ -25,6 +25,7 @@ import ipaddress
 import os
 import socket
 import tempfile
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -198,7 +199,8 @@ async def download(url_text: str, config: Config) -> Path:
 
     Enforces ``max_upload_bytes`` (Content-Length and streamed size), ``fetch_timeout``
     (whole transfer), at most :data:`MAX_REDIRECTS` redirects, and the address policy
-    on every hop.  Raises :class:`MediaError`.
+    on every hop.  Raises :class:`MediaError`.  (The video's time budget is enforced
+    around it by :func:`process_media`.)
     """
     allow_private = config.import_allow_private_hosts
     try:
@@ -375,10 +377,13 @@ def _first_frame(container: Any, at_seconds: float | None) -> av.VideoFrame:
     return fallback
 
 
-def make_thumbnail(path: Path, dest: Path, duration_s: float | None = None) -> Path:
+def make_thumbnail(
+    path: Path, dest: Path, duration_s: float | None = None, deadline: float | None = None
+) -> Path:
     """Write a JPEG of a frame near 10% of the video to ``dest`` (atomically; blocking).
 
-    Raises :class:`MediaError` when no frame can be decoded.
+    Raises :class:`MediaError` when no frame can be decoded, or when ``deadline``
+    (``time.monotonic()``) has passed before the file would be written.
     """
     at = duration_s * 0.1 if duration_s else None
     try:
@@ -401,6 +406,8 @@ def make_thumbnail(path: Path, dest: Path, duration_s: float | None = None) -> P
         raise _av_error(exc) from None
     if not data:
         raise MediaError("thumbnail encoder produced nothing")
+    if deadline is not None and time.monotonic() > deadline:
+        raise MediaError("thumbnail not written: the video's time budget ran out")
     dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
     # 0600 whatever the umask: thumbnails are served to their owner only
@@ -422,16 +429,38 @@ class ProcessedMedia:
     thumbnail: str
 
 
-async def process_media(source: str, video_id: uuid.UUID, config: Config) -> ProcessedMedia:
-    """fetch -> probe -> thumbnail for one video; raises :class:`MediaError`.
+def budget_message(config: Config) -> str:
+    """The error of a video that ran out of ``VIDEO_TIME_BUDGET``."""
+    return (
+        f"video time budget exceeded: fetch, probe and thumbnail took more than "
+        f"{config.video_time_budget:g}s"
+    )
 
-    Blocking PyAV work runs in a thread so the event loop (heartbeat, publishing) stays free.
+
+async def process_media(source: str, video_id: uuid.UUID, config: Config) -> ProcessedMedia:
+    """fetch -> probe -> thumbnail for one video within ``config.video_time_budget``
+    seconds in all; raises :class:`MediaError` (:func:`budget_message` when over it).
+
+    Blocking PyAV work runs in a thread so the event loop (heartbeat, publishing) stays
+    free.  A thread cannot be stopped: past the budget its result is dropped, and the
+    thumbnail it would write late is not written.
     """
+    deadline = time.monotonic() + config.video_time_budget
+    try:
+        async with asyncio.timeout(config.video_time_budget):
+            return await _process(source, video_id, config, deadline)
+    except TimeoutError:
+        raise MediaError(budget_message(config)) from None
+
+
+async def _process(
+    source: str, video_id: uuid.UUID, config: Config, deadline: float
+) -> ProcessedMedia:
     fetched = await fetch(source, config)
     try:
         info = await asyncio.to_thread(probe, fetched.path)
         dest = thumbnail_path(config, video_id)
-        await asyncio.to_thread(make_thumbnail, fetched.path, dest, info.duration_s)
+        await asyncio.to_thread(make_thumbnail, fetched.path, dest, info.duration_s, deadline)
     finally:
         if fetched.temporary:
             with contextlib.suppress(OSError):

@@ -269,6 +269,9 @@ class _Run:
         self.processed = 0
         self.failed = 0
         self.progress = min(99, progress_floor)  # _progress() only ever raises it
+        #: loop time at which JOB_TIME_BUDGET runs out (set when the run starts)
+        self.job_deadline = float("inf")
+        self.over_budget = False
         self.throttle = ThrottlePolicy(
             job.total_videos,
             min_videos=config.throttle_min_videos,
@@ -278,6 +281,7 @@ class _Run:
         )
 
     async def execute(self) -> str:
+        self.job_deadline = asyncio.get_running_loop().time() + self.config.job_time_budget
         try:
             videos = await Video.filter(job_id=self.job.id).order_by("position", "created_at")
             self.total = self.publisher.total_videos = max(self.total, len(videos))
@@ -306,15 +310,18 @@ class _Run:
             if state == "cancelled" and self.processed < self.total:
                 await self._final("cancelled", f"Cancelled after {self.processed}/{self.total}")
                 return "cancelled"
+            over = f" ({self._budget_error()})" if self.over_budget else ""
             if self.total > 0 and self.failed == self.total:
                 await self._final(
-                    "failed", f"All {self.total} videos failed", error="every video failed"
+                    "failed",
+                    f"All {self.total} videos failed{over}",
+                    error=self._budget_error() if self.over_budget else "every video failed",
                 )
                 return "failed"
             self.progress = 100
             await self._final(
                 "completed",
-                f"Completed: {self.processed - self.failed} ready, {self.failed} failed",
+                f"Completed: {self.processed - self.failed} ready, {self.failed} failed{over}",
             )
             return "completed"
         except LostOwnership as exc:
@@ -368,13 +375,22 @@ class _Run:
         await self.publisher.write_other(mark_processing)
         error: str | None = None
         result: ProcessedMedia | None = None
+        budget = asyncio.timeout_at(self.job_deadline)
+        spent = asyncio.get_running_loop().time() >= self.job_deadline
         try:
-            result = await self.processor(video, self.config)
+            if spent:
+                raise TimeoutError  # not started: the job's budget is already used up
+            async with budget:
+                result = await self.processor(video, self.config)
         except MediaError as exc:
             error = str(exc) or "media error"
         except Exception as exc:  # a bug for one video must not stop the job
-            log.exception("job %s: video %s failed unexpectedly", self.job.id, video_id)
-            error = f"internal error: {type(exc).__name__}: {exc}"
+            if isinstance(exc, TimeoutError) and (spent or budget.expired()):
+                self.over_budget = True
+                error = self._budget_error()
+            else:
+                log.exception("job %s: video %s failed unexpectedly", self.job.id, video_id)
+                error = f"internal error: {type(exc).__name__}: {exc}"
         fields: dict[str, Any] = {"processed_at": utcnow()}
         if result is not None:
             fields.update(
@@ -413,6 +429,9 @@ class _Run:
             error=error,
         )
         await self.publisher.send(event)
+
+    def _budget_error(self) -> str:
+        return f"job time budget exceeded ({self.config.job_time_budget:g}s per run of a job)"
 
     async def _final(self, status: Any, message: str, error: str | None = None) -> None:
         self.throttle.final()
