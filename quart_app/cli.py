@@ -69,7 +69,13 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 def _worker(config: Config, args: argparse.Namespace) -> int:
     from tasks.worker import run_worker
 
-    return run_worker(config, burst=args.burst, queues=args.queues)
+    return run_worker(
+        config,
+        burst=args.burst,
+        queues=args.queues,
+        name=args.name,
+        replaces=tuple(args.replaces),
+    )
 
 
 def _queue_list(text: str) -> tuple[str, ...]:
@@ -133,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
                 default="maintenance,videos",
                 help="comma-separated, in priority order (default: maintenance,videos); "
                 "'maintenance' alone makes a worker that upkeep never waits for",
+            )
+            p.add_argument("--name", default=None, help="the worker's RQ name (default: random)")
+            p.add_argument(
+                "--replaces",
+                action="append",
+                default=[],
+                metavar="NAME",
+                help="a dead worker (its work-horse gone too) whose jobs are requeued at "
+                "start; used by `reeltrack run` after a crash",
             )
         elif name == "demo":
             p.add_argument("--username", default="demo")
