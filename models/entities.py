@@ -14,6 +14,8 @@ class VideoStatus(StrEnum):
     PROCESSING = "processing"
     READY = "ready"
     FAILED = "failed"
+    #: its job was cancelled (or could not run) before the video was processed
+    CANCELLED = "cancelled"
 
 
 class JobStatus(StrEnum):
@@ -27,6 +29,28 @@ class JobStatus(StrEnum):
     def is_final(self) -> bool:
         return self in FINAL_JOB_STATUSES
 
+
+class JobSource(StrEnum):
+    """How a job came to exist; ``import`` marks jobs created before sources were kept."""
+
+    CSV = "csv"
+    JSON = "json"
+    UPLOAD = "upload"
+    RETRY = "retry"
+    DEMO = "demo"
+    IMPORT = "import"
+
+
+class JobPriority(StrEnum):
+    """Stored with every job for fair scheduling; it does not change the order yet."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+#: the longest job name (given by the client or derived at submission)
+MAX_JOB_NAME = 200
 
 FINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE_JOB_STATUSES = frozenset({JobStatus.PENDING, JobStatus.PROCESSING})
@@ -105,6 +129,14 @@ class ProcessingJob(Model):
     status = fields.CharEnumField(
         JobStatus, max_length=16, default=JobStatus.PENDING, db_index=True
     )
+    #: shown wherever the job is shown: given at submission or derived from its source
+    name = fields.CharField(max_length=MAX_JOB_NAME, default="")
+    source = fields.CharEnumField(JobSource, max_length=16, default=JobSource.IMPORT)
+    priority = fields.CharEnumField(JobPriority, max_length=8, default=JobPriority.NORMAL)
+    #: the job whose failed videos this job retries
+    retry_of: fields.ForeignKeyNullableRelation[ProcessingJob] = fields.ForeignKeyField(
+        "models.ProcessingJob", related_name="retries", null=True, on_delete=fields.SET_NULL
+    )
     total_videos = fields.IntField(default=0)
     processed_videos = fields.IntField(default=0)
     failed_videos = fields.IntField(default=0)
@@ -119,6 +151,7 @@ class ProcessingJob(Model):
 
     list_id: str
     owner_id: str
+    retry_of_id: str | None
 
     class Meta:
         table = "processing_jobs"

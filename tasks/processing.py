@@ -37,12 +37,14 @@ import redis.asyncio as aioredis
 from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
 from models.events import ProgressEvent, utcnow
+from models.jobs import abandon_videos, plural
 from quart_app.core import metrics_multiprocess
 from quart_app.core.config import Config
 from quart_app.core.logs import bind_log_context, log_context
 from tasks.journal import Journal, RedisJournal, recover
 from tasks.media import MediaError, ProcessedMedia, process_media
 from tasks.publisher import Emitter, JobPublisher, LostOwnership, make_emitter
+from tasks.rq_meta import MetaJob, RqMetaProgress
 from tasks.stale import alive_key
 from tasks.throttle import ThrottlePolicy
 
@@ -72,6 +74,7 @@ async def process_video_list(job_id: str) -> str:
     """
     config = Config.from_env()
     rq_job_id: str | None = None
+    current = None
     with contextlib.suppress(Exception):
         from rq import get_current_job
 
@@ -79,7 +82,7 @@ async def process_video_list(job_id: str) -> str:
         rq_job_id = current.id if current is not None else None
     metrics_multiprocess.compact_now()  # fold the files earlier work-horses left
     with log_context(job_id=job_id):  # every log line of this run names the job
-        return await run_job(job_id, config, rq_job_id=rq_job_id, manage_db=True)
+        return await run_job(job_id, config, rq_job_id=rq_job_id, manage_db=True, rq_job=current)
 
 
 async def run_job(
@@ -94,6 +97,7 @@ async def run_job(
     drain_timeout: float = DRAIN_TIMEOUT,
     on_publisher: Callable[[JobPublisher], None] | None = None,
     journal: Journal | None = None,
+    rq_job: MetaJob | None = None,
 ) -> str:
     """Run one job to its end; returns ``completed|failed|cancelled|deleted|skipped|lost``.
 
@@ -106,6 +110,7 @@ async def run_job(
 
     ``journal``: the Redis journal of unpersisted events; by default one on
     ``config.redis_url`` (None without Redis: then nothing is journaled or recovered).
+    ``rq_job``: the RQ job running this, whose ``meta`` mirrors the progress events.
     """
     job_uuid = uuid.UUID(str(job_id))
     if manage_db:
@@ -151,7 +156,15 @@ async def run_job(
         # run's retry buffer is processed (and reported) again - acceptable, it is
         # rare and the history stays true to what was shown.
         floor = recovered[-1].progress if recovered else 0
-        run = _Run(job, config, publisher, processor, clock, progress_floor=floor)
+        run = _Run(
+            job,
+            config,
+            publisher,
+            processor,
+            clock,
+            progress_floor=floor,
+            meta=RqMetaProgress(rq_job) if rq_job is not None else None,
+        )
         heartbeat = asyncio.create_task(
             _heartbeat_loop(
                 job_uuid,
@@ -258,10 +271,15 @@ class _Run:
         clock: Callable[[], float],
         *,
         progress_floor: int = 0,
+        meta: RqMetaProgress | None = None,
     ) -> None:
         """``progress_floor``: the progress of the job's latest event when this run
-        resumes after events recovered from the journal (never shown going back)."""
+        resumes after events recovered from the journal (never shown going back);
+        ``meta``: where each sent event is mirrored for RQ's tools."""
         self.job = job
+        self.meta = meta
+        #: the errors of the videos that failed, in order (for the final event)
+        self.errors: list[str] = []
         self.config = config
         self.publisher = publisher
         self.processor = processor
@@ -298,9 +316,7 @@ class _Run:
                     await self._deleted()
                     return "deleted"
                 if state == "cancelled":
-                    await self._final(
-                        "cancelled", f"Cancelled after {self.processed}/{self.total} videos"
-                    )
+                    await self._cancelled()
                     return "cancelled"
                 await self._one(number, video)
             state = await self._job_state()
@@ -308,21 +324,17 @@ class _Run:
                 await self._deleted()
                 return "deleted"
             if state == "cancelled" and self.processed < self.total:
-                await self._final("cancelled", f"Cancelled after {self.processed}/{self.total}")
+                await self._cancelled()
                 return "cancelled"
             over = f" ({self._budget_error()})" if self.over_budget else ""
             if self.total > 0 and self.failed == self.total:
-                await self._final(
-                    "failed",
-                    f"All {self.total} videos failed{over}",
-                    error=self._budget_error() if self.over_budget else "every video failed",
-                )
+                self.progress = 100  # it ran to its end: every video was tried
+                await self._final("failed", *self._all_failed(over))
                 return "failed"
             self.progress = 100
-            await self._final(
-                "completed",
-                f"Completed: {self.processed - self.failed} ready, {self.failed} failed{over}",
-            )
+            ready = self.processed - self.failed
+            outcome = f"{ready} ready, {self.failed} failed" if self.failed else f"{ready} ready"
+            await self._final("completed", f"Completed: {outcome}{over}")
             return "completed"
         except LostOwnership as exc:
             if await self._job_state() == "deleted":
@@ -330,13 +342,13 @@ class _Run:
                 return "deleted"
             log.warning("%s; stopping", exc)
             return "lost"
-        except Exception as exc:
+        except Exception:
             log.exception("job %s: fatal error", self.job.id)
             with contextlib.suppress(LostOwnership):
                 await self._final(
                     "failed",
                     "Processing stopped by an internal error",
-                    error=f"{type(exc).__name__}: {exc}"[:2000],
+                    error="an internal error stopped the job (the worker's log has the details)",
                 )
             return "failed"
 
@@ -390,7 +402,7 @@ class _Run:
                 error = self._budget_error()
             else:
                 log.exception("job %s: video %s failed unexpectedly", self.job.id, video_id)
-                error = f"internal error: {type(exc).__name__}: {exc}"
+                error = "internal error while processing this video"
         fields: dict[str, Any] = {"processed_at": utcnow()}
         if result is not None:
             fields.update(
@@ -409,6 +421,7 @@ class _Run:
         self.processed += 1
         if error is not None:
             self.failed += 1
+            self.errors.append(error)
         self.progress = self._progress()
         if not self.throttle.should_send(number, failed=error is not None):
             self.publisher.note_throttled()
@@ -428,7 +441,37 @@ class _Run:
             video_title=video.title,
             error=error,
         )
+        await self._send(event)
+
+    async def _send(self, event: ProgressEvent) -> None:
         await self.publisher.send(event)
+        if self.meta is not None:
+            await self.meta.update(event)
+
+    def _all_failed(self, over: str) -> tuple[str, str]:
+        """The message and error of a run in which every video failed: a single
+        video's (or a shared) error says what went wrong, not a count."""
+        distinct = set(self.errors)
+        if self.total == 1 and self.errors:
+            return f"The video failed: {self.errors[0]}"[:1000], self.errors[0]
+        error = self.errors[0] if len(distinct) == 1 else "every video failed"
+        if self.over_budget:
+            error = self._budget_error()
+        return f"All {plural(self.total, 'video')} failed{over}", error
+
+    async def _cancelled(self) -> None:
+        """Final ``cancelled`` event; the videos not processed end ``cancelled``."""
+        job_id = self.job.id
+
+        async def skip_rest() -> None:
+            await abandon_videos(
+                job_id, "cancelled before it was processed", status=VideoStatus.CANCELLED
+            )
+
+        await self.publisher.write_other(skip_rest)
+        await self._final(
+            "cancelled", f"Cancelled after {self.processed} of {plural(self.total, 'video')}"
+        )
 
     def _budget_error(self) -> str:
         return f"job time budget exceeded ({self.config.job_time_budget:g}s per run of a job)"
@@ -444,7 +487,7 @@ class _Run:
             message=message,
             error=error,
         )
-        await self.publisher.send(event)
+        await self._send(event)
 
     async def _deleted(self) -> None:
         """The job row is gone: tell the owner live, store nothing."""

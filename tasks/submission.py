@@ -21,7 +21,16 @@ from redis.exceptions import RedisError
 from models.entities import JobStatus, ProcessingJob
 from models.events import ProgressEvent, job_event
 from models.history import record_event
-from models.jobs import NewVideo, abandon_videos, create_job_with_videos, job_counters
+from models.jobs import (
+    UNSPECIFIED,
+    FailedVideosOf,
+    JobSpec,
+    NewVideo,
+    abandon_videos,
+    create_job_with_videos,
+    create_retry_job,
+    job_counters,
+)
 from socket_layer.emitter import PublishError
 from tasks.publisher import Emitter
 from tasks.queue import enqueue_processing
@@ -42,21 +51,28 @@ class QueueUnavailable(Exception):
 async def submit_job(
     owner_id: uuid.UUID | str,
     list_id: uuid.UUID | str,
-    videos: Sequence[NewVideo],
+    videos: Sequence[NewVideo] | FailedVideosOf,
     *,
     emitter: Emitter | None,
     redis: Redis | None,
     enqueue: bool = True,
+    spec: JobSpec = UNSPECIFIED,
 ) -> ProcessingJob:
     """Create the job of ``videos`` in list ``list_id``, publish its first event through
     ``emitter`` (None: not published; clients read it from the history), enqueue it on
-    ``redis``.
+    ``redis``.  ``videos`` is the new videos to create, or :class:`FailedVideosOf` a
+    finished job of that list (a retry: those videos move to the new job).  ``spec``
+    names the job and says where it came from.
 
     Raises :class:`QueueUnavailable` when ``redis`` is None or refuses the job (the job
-    has then ended ``failed``).  ``enqueue=False`` leaves the job ``pending`` and
+    has then ended ``failed``); :class:`models.jobs.NothingToRetry` when a retry finds no
+    failed video (nothing is created).  ``enqueue=False`` leaves the job ``pending`` and
     unqueued: the caller runs it itself (tests), or the stale-job check enqueues it.
     """
-    job, first = await create_job_with_videos(owner_id, list_id, videos)
+    if isinstance(videos, FailedVideosOf):
+        job, first = await create_retry_job(videos.job, spec)
+    else:
+        job, first = await create_job_with_videos(owner_id, list_id, videos, spec)
     await _publish(emitter, job, first)
     if not enqueue:
         return job
@@ -79,7 +95,7 @@ async def _fail_unqueued(emitter: Emitter | None, job: ProcessingJob) -> None:
         job.last_seq + 1,
         "failed",
         "Could not queue the job",
-        error="queue unavailable (Redis down)",
+        error="the job queue is unavailable; try again in a moment",
         **job_counters(job),
     )
     if await record_event(failed, expect_status=JobStatus.PENDING):

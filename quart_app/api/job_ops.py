@@ -11,10 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from models.entities import JobStatus, ProcessingJob, VideoList
+from models.entities import JobSource, JobStatus, ProcessingJob, VideoList, VideoStatus
 from models.events import EventStatus, ProgressEvent, job_event
 from models.history import record_event
-from models.jobs import NewVideo, abandon_videos, job_counters
+from models.jobs import (
+    FailedVideosOf,
+    JobSpec,
+    NewVideo,
+    NothingToRetry,
+    abandon_videos,
+    job_counters,
+)
 from quart_app.errors import ApiError
 from quart_app.services import Services
 from tasks.journal import JournalError, RedisJournal
@@ -27,7 +34,10 @@ _CANCEL_ATTEMPTS = 3
 
 
 async def submit_for_user(
-    svc: Services, video_list: VideoList, videos: Sequence[NewVideo]
+    svc: Services,
+    video_list: VideoList,
+    videos: Sequence[NewVideo] | FailedVideosOf,
+    spec: JobSpec,
 ) -> ProcessingJob:
     """Submit the job of ``videos`` in ``video_list`` (:func:`tasks.submission.submit_job`)
     with the app's emitter and queue.
@@ -38,15 +48,50 @@ async def submit_for_user(
     """
     try:
         return await submit_job(
-            video_list.owner_id, video_list.id, videos, emitter=svc.emitter, redis=svc.rq_redis
+            video_list.owner_id,
+            video_list.id,
+            videos,
+            emitter=svc.emitter,
+            redis=svc.rq_redis,
+            spec=spec,
         )
     except QueueUnavailable as exc:
         raise ApiError(
             503,
             "queue_unavailable",
-            "the job could not be queued (Redis unavailable); it was marked failed",
+            "the job could not be queued (the job queue is unavailable); it was marked failed",
             job_id=str(exc.job.id),
         ) from None
+
+
+async def retry_failed(svc: Services, job: ProcessingJob) -> ProcessingJob:
+    """Submit a new job over the failed videos of the finished ``job``.
+
+    Raises ApiError 409 ``job_active`` while ``job`` is pending or processing, 409
+    ``nothing_to_retry`` when it has no failed video (or they were retried already),
+    503 like :func:`submit_for_user`.
+    """
+    status = JobStatus(job.status)
+    if not status.is_final:
+        raise ApiError(
+            409,
+            "job_active",
+            "the job is still running; retry its failed videos once it has finished",
+            job_status=status.value,
+        )
+    video_list = await VideoList.get(id=job.list_id)
+    try:
+        return await submit_for_user(
+            svc, video_list, FailedVideosOf(job), JobSpec(source=JobSource.RETRY)
+        )
+    except NothingToRetry:
+        retried = await ProcessingJob.exists(retry_of_id=job.id)
+        message = (
+            "the failed videos of this job have already been retried"
+            if retried
+            else "the job has no failed videos to retry"
+        )
+        raise ApiError(409, "nothing_to_retry", message, job_status=status.value) from None
 
 
 def _event(job: ProcessingJob, status: EventStatus, message: str) -> ProgressEvent:
@@ -72,7 +117,9 @@ async def cancel_job(svc: Services, job: ProcessingJob) -> str:
         if await record_event(event, expect_status=JobStatus.PENDING):
             job.status = JobStatus.CANCELLED
             job.last_seq = event.seq
-            await abandon_videos(job.id, "job cancelled")
+            await abandon_videos(
+                job.id, "cancelled before it was processed", status=VideoStatus.CANCELLED
+            )
             await svc.publish(job, event.to_wire())
             return "cancelled"
         # a worker claimed it (or wrote an event) meanwhile: look again
@@ -90,7 +137,7 @@ async def delete_job(svc: Services, job: ProcessingJob) -> None:
     """
     await job.refresh_from_db()
     was_pending = JobStatus(job.status) == JobStatus.PENDING
-    await abandon_videos(job.id, "job deleted")
+    await abandon_videos(job.id, "its job was deleted", status=VideoStatus.CANCELLED)
     await ProcessingJob.filter(id=job.id).delete()
     if svc.redis is not None:
         try:

@@ -1,8 +1,9 @@
-"""Processing jobs: list, get, cancel, delete, progress history."""
+"""Processing jobs: list (paginated, filtered), get, retry, cancel, delete, history."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC
 
 from quart import Blueprint
@@ -13,15 +14,22 @@ from quart_schema import (
     validate_request,
     validate_response,
 )
+from tortoise.expressions import Q
+from tortoise.functions import Count
 
 from models.entities import (
     ACTIVE_JOB_STATUSES,
     FINAL_JOB_STATUSES,
+    JobPriority,
+    JobSource,
     JobStatus,
     ProcessingJob,
+    Video,
+    VideoStatus,
 )
 from models.history import events_after, latest_events
-from quart_app.api.job_ops import cancel_job, delete_job
+from models.pages import BadCursor, newest_first
+from quart_app.api.job_ops import cancel_job, delete_job, retry_failed
 from quart_app.api.schemas import (
     BatchCancelIn,
     BatchCancelOut,
@@ -29,8 +37,9 @@ from quart_app.api.schemas import (
     ErrorOut,
     HistoryOut,
     HistoryQuery,
+    ImportAccepted,
     JobOut,
-    JobsOut,
+    JobsPage,
     JobsQuery,
 )
 from quart_app.errors import ApiError
@@ -41,23 +50,45 @@ bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 
 
 async def owned_job(job_id: uuid.UUID) -> ProcessingJob:
-    """The current user's job, or ApiError 404 (also for another user's job)."""
-    found = await ProcessingJob.get_or_none(id=job_id, owner_id=current_user_id())
+    """The current user's job (with its list), or ApiError 404 (also for another user's
+    job)."""
+    found = (
+        await ProcessingJob.filter(id=job_id, owner_id=current_user_id())
+        .select_related("list")
+        .first()
+    )
     if found is None:
         raise ApiError(404, "not_found", "no such job")
     return found
 
 
 async def jobs_out(jobs: list[ProcessingJob]) -> list[JobOut]:
+    """The JSON of ``jobs`` (their list fetched with them: ``select_related("list")``),
+    with their latest events and retryable counts in one query each."""
     latest = await latest_events((uuid.UUID(str(j.id)), j.last_seq) for j in jobs)
+    failed_rows = (
+        await Video.filter(job_id__in=[j.id for j in jobs], status=VideoStatus.FAILED)
+        .annotate(n=Count("id"))
+        .group_by("job_id")
+        .values_list("job_id", "n")
+        if jobs
+        else []
+    )
+    retryable = {str(job_id): int(n) for job_id, n in failed_rows}
     return [
         JobOut(
             id=j.id,
+            name=j.name,
+            source=JobSource(j.source).value,
+            priority=JobPriority(j.priority).value,
             list_id=uuid.UUID(str(j.list_id)),
+            list_name=j.list.name,
             status=JobStatus(j.status).value,
             total_videos=j.total_videos,
             processed_videos=j.processed_videos,
             failed_videos=j.failed_videos,
+            retryable_videos=retryable.get(str(j.id), 0),
+            retry_of_id=uuid.UUID(str(j.retry_of_id)) if j.retry_of_id else None,
             last_seq=j.last_seq,
             cancel_requested=j.cancel_requested,
             created_at=j.created_at,
@@ -69,24 +100,47 @@ async def jobs_out(jobs: list[ProcessingJob]) -> list[JobOut]:
     ]
 
 
+def _statuses(filters: Sequence[str]) -> set[JobStatus]:
+    wanted: set[JobStatus] = set()
+    for name in filters:
+        if name == "active":
+            wanted |= ACTIVE_JOB_STATUSES
+        elif name == "finished":
+            wanted |= FINAL_JOB_STATUSES
+        else:
+            wanted.add(JobStatus(name))
+    return wanted
+
+
 @bp.get("")
 @require_user
 @tag(["jobs"])
 @validate_querystring(JobsQuery)
-@validate_response(JobsOut)
+@validate_response(JobsPage)
 @document_response(ErrorOut, 400)
-async def list_jobs(query_args: JobsQuery) -> JobsOut:
-    """The user's jobs, newest first, each with its latest event.  ``status=active``:
-    pending or processing; ``finished``: completed, failed or cancelled."""
+async def list_jobs(query_args: JobsQuery) -> JobsPage:
+    """The user's jobs, newest first, a page at a time.
+
+    Filters combine: ``status`` (comma-separated or repeated; ``active`` = pending or
+    processing, ``finished`` = completed, failed or cancelled), ``list_id``, ``q`` (text
+    in the job's or its list's name, any case).  Pass ``next_cursor`` back as ``cursor``
+    for the next page; a malformed cursor is 400 ``invalid_cursor``.
+    """
     query = ProcessingJob.filter(owner_id=current_user_id())
-    if query_args.status == "active":
-        query = query.filter(status__in=list(ACTIVE_JOB_STATUSES))
-    elif query_args.status == "finished":
-        query = query.filter(status__in=list(FINAL_JOB_STATUSES))
-    elif query_args.status is not None:
-        query = query.filter(status=JobStatus(query_args.status))
-    jobs = await query.order_by("-created_at").limit(query_args.limit)
-    return JobsOut(jobs=await jobs_out(jobs))
+    if query_args.status:
+        query = query.filter(status__in=sorted(_statuses(query_args.status)))
+    if query_args.list_id is not None:
+        query = query.filter(list_id=query_args.list_id)
+    if query_args.q is not None:
+        text = query_args.q
+        query = query.filter(Q(name__icontains=text) | Q(list__name__icontains=text))
+    try:
+        jobs, next_cursor = await newest_first(
+            query.select_related("list"), limit=query_args.limit, cursor=query_args.cursor
+        )
+    except BadCursor:
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned") from None
+    return JobsPage(items=await jobs_out(jobs), next_cursor=next_cursor)
 
 
 @bp.get("/<uuid:job_id>")
@@ -97,6 +151,24 @@ async def list_jobs(query_args: JobsQuery) -> JobsOut:
 async def get_job(job_id: uuid.UUID) -> JobOut:
     """One job with its latest event."""
     return (await jobs_out([await owned_job(job_id)]))[0]
+
+
+@bp.post("/<uuid:job_id>/retry")
+@require_user
+@tag(["jobs"])
+@validate_response(ImportAccepted, 202)
+@document_response(ErrorOut, 404)
+@document_response(ErrorOut, 409)
+@document_response(ErrorOut, 503)
+async def retry(job_id: uuid.UUID) -> tuple[ImportAccepted, int]:
+    """Retry the failed videos of a finished job: a new job ("Retry of <name>") over
+    exactly those videos, which move to it as ``pending``.
+
+    409 ``job_active`` while the job is pending or processing; 409 ``nothing_to_retry``
+    when it has no failed video (none failed, or they were retried already).
+    """
+    job = await retry_failed(services(), await owned_job(job_id))
+    return ImportAccepted(job_id=job.id, total_videos=job.total_videos), 202
 
 
 @bp.post("/<uuid:job_id>/cancel")

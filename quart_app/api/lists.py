@@ -6,28 +6,33 @@ import shutil
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
 from quart import Blueprint, request
 from quart_schema import (
     document_request,
     document_response,
     tag,
+    validate_querystring,
     validate_request,
     validate_response,
 )
 from tortoise.functions import Count
 from werkzeug.http import parse_options_header
 
-from models.entities import ProcessingJob, Video, VideoList
-from models.jobs import NewVideo
+from models.entities import JobPriority, JobSource, ProcessingJob, Video, VideoList, VideoStatus
+from models.jobs import JobSpec, NewVideo
+from models.pages import BadCursor, newest_first
 from quart_app.api.job_ops import notify_list_deleted, submit_for_user
 from quart_app.api.schemas import (
     BulkJsonIn,
     ErrorOut,
     ImportAccepted,
+    JobOptions,
     ListIn,
     ListOut,
     ListsOut,
-    VideosOut,
+    VideosPage,
+    VideosQuery,
 )
 from quart_app.api.videos import video_out
 from quart_app.core.config import Config
@@ -113,13 +118,51 @@ async def delete_list(list_id: uuid.UUID) -> tuple[str, int]:
 @bp.get("/<uuid:list_id>/videos")
 @require_user
 @tag(["videos"])
-@validate_response(VideosOut)
+@validate_querystring(VideosQuery)
+@validate_response(VideosPage)
+@document_response(ErrorOut, 400)
 @document_response(ErrorOut, 404)
-async def get_videos(list_id: uuid.UUID) -> VideosOut:
-    """Videos of a list with status, metadata, thumbnail_url and error."""
+async def get_videos(list_id: uuid.UUID, query_args: VideosQuery) -> VideosPage:
+    """Videos of a list with status, metadata, thumbnail_url and error, newest first,
+    a page at a time.
+
+    ``status`` keeps only videos in those states (comma-separated or repeated).  Pass
+    ``next_cursor`` back as ``cursor`` for the next page; a malformed cursor is 400
+    ``invalid_cursor``.
+    """
     found = await owned_list(list_id)
-    rows = await Video.filter(list_id=found.id).order_by("created_at", "position")
-    return VideosOut(videos=[video_out(v) for v in rows])
+    query = Video.filter(list_id=found.id)
+    if query_args.status:
+        query = query.filter(status__in=[VideoStatus(s) for s in query_args.status])
+    try:
+        rows, next_cursor = await newest_first(
+            query, limit=query_args.limit, cursor=query_args.cursor
+        )
+    except BadCursor:
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned") from None
+    return VideosPage(items=[video_out(v) for v in rows], next_cursor=next_cursor)
+
+
+def _job_spec(source: JobSource, options: JobOptions) -> JobSpec:
+    return JobSpec(
+        source=source,
+        name=options.name,
+        priority=JobPriority(options.priority or JobPriority.NORMAL),
+    )
+
+
+def _json_options(data: object, query: JobOptions) -> JobOptions:
+    """``name``/``priority`` of a JSON import body (taken out of it), over the query's."""
+    if not isinstance(data, dict):
+        return query
+    given = {key: data.pop(key) for key in ("name", "priority") if key in data}
+    try:
+        body = JobOptions.model_validate(given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ApiError(400, "validation_error", f"{field}: {first['msg']}") from None
+    return query.model_copy(update=body.model_dump(exclude_unset=True))
 
 
 async def _read_limited(limit: int) -> bytes:
@@ -133,17 +176,19 @@ async def _read_limited(limit: int) -> bytes:
     return bytes(data)
 
 
-async def _import_items() -> list[NewVideo]:
+async def _import_items(options: JobOptions) -> tuple[list[NewVideo], JobSpec]:
     config = services().config
     max_rows = config.max_videos_per_job
     limit = max_import_bytes(max_rows)
-    mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
+    mimetype, _params = parse_options_header(request.headers.get("Content-Type", ""))
     if mimetype == "application/json":
         data = loads_request_json(await _read_limited(limit))
-        return parse_json(data, import_root=config.import_root, max_rows=max_rows)
+        spec = _job_spec(JobSource.JSON, _json_options(data, options))
+        return parse_json(data, import_root=config.import_root, max_rows=max_rows), spec
+    spec = _job_spec(JobSource.CSV, options)
     if mimetype in CSV_TYPES:
         raw = await _read_limited(limit)
-        return parse_csv(raw, import_root=config.import_root, max_rows=max_rows)
+        return parse_csv(raw, import_root=config.import_root, max_rows=max_rows), spec
     if mimetype == "multipart/form-data":
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, "too_large", f"an import body may hold at most {limit} bytes")
@@ -154,7 +199,7 @@ async def _import_items() -> list[NewVideo]:
         raw = upload.read(limit + 1)
         if len(raw) > limit:
             raise ApiError(413, "too_large", f"an import file may hold at most {limit} bytes")
-        return parse_csv(raw, import_root=config.import_root, max_rows=max_rows)
+        return parse_csv(raw, import_root=config.import_root, max_rows=max_rows), spec
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -178,24 +223,27 @@ def _import_body_limit(config: Config) -> int:
 @body_limit(_import_body_limit)
 @require_user
 @tag(["videos"])
+@validate_querystring(JobOptions)
 @document_request(BulkJsonIn)
 @validate_response(ImportAccepted, 202)
 @document_response(ErrorOut, 400)
 @document_response(ErrorOut, 404)
 @document_response(ErrorOut, 503)
-async def bulk_import(list_id: uuid.UUID) -> tuple[ImportAccepted, int]:
+async def bulk_import(list_id: uuid.UUID, query_args: JobOptions) -> tuple[ImportAccepted, int]:
     """Import videos from a CSV (``url,title`` header; a text/csv body or multipart
-    ``file``) or JSON ``{"videos": [{"url", "title"}]}``.
+    ``file``) or JSON ``{"videos": [{"url", "title"}], "name", "priority"}``.
 
     Each url is an http(s) URL or a path inside IMPORT_ROOT.  Any bad row: 400 listing
     every bad row (``rows``: row number from 1, field, error) and nothing is created.
+    The job's ``name`` and ``priority`` come from the query (any body) or the JSON body
+    (which wins); without a name it is "CSV import · N videos" / "JSON import · N videos".
     """
     found = await owned_list(list_id)
     try:
-        items = await _import_items()
+        items, spec = await _import_items(query_args)
     except ImportRejected as exc:
         raise _rejected(exc) from None
-    job = await submit_for_user(services(), found, items)
+    job = await submit_for_user(services(), found, items, spec)
     return ImportAccepted(job_id=job.id, total_videos=len(items)), 202
 
 
@@ -207,9 +255,13 @@ async def bulk_import(list_id: uuid.UUID) -> tuple[ImportAccepted, int]:
 @document_response(ErrorOut, 400)
 @document_response(ErrorOut, 404)
 @document_response(ErrorOut, 413)
-async def upload(list_id: uuid.UUID) -> tuple[ImportAccepted, int]:
+@validate_querystring(JobOptions)
+async def upload(list_id: uuid.UUID, query_args: JobOptions) -> tuple[ImportAccepted, int]:
     """Upload video files (multipart, field ``file``, repeatable); each becomes a video
-    of one new job.  A file over MAX_UPLOAD_BYTES: 413 and nothing is kept."""
+    of one new job.  A file over MAX_UPLOAD_BYTES: 413 and nothing is kept.
+
+    The job's ``name`` and ``priority`` are query parameters; without a name it is
+    "Upload · N files"."""
     found = await owned_list(list_id)
     config = services().config
     mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
@@ -226,7 +278,9 @@ async def upload(list_id: uuid.UUID) -> tuple[ImportAccepted, int]:
         max_files=config.max_videos_per_job,
     )
     try:
-        job = await submit_for_user(services(), found, items)
+        job = await submit_for_user(
+            services(), found, items, _job_spec(JobSource.UPLOAD, query_args)
+        )
     except ApiError as exc:
         if exc.status != 503:  # 503: the job exists (failed); keep its files consistent
             shutil.rmtree(batch, ignore_errors=True)

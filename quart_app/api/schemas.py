@@ -8,8 +8,46 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from models.entities import MAX_JOB_NAME
 from models.events import MAX_SEQ
+from models.pages import MAX_CURSOR_LENGTH
 from quart_app.core.accounts import MAX_PASSWORD
+
+JobStatusText = Literal["pending", "processing", "completed", "failed", "cancelled"]
+VideoStatusText = Literal["pending", "processing", "ready", "failed", "cancelled"]
+JobSourceText = Literal["csv", "json", "upload", "retry", "demo", "import"]
+PriorityText = Literal["high", "normal", "low"]
+#: ``active``: pending or processing; ``finished``: completed, failed or cancelled
+JobFilter = Literal[
+    "active", "finished", "pending", "processing", "completed", "failed", "cancelled"
+]
+
+_EXAMPLE_JOB_ID = "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34"
+_EXAMPLE_LIST_ID = "0b6e3c57-2f1a-4d89-a3e4-5c7d9b1f2e60"
+_EXAMPLE_CURSOR = (
+    "WyIyMDI2LTEyLTAxVDEwOjAwOjAwLjEyMzQ1NiswMDowMCIsIjNmMmI4YzFlLTlhNGQtNGU1Ny1iMWMy"
+    "LTZkMGY4ZTdhNWIzNCJd"
+)
+
+
+def _split_repeated(value: Any) -> Any:
+    """``a,b`` and repeated parameters (``?status=a&status=b``) both mean [a, b]; an
+    empty value means no filter."""
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in values):
+        return value  # not text: validation says what is wrong
+    return [p.strip() for v in values for p in v.split(",") if p.strip()] or None
+
+
+def _clean_name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    cleaned = " ".join(value.split())
+    if not cleaned:
+        raise ValueError("name must not be blank")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value if c not in "\t\n\r"):
+        raise ValueError("name must not hold control characters")
+    return cleaned
 
 
 class Strict(BaseModel):
@@ -71,7 +109,7 @@ class VideoOut(BaseModel):
     position: int
     source: str
     title: str
-    status: str
+    status: VideoStatusText
     duration_s: float | None
     width: int | None
     height: int | None
@@ -86,31 +124,131 @@ class VideoOut(BaseModel):
     processed_at: datetime | None
 
 
-class VideosOut(BaseModel):
-    videos: list[VideoOut]
+class VideosPage(BaseModel):
+    """One page of a list's videos, newest first; ``next_cursor`` fetches the next
+    page (null on the last one)."""
+
+    items: list[VideoOut]
+    next_cursor: str | None = Field(examples=[_EXAMPLE_CURSOR, None])
+
+
+class VideosQuery(BaseModel):
+    status: list[VideoStatusText] | None = Field(
+        default=None,
+        description="only videos in these states (comma-separated or repeated)",
+        examples=[["failed"], ["pending", "processing"]],
+    )
+    limit: int = Field(default=50, ge=1, le=200, description="videos per page")
+    cursor: str | None = Field(
+        default=None,
+        max_length=MAX_CURSOR_LENGTH,
+        description="next_cursor of the previous page",
+        examples=[_EXAMPLE_CURSOR],
+    )
+
+    _split_status = field_validator("status", mode="before")(_split_repeated)
+
+
+class JobOptions(BaseModel):
+    """How to name and rank a new job; a name left out is derived ("CSV import · 10
+    videos", "Upload · 3 files")."""
+
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_JOB_NAME,
+        description="the job's name, shown wherever the job is shown",
+        examples=["Conference talks, day 1"],
+    )
+    priority: PriorityText | None = Field(
+        default=None,
+        description="stored with the job (default normal); it does not change the order yet",
+        examples=["normal"],
+    )
+
+    _name = field_validator("name")(_clean_name)
 
 
 class BulkVideoIn(Strict):
-    url: str
-    title: str | None = None
+    url: str = Field(examples=["https://example.com/talks/keynote.mp4"])
+    title: str | None = Field(default=None, examples=["Keynote"])
 
 
 class BulkJsonIn(Strict):
+    """A JSON import: the videos, and optionally the job's name and priority."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Conference talks, day 1",
+                    "priority": "normal",
+                    "videos": [
+                        {"url": "https://example.com/talks/keynote.mp4", "title": "Keynote"},
+                        {"url": "talks/panel.mp4", "title": "Panel"},
+                    ],
+                }
+            ]
+        },
+    )
+
     videos: list[BulkVideoIn]
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_JOB_NAME)
+    priority: PriorityText | None = None
 
 
 class ImportAccepted(BaseModel):
-    job_id: UUID
-    total_videos: int
+    job_id: UUID = Field(examples=[_EXAMPLE_JOB_ID])
+    total_videos: int = Field(examples=[10])
 
 
 class JobOut(BaseModel):
+    """A processing job of the user, with its latest progress event."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": _EXAMPLE_JOB_ID,
+                    "name": "CSV import · 10 videos",
+                    "source": "csv",
+                    "priority": "normal",
+                    "list_id": _EXAMPLE_LIST_ID,
+                    "list_name": "Conference talks",
+                    "status": "completed",
+                    "total_videos": 10,
+                    "processed_videos": 10,
+                    "failed_videos": 2,
+                    "retryable_videos": 2,
+                    "retry_of_id": None,
+                    "last_seq": 12,
+                    "cancel_requested": False,
+                    "created_at": "2026-12-01T10:00:00.123456Z",
+                    "started_at": "2026-12-01T10:00:00.456789Z",
+                    "finished_at": "2026-12-01T10:01:02.000000Z",
+                    "latest_event": None,
+                }
+            ]
+        }
+    )
+
     id: UUID
+    name: str = Field(description="given at submission, or derived from the source")
+    source: JobSourceText = Field(
+        description="how the job was made (import: before sources were recorded)"
+    )
+    priority: PriorityText
     list_id: UUID
-    status: str
+    list_name: str
+    status: JobStatusText
     total_videos: int
     processed_videos: int
     failed_videos: int
+    retryable_videos: int = Field(
+        description="failed videos still in this job: what POST .../retry would retry"
+    )
+    retry_of_id: UUID | None = Field(description="the job whose failed videos this retries")
     last_seq: int
     cancel_requested: bool
     created_at: datetime
@@ -119,22 +257,49 @@ class JobOut(BaseModel):
     latest_event: dict[str, Any] | None
 
 
-class JobsOut(BaseModel):
-    jobs: list[JobOut]
+class JobsPage(BaseModel):
+    """One page of the user's jobs, newest first; ``next_cursor`` fetches the next page
+    (null on the last one).  Jobs created while paging appear on a new first page, never
+    twice nor in place of another."""
+
+    items: list[JobOut]
+    next_cursor: str | None = Field(examples=[_EXAMPLE_CURSOR, None])
 
 
 class JobsQuery(BaseModel):
-    status: (
-        Literal["active", "finished", "pending", "processing", "completed", "failed", "cancelled"]
-        | None
-    ) = None
-    limit: int = Field(default=100, ge=1, le=1000)
+    status: list[JobFilter] | None = Field(
+        default=None,
+        description=(
+            "only jobs in these states (comma-separated or repeated); active = pending or"
+            " processing, finished = completed, failed or cancelled"
+        ),
+        examples=[["active"], ["completed", "failed"]],
+    )
+    list_id: UUID | None = Field(
+        default=None, description="only jobs of this list", examples=[_EXAMPLE_LIST_ID]
+    )
+    q: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="case-insensitive text in the job's name or its list's name",
+        examples=["talks"],
+    )
+    limit: int = Field(default=20, ge=1, le=100, description="jobs per page")
+    cursor: str | None = Field(
+        default=None,
+        max_length=MAX_CURSOR_LENGTH,
+        description="next_cursor of the previous page",
+        examples=[_EXAMPLE_CURSOR],
+    )
+
+    _split_status = field_validator("status", mode="before")(_split_repeated)
 
 
 class CancelOut(BaseModel):
     job_id: str
     result: Literal["cancelled", "cancel_requested", "already_finished", "not_found"]
-    status: str | None = None
+    status: JobStatusText | None = None
 
 
 class BatchCancelIn(Strict):

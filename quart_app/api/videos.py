@@ -9,7 +9,7 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from quart import Blueprint, Response, request, send_file
 from quart_schema import document_response, security_scheme, tag, validate_response
 
-from models.entities import Video
+from models.entities import Video, VideoStatus
 from quart_app.api.schemas import ErrorOut, VideoOut
 from quart_app.core.config import Config
 from quart_app.errors import ApiError
@@ -57,7 +57,7 @@ def video_out(video: Video) -> VideoOut:
         position=video.position,
         source=video.source,
         title=video.title,
-        status=str(video.status.value if hasattr(video.status, "value") else video.status),
+        status=VideoStatus(video.status).value,
         duration_s=video.duration_s,
         width=video.width,
         height=video.height,

@@ -135,15 +135,16 @@ async def test_jobs_list_and_get_carry_latest_event(api: Api) -> None:
 
     status, body = await api.call("GET", "/api/jobs", user)
     assert status == 200
-    by_id = {j["id"]: j for j in body["jobs"]}
+    assert body["next_cursor"] is None
+    by_id = {j["id"]: j for j in body["items"]}
     assert set(by_id) == {str(pending.id), str(running.id), str(done.id)}
     assert by_id[str(running.id)]["latest_event"]["seq"] == 4
     assert by_id[str(pending.id)]["latest_event"]["status"] == "pending"
 
     status, body = await api.call("GET", "/api/jobs?status=active", user)
-    assert {j["id"] for j in body["jobs"]} == {str(pending.id), str(running.id)}
+    assert {j["id"] for j in body["items"]} == {str(pending.id), str(running.id)}
     status, body = await api.call("GET", "/api/jobs?status=completed", user)
-    assert [j["id"] for j in body["jobs"]] == [str(done.id)]
+    assert [j["id"] for j in body["items"]] == [str(done.id)]
     status, body = await api.call("GET", "/api/jobs?status=bogus", user)
     assert status == 400 and body["code"] == "validation_error"
 
@@ -185,7 +186,10 @@ async def test_cancel_pending_job_writes_final_event(api: Api) -> None:
     stored = await JobProgressEvent.get(job_id=job_id, seq=2)
     assert stored.progress_data["status"] == "cancelled"
     assert message["data"] == stored.progress_data
-    assert {v.status for v in await Video.filter(job_id=job_id)} == {VideoStatus.FAILED}
+    # cancelled before a worker started: no video is left pending
+    videos = await Video.filter(job_id=job_id)
+    assert {v.status for v in videos} == {VideoStatus.CANCELLED}
+    assert {v.error for v in videos} == {"cancelled before it was processed"}
 
     status, body = await api.call("POST", f"/api/jobs/{job_id}/cancel", user)
     assert status == 409 and body["code"] == "job_finished"

@@ -70,7 +70,7 @@ async def test_videos_and_thumbnails(api: Api) -> None:
 
     status, body = await api.call("GET", f"/api/lists/{vlist.id}/videos", user)
     assert status == 200
-    by_id = {v["id"]: v for v in body["videos"]}
+    by_id = {v["id"]: v for v in body["items"]}
     signed = by_id[str(ready.id)]["thumbnail_url"]
     assert signed.startswith(f"/api/videos/{ready.id}/thumbnail?")
     assert by_id[str(ready.id)]["status"] == "ready" and by_id[str(ready.id)]["width"] == 320

@@ -168,8 +168,9 @@ async def test_cancel_mid_job_ends_with_cancelled_and_nothing_after(
     assert history[-1]["processed_videos"] == 3
     stored = await ProcessingJob.get(id=job.id)
     assert stored.status == JobStatus.CANCELLED and stored.finished_at is not None
-    pending = await Video.filter(job_id=job.id, status=VideoStatus.PENDING).count()
-    assert pending == 5
+    # the videos it never reached end cancelled, none is left pending
+    assert await Video.filter(job_id=job.id, status=VideoStatus.PENDING).count() == 0
+    assert await Video.filter(job_id=job.id, status=VideoStatus.CANCELLED).count() == 5
 
 
 async def test_delete_mid_job_publishes_cancelled_and_leaves_nothing(

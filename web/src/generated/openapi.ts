@@ -164,7 +164,14 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Videos of a list with status, metadata, thumbnail_url and error. */
+        /**
+         * Videos of a list with status, metadata, thumbnail_url and error, newest first,
+         * @description a page at a time.
+         *
+         *     ``status`` keeps only videos in those states (comma-separated or repeated).  Pass
+         *     ``next_cursor`` back as ``cursor`` for the next page; a malformed cursor is 400
+         *     ``invalid_cursor``.
+         */
         get: operations["get_get_videos"];
         put?: never;
         post?: never;
@@ -185,10 +192,12 @@ export interface paths {
         put?: never;
         /**
          * Import videos from a CSV (``url,title`` header; a text/csv body or multipart
-         * @description ``file``) or JSON ``{"videos": [{"url", "title"}]}``.
+         * @description ``file``) or JSON ``{"videos": [{"url", "title"}], "name", "priority"}``.
          *
          *     Each url is an http(s) URL or a path inside IMPORT_ROOT.  Any bad row: 400 listing
          *     every bad row (``rows``: row number from 1, field, error) and nothing is created.
+         *     The job's ``name`` and ``priority`` come from the query (any body) or the JSON body
+         *     (which wins); without a name it is "CSV import · N videos" / "JSON import · N videos".
          */
         post: operations["post_bulk_import"];
         delete?: never;
@@ -209,6 +218,9 @@ export interface paths {
         /**
          * Upload video files (multipart, field ``file``, repeatable); each becomes a video
          * @description of one new job.  A file over MAX_UPLOAD_BYTES: 413 and nothing is kept.
+         *
+         *     The job's ``name`` and ``priority`` are query parameters; without a name it is
+         *     "Upload · N files".
          */
         post: operations["post_upload"];
         delete?: never;
@@ -262,8 +274,11 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The user's jobs, newest first, each with its latest event.  ``status=active``:
-         * @description pending or processing; ``finished``: completed, failed or cancelled.
+         * The user's jobs, newest first, a page at a time.
+         * @description Filters combine: ``status`` (comma-separated or repeated; ``active`` = pending or
+         *     processing, ``finished`` = completed, failed or cancelled), ``list_id``, ``q`` (text
+         *     in the job's or its list's name, any case).  Pass ``next_cursor`` back as ``cursor``
+         *     for the next page; a malformed cursor is 400 ``invalid_cursor``.
          */
         get: operations["get_list_jobs"];
         put?: never;
@@ -287,6 +302,29 @@ export interface paths {
         post?: never;
         /** Cancel the job if it runs, then delete it and its history (204). */
         delete: operations["delete_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/jobs/{job_id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retry the failed videos of a finished job: a new job ("Retry of <name>") over
+         * @description exactly those videos, which move to it as ``pending``.
+         *
+         *     409 ``job_active`` while the job is pending or processing; 409 ``nothing_to_retry``
+         *     when it has no failed video (none failed, or they were retried already).
+         */
+        post: operations["post_retry"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -430,8 +468,11 @@ export interface components {
             source: string;
             /** Title */
             title: string;
-            /** Status */
-            status: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "pending" | "processing" | "ready" | "failed" | "cancelled";
             /** Duration S */
             duration_s: number | null;
             /** Width */
@@ -462,15 +503,42 @@ export interface components {
         };
         /** BulkVideoIn */
         BulkVideoIn: {
-            /** Url */
+            /**
+             * Url
+             * @example https://example.com/talks/keynote.mp4
+             */
             url: string;
             /**
              * Title
              * @default null
+             * @example Keynote
              */
             title: string | null;
         };
-        /** JobOut */
+        /**
+         * JobOut
+         * @description A processing job of the user, with its latest progress event.
+         * @example {
+         *       "cancel_requested": false,
+         *       "created_at": "2026-12-01T10:00:00.123456Z",
+         *       "failed_videos": 2,
+         *       "finished_at": "2026-12-01T10:01:02.000000Z",
+         *       "id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+         *       "last_seq": 12,
+         *       "latest_event": null,
+         *       "list_id": "0b6e3c57-2f1a-4d89-a3e4-5c7d9b1f2e60",
+         *       "list_name": "Conference talks",
+         *       "name": "CSV import · 10 videos",
+         *       "priority": "normal",
+         *       "processed_videos": 10,
+         *       "retry_of_id": null,
+         *       "retryable_videos": 2,
+         *       "source": "csv",
+         *       "started_at": "2026-12-01T10:00:00.456789Z",
+         *       "status": "completed",
+         *       "total_videos": 10
+         *     }
+         */
         JobOut: {
             /**
              * Id
@@ -478,18 +546,49 @@ export interface components {
              */
             id: string;
             /**
+             * Name
+             * @description given at submission, or derived from the source
+             */
+            name: string;
+            /**
+             * Source
+             * @description how the job was made (import: before sources were recorded)
+             * @enum {string}
+             */
+            source: "csv" | "json" | "upload" | "retry" | "demo" | "import";
+            /**
+             * Priority
+             * @enum {string}
+             */
+            priority: "high" | "normal" | "low";
+            /**
              * List Id
              * Format: uuid
              */
             list_id: string;
-            /** Status */
-            status: string;
+            /** List Name */
+            list_name: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "pending" | "processing" | "completed" | "failed" | "cancelled";
             /** Total Videos */
             total_videos: number;
             /** Processed Videos */
             processed_videos: number;
             /** Failed Videos */
             failed_videos: number;
+            /**
+             * Retryable Videos
+             * @description failed videos still in this job: what POST .../retry would retry
+             */
+            retryable_videos: number;
+            /**
+             * Retry Of Id
+             * @description the job whose failed videos this retries
+             */
+            retry_of_id: string | null;
             /** Last Seq */
             last_seq: number;
             /** Cancel Requested */
@@ -521,7 +620,7 @@ export interface components {
              * Status
              * @default null
              */
-            status: string | null;
+            status: ("pending" | "processing" | "completed" | "failed" | "cancelled") | null;
         };
     };
     responses: never;
@@ -951,7 +1050,14 @@ export interface operations {
     };
     get_get_videos: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description only videos in these states (comma-separated or repeated) */
+                status?: ("pending" | "processing" | "ready" | "failed" | "cancelled")[] | null;
+                /** @description videos per page */
+                limit?: number;
+                /** @description next_cursor of the previous page */
+                cursor?: string | null;
+            };
             header?: never;
             path: {
                 list_id: string;
@@ -960,14 +1066,37 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /**
+             * @description One page of a list's videos, newest first; ``next_cursor`` fetches the next
+             *     page (null on the last one).
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": {
-                        /** Videos */
-                        videos: components["schemas"]["VideoOut"][];
+                        /** Items */
+                        items: components["schemas"]["VideoOut"][];
+                        /**
+                         * Next Cursor
+                         * @example WyIyMDI2LTEyLTAxVDEwOjAwOjAwLjEyMzQ1NiswMDowMCIsIjNmMmI4YzFlLTlhNGQtNGU1Ny1iMWMyLTZkMGY4ZTdhNWIzNCJd
+                         * @example null
+                         */
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Code */
+                        code: string;
+                        /** Message */
+                        message: string;
                     };
                 };
             };
@@ -988,7 +1117,12 @@ export interface operations {
     };
     post_bulk_import: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description the job's name, shown wherever the job is shown */
+                name?: string | null;
+                /** @description stored with the job (default normal); it does not change the order yet */
+                priority?: ("high" | "normal" | "low") | null;
+            };
             header?: never;
             path: {
                 list_id: string;
@@ -1000,6 +1134,16 @@ export interface operations {
                 "application/json": {
                     /** Videos */
                     videos: components["schemas"]["BulkVideoIn"][];
+                    /**
+                     * Name
+                     * @default null
+                     */
+                    name?: string | null;
+                    /**
+                     * Priority
+                     * @default null
+                     */
+                    priority?: ("high" | "normal" | "low") | null;
                 };
             };
         };
@@ -1013,9 +1157,13 @@ export interface operations {
                         /**
                          * Job Id
                          * Format: uuid
+                         * @example 3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34
                          */
                         job_id: string;
-                        /** Total Videos */
+                        /**
+                         * Total Videos
+                         * @example 10
+                         */
                         total_videos: number;
                     };
                 };
@@ -1063,7 +1211,12 @@ export interface operations {
     };
     post_upload: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description the job's name, shown wherever the job is shown */
+                name?: string | null;
+                /** @description stored with the job (default normal); it does not change the order yet */
+                priority?: ("high" | "normal" | "low") | null;
+            };
             header?: never;
             path: {
                 list_id: string;
@@ -1081,9 +1234,13 @@ export interface operations {
                         /**
                          * Job Id
                          * Format: uuid
+                         * @example 3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34
                          */
                         job_id: string;
-                        /** Total Videos */
+                        /**
+                         * Total Videos
+                         * @example 10
+                         */
                         total_videos: number;
                     };
                 };
@@ -1164,8 +1321,11 @@ export interface operations {
                         source: string;
                         /** Title */
                         title: string;
-                        /** Status */
-                        status: string;
+                        /**
+                         * Status
+                         * @enum {string}
+                         */
+                        status: "pending" | "processing" | "ready" | "failed" | "cancelled";
                         /** Duration S */
                         duration_s: number | null;
                         /** Width */
@@ -1240,8 +1400,16 @@ export interface operations {
     get_list_jobs: {
         parameters: {
             query?: {
-                status?: ("active" | "finished" | "pending" | "processing" | "completed" | "failed" | "cancelled") | null;
+                /** @description only jobs in these states (comma-separated or repeated); active = pending or processing, finished = completed, failed or cancelled */
+                status?: ("active" | "finished" | "pending" | "processing" | "completed" | "failed" | "cancelled")[] | null;
+                /** @description only jobs of this list */
+                list_id?: string | null;
+                /** @description case-insensitive text in the job's name or its list's name */
+                q?: string | null;
+                /** @description jobs per page */
                 limit?: number;
+                /** @description next_cursor of the previous page */
+                cursor?: string | null;
             };
             header?: never;
             path?: never;
@@ -1249,14 +1417,25 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /**
+             * @description One page of the user's jobs, newest first; ``next_cursor`` fetches the next page
+             *     (null on the last one).  Jobs created while paging appear on a new first page, never
+             *     twice nor in place of another.
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": {
-                        /** Jobs */
-                        jobs: components["schemas"]["JobOut"][];
+                        /** Items */
+                        items: components["schemas"]["JobOut"][];
+                        /**
+                         * Next Cursor
+                         * @example WyIyMDI2LTEyLTAxVDEwOjAwOjAwLjEyMzQ1NiswMDowMCIsIjNmMmI4YzFlLTlhNGQtNGU1Ny1iMWMyLTZkMGY4ZTdhNWIzNCJd
+                         * @example null
+                         */
+                        next_cursor: string | null;
                     };
                 };
             };
@@ -1286,6 +1465,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description A processing job of the user, with its latest progress event. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1298,18 +1478,49 @@ export interface operations {
                          */
                         id: string;
                         /**
+                         * Name
+                         * @description given at submission, or derived from the source
+                         */
+                        name: string;
+                        /**
+                         * Source
+                         * @description how the job was made (import: before sources were recorded)
+                         * @enum {string}
+                         */
+                        source: "csv" | "json" | "upload" | "retry" | "demo" | "import";
+                        /**
+                         * Priority
+                         * @enum {string}
+                         */
+                        priority: "high" | "normal" | "low";
+                        /**
                          * List Id
                          * Format: uuid
                          */
                         list_id: string;
-                        /** Status */
-                        status: string;
+                        /** List Name */
+                        list_name: string;
+                        /**
+                         * Status
+                         * @enum {string}
+                         */
+                        status: "pending" | "processing" | "completed" | "failed" | "cancelled";
                         /** Total Videos */
                         total_videos: number;
                         /** Processed Videos */
                         processed_videos: number;
                         /** Failed Videos */
                         failed_videos: number;
+                        /**
+                         * Retryable Videos
+                         * @description failed videos still in this job: what POST .../retry would retry
+                         */
+                        retryable_videos: number;
+                        /**
+                         * Retry Of Id
+                         * @description the job whose failed videos this retries
+                         */
+                        retry_of_id: string | null;
                         /** Last Seq */
                         last_seq: number;
                         /** Cancel Requested */
@@ -1371,6 +1582,78 @@ export interface operations {
             };
         };
     };
+    post_retry: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * Job Id
+                         * Format: uuid
+                         * @example 3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34
+                         */
+                        job_id: string;
+                        /**
+                         * Total Videos
+                         * @example 10
+                         */
+                        total_videos: number;
+                    };
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Code */
+                        code: string;
+                        /** Message */
+                        message: string;
+                    };
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Code */
+                        code: string;
+                        /** Message */
+                        message: string;
+                    };
+                };
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Code */
+                        code: string;
+                        /** Message */
+                        message: string;
+                    };
+                };
+            };
+        };
+    };
     post_cancel: {
         parameters: {
             query?: never;
@@ -1399,7 +1682,7 @@ export interface operations {
                          * Status
                          * @default null
                          */
-                        status: string | null;
+                        status: ("pending" | "processing" | "completed" | "failed" | "cancelled") | null;
                     };
                 };
             };
