@@ -1,9 +1,11 @@
+import { QueryClientProvider, useQueryClient } from "@tanstack/react-query";
 import { useCallback, useEffect, useState } from "react";
 
-import { fetchHistoryEvents, onUnauthorized } from "./api";
+import { api, fetchHistoryEvents, onUnauthorized } from "./api";
 import { clearSession, currentToken, loadSession, saveSession, type Session } from "./auth";
 import { Link } from "./components/Link";
 import { ReconnectBanner } from "./components/ReconnectBanner";
+import { jobName } from "./jobView";
 import {
   disableNotifications,
   enableNotifications,
@@ -12,25 +14,32 @@ import {
   notifyFinished,
 } from "./notifications";
 import { JobPage } from "./pages/JobPage";
+import { JobsPage } from "./pages/JobsPage";
 import { ListsPage } from "./pages/ListsPage";
 import { LoginPage } from "./pages/LoginPage";
 import { VideosPage } from "./pages/VideosPage";
 import { REASON_TOO_MANY_CONNECTIONS } from "./progress/protocol";
 import { ProgressProvider, useJobProgress, useProgressHub } from "./progress/useJobProgress";
+import { createQueryClient, keys, useLiveInvalidation } from "./queries";
 import { navigate, useRoute, type Route } from "./router";
 
 export function App() {
   const [session, setSession] = useState<Session | null>(loadSession);
   const [notice, setNotice] = useState<string | null>(null);
+  const [queryClient] = useState(createQueryClient);
   const route = useRoute();
 
-  const logout = useCallback((message: string | null = null) => {
-    clearSession();
-    setSession(null);
-    setNotice(message);
-    const here = location.pathname;
-    navigate(here === "/login" ? "/login" : `/login?next=${encodeURIComponent(here)}`, { replace: true });
-  }, []);
+  const logout = useCallback(
+    (message: string | null = null) => {
+      clearSession();
+      queryClient.clear();
+      setSession(null);
+      setNotice(message);
+      const here = location.pathname;
+      navigate(here === "/login" ? "/login" : `/login?next=${encodeURIComponent(here)}`, { replace: true });
+    },
+    [queryClient],
+  );
 
   useEffect(() => {
     onUnauthorized(() => logout("Your session has expired. Please log in again."));
@@ -59,24 +68,26 @@ export function App() {
           setSession(s);
           setNotice(null);
           const next = new URLSearchParams(location.search).get("next");
-          navigate(next && next.startsWith("/") && next !== "/login" ? next : "/lists", { replace: true });
+          navigate(next && next.startsWith("/") && next !== "/login" ? next : "/jobs", { replace: true });
         }}
       />
     );
   }
 
   return (
-    <ProgressProvider
-      key={session.user.id}
-      userId={session.user.id}
-      getToken={currentToken}
-      onAuthFailure={() => logout("Your session has expired. Please log in again.")}
-      fetchHistory={fetchHistoryEvents}
-    >
-      <Layout username={session.user.username} onLogout={() => logout(null)}>
-        <Page route={route} />
-      </Layout>
-    </ProgressProvider>
+    <QueryClientProvider client={queryClient}>
+      <ProgressProvider
+        key={session.user.id}
+        userId={session.user.id}
+        getToken={currentToken}
+        onAuthFailure={() => logout("Your session has expired. Please log in again.")}
+        fetchHistory={fetchHistoryEvents}
+      >
+        <Layout username={session.user.username} onLogout={() => logout(null)} route={route}>
+          <Page route={route} />
+        </Layout>
+      </ProgressProvider>
+    </QueryClientProvider>
   );
 }
 
@@ -86,30 +97,63 @@ function Page({ route }: { route: Route }) {
       return <VideosPage key={route.id} listId={route.id} />;
     case "job":
       return <JobPage key={route.id} jobId={route.id} />;
+    case "lists":
+      return <ListsPage />;
     case "notfound":
       return (
-        <div className="page">
+        <div className="page" data-testid="not-found">
           <h1>Not found</h1>
-          <Link to="/lists">Back to the lists</Link>
+          <p>There is no page at this address.</p>
+          <Link to="/jobs">All jobs</Link>
         </div>
       );
     default:
-      return <ListsPage />;
+      return <JobsPage />;
   }
 }
 
-function Layout({ username, onLogout, children }: { username: string; onLogout: () => void; children: React.ReactNode }) {
+function Layout({
+  username,
+  onLogout,
+  route,
+  children,
+}: {
+  username: string;
+  onLogout: () => void;
+  route: Route;
+  children: React.ReactNode;
+}) {
   const { isConnected, reconnecting, transport, lastUpdateAt, role, refusal, status } = useJobProgress();
   const hub = useProgressHub();
-  useEffect(() => hub.onFinished(notifyFinished), [hub]);
+  const client = useQueryClient();
+  useLiveInvalidation();
+  // A finished job's notification names it and its list (read over REST once).
+  useEffect(
+    () =>
+      hub.onFinished((job) => {
+        client
+          .fetchQuery({ queryKey: keys.job(job.job_id), queryFn: () => api.job(job.job_id), staleTime: 0 })
+          .then(
+            (info) => notifyFinished(job, { name: jobName(info, job.job_id), listName: info.list_name ?? null }, navigate),
+            () => notifyFinished(job, { name: jobName(undefined, job.job_id), listName: null }, navigate),
+          );
+      }),
+    [hub, client],
+  );
+  const section = route.name === "lists" || route.name === "list" ? "lists" : "jobs";
   return (
     <>
       <header className="topbar">
-        <Link to="/lists" className="brand">
+        <Link to="/jobs" className="brand">
           reeltrack
         </Link>
-        <nav>
-          <Link to="/lists">Lists</Link>
+        <nav aria-label="Main">
+          <Link to="/jobs" className={section === "jobs" ? "current" : undefined} current={section === "jobs"}>
+            Jobs
+          </Link>
+          <Link to="/lists" className={section === "lists" ? "current" : undefined} current={section === "lists"}>
+            Lists
+          </Link>
         </nav>
         <span
           className={`conn conn-${isConnected ? "live" : reconnecting ? "reconnecting" : "offline"}`}
@@ -120,10 +164,12 @@ function Layout({ username, onLogout, children }: { username: string; onLogout: 
           data-status={status}
           title={role === "follower" ? "Live updates shared from another tab" : "This tab holds the live connection"}
         >
-          {isConnected ? `Live (${transport ?? "?"})` : reconnecting ? "Reconnecting" : "Offline"}
+          {isConnected ? "Live" : reconnecting ? "Reconnecting" : "Offline"}
         </span>
         <NotificationToggle />
-        <span className="user">{username}</span>
+        <span className="user" title={username}>
+          {username}
+        </span>
         <button type="button" className="small" onClick={onLogout}>
           Log out
         </button>

@@ -30,18 +30,35 @@ export function disableNotifications(): void {
   localStorage.removeItem(NOTIFY_KEY);
 }
 
-/** Show the notification for a job that just finished (completed or failed only). */
-export function notifyFinished(job: JobProgress): void {
+/** What a notification says about a job besides its progress. */
+export interface JobLabel {
+  name: string;
+  listName: string | null;
+}
+
+/**
+ * Show the notification for a job that just finished (completed or failed only): it
+ * names the job and its list, and a click opens the job's page via `open`.
+ */
+export function notifyFinished(job: JobProgress, label: JobLabel, open?: (path: string) => void): void {
   if (!notificationsEnabled()) return;
   if (job.status !== "completed" && job.status !== "failed") return;
-  const title = job.status === "completed" ? "Job completed" : "Job failed";
+  const title = `${label.name}: ${job.status === "completed" ? "completed" : "failed"}`;
   const failed = job.failed_videos > 0 ? `, ${job.failed_videos} failed` : "";
+  const where = label.listName ? `List "${label.listName}". ` : "";
+  const noun = job.total_videos === 1 ? "video" : "videos";
   try {
     // tag: one notification per job even if several tabs were leaders in turn
-    new Notification(title, {
-      body: `${job.processed_videos}/${job.total_videos} videos${failed}. ${job.message}`,
+    const note = new Notification(title, {
+      body: `${where}${job.processed_videos}/${job.total_videos} ${noun}${failed}.`,
       tag: `reeltrack-job-${job.job_id}`,
+      data: { path: `/jobs/${job.job_id}` },
     });
+    note.onclick = () => {
+      window.focus();
+      open?.(`/jobs/${job.job_id}`);
+      note.close();
+    };
   } catch {
     // some browsers only allow notifications from a service worker: stay silent
   }

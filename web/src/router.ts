@@ -1,11 +1,12 @@
 /**
- * A tiny history-API router: /login, /lists, /lists/:id, /jobs/:id. Quart serves
+ * A tiny history-API router: /login, / and /jobs (all jobs), /lists, /lists/:id, /jobs/:id. Quart serves
  * index.html for every non-API path, so a reload on any of them lands here.
  */
 import { useEffect, useState } from "react";
 
 export type Route =
   | { name: "login" }
+  | { name: "jobs" }
   | { name: "lists" }
   | { name: "list"; id: string }
   | { name: "job"; id: string }
@@ -14,7 +15,8 @@ export type Route =
 export function parseRoute(pathname: string): Route {
   const path = pathname.replace(/\/+$/, "") || "/";
   if (path === "/login") return { name: "login" };
-  if (path === "/" || path === "/lists") return { name: "lists" };
+  if (path === "/" || path === "/jobs") return { name: "jobs" };
+  if (path === "/lists") return { name: "lists" };
   let m = /^\/lists\/([^/]+)$/.exec(path);
   if (m) return { name: "list", id: decodeURIComponent(m[1]) };
   m = /^\/jobs\/([^/]+)$/.exec(path);

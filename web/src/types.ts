@@ -38,7 +38,7 @@ export function isFinalStatus(status: string): boolean {
   return FINAL_STATUSES.has(status as JobStatus);
 }
 
-export type VideoStatus = "pending" | "processing" | "ready" | "failed";
+export type VideoStatus = "pending" | "processing" | "ready" | "failed" | "cancelled";
 
 // --- REST, from the OpenAPI document ------------------------------------------------
 
@@ -74,9 +74,31 @@ export type Video = Omit<Schemas["VideoOut"], "status"> & { status: VideoStatus 
 
 export type VideoList = Schemas["ListOut"];
 
-export type Job = Omit<Schemas["JobOut"], "status" | "latest_event"> & {
-  status: JobStatus;
-  latest_event: ProgressEvent | null;
-};
+/**
+ * What the dashboard reads of a job beyond the generated schema: the fields a server
+ * without them leaves out (name, source, list name, priority) are optional, so the
+ * page still renders against such a server.
+ */
+export interface JobExtras {
+  name?: string | null;
+  source?: string | null;
+  list_name?: string | null;
+  priority?: number | string | null;
+  /** Failed videos a retry would take (those not retried already). */
+  retryable_videos?: number;
+}
+
+export type Job = Omit<Schemas["JobOut"], "status" | "latest_event"> &
+  JobExtras & {
+    status: JobStatus;
+    latest_event: ProgressEvent | null;
+  };
+
+/** One page of a cursor-paginated listing, newest first. */
+export interface Page<T> {
+  items: T[];
+  /** Opaque; null on the last page. */
+  next_cursor: string | null;
+}
 
 export type User = ResponseJson<"/api/me", "get">;

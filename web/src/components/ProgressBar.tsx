@@ -1,5 +1,6 @@
-/** One job's live progress: message, percentage, videos done, status badge and error. */
-import type { JobStatus, ProgressEvent } from "../types";
+/** One job's progress: status badge, what is happening or how it ended, bar, counts, error. */
+import { outcomeText, plural, type JobView } from "../jobView";
+import type { JobStatus } from "../types";
 
 /** Bar colour per job status. */
 export const STATUS_COLORS: Record<JobStatus, string> = {
@@ -19,25 +20,24 @@ export const STATUS_LABELS: Record<JobStatus, string> = {
 };
 
 export interface ProgressBarProps {
-  job: ProgressEvent & { last_error?: string | null; last_error_title?: string | null };
+  view: JobView;
   /** Accessible name of the bar; default "Job progress". */
   label?: string;
 }
 
-export function ProgressBar({ job, label }: ProgressBarProps) {
-  const status: JobStatus = job.status in STATUS_COLORS ? job.status : "pending";
+export function ProgressBar({ view, label }: ProgressBarProps) {
+  const status: JobStatus = view.status in STATUS_COLORS ? view.status : "pending";
   const color = STATUS_COLORS[status];
-  const percent = Math.max(0, Math.min(100, Math.round(job.progress)));
-  const error = job.error ?? job.last_error ?? null;
-  const errorTitle = job.error ? job.video_title : (job.last_error_title ?? null);
+  const percent = view.percent;
+  const text = status === "processing" ? view.message || outcomeText(view) : outcomeText(view);
   return (
-    <div className={`progress status-${status}`} data-status={status} data-job-id={job.job_id}>
+    <div className={`progress status-${status}`} data-status={status} data-job-id={view.id}>
       <div className="progress-head">
         <span className={`badge badge-${status}`} style={{ backgroundColor: color }} data-testid="status-badge">
           {STATUS_LABELS[status]}
         </span>
         <span className="progress-message" data-testid="progress-message">
-          {job.message}
+          {text}
         </span>
         <span className="progress-percent" data-testid="progress-percent">
           {percent}%
@@ -56,18 +56,18 @@ export function ProgressBar({ job, label }: ProgressBarProps) {
       </div>
       <div className="progress-foot">
         <span className="progress-count" data-testid="progress-count">
-          {job.current_video}/{job.total_videos} videos
+          {view.processed}/{plural(view.total, "video")}
         </span>
-        {job.failed_videos > 0 && (
+        {view.failed > 0 && (
           <span className="progress-failed" data-testid="progress-failed">
-            {job.failed_videos} failed
+            {view.failed} failed
           </span>
         )}
       </div>
-      {error && (
-        <div className="progress-error" role="alert" data-testid="progress-error">
-          {errorTitle ? <strong>{errorTitle}: </strong> : null}
-          {error}
+      {view.error && (
+        <div className="progress-error" data-testid="progress-error">
+          {view.errorTitle ? <strong>{view.errorTitle}: </strong> : null}
+          {view.error}
         </div>
       )}
     </div>

@@ -1,128 +1,141 @@
-/** A list: the live dashboard of its jobs above its video table. */
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+/** A list: its jobs (live), the import form, and its videos newest first, filterable and paged. */
+import { useQueryClient } from "@tanstack/react-query";
+import { useEffect, useMemo, useRef, useState } from "react";
 
-import { api, ApiError } from "../api";
+import { ApiError } from "../api";
 import { ImportPanel } from "../components/ImportPanel";
-import { JobDashboard } from "../components/JobDashboard";
+import { JobCard } from "../components/JobCard";
+import { Link } from "../components/Link";
 import { VideoTable } from "../components/VideoTable";
+import { describeError, jobView } from "../jobView";
 import { useJobProgress } from "../progress/useJobProgress";
-import type { Job, Video, VideoList } from "../types";
-
-interface JobInfo {
-  listId: string | null;
-  createdAt: string;
-}
-
-function infoOf(job: Job): JobInfo {
-  return { listId: job.list_id ?? null, createdAt: job.created_at ?? "" };
-}
+import { keys, useJobsListing, useList, useVideos } from "../queries";
+import type { VideoStatus } from "../types";
 
 /** How often the video table may be re-read while this list's jobs report progress. */
 const VIDEO_REFRESH_MS = 300;
 
+const VIDEO_FILTERS: [VideoStatus | "", string][] = [
+  ["", "All"],
+  ["pending", "Pending"],
+  ["processing", "Processing"],
+  ["ready", "Ready"],
+  ["failed", "Failed"],
+  ["cancelled", "Cancelled"],
+];
+
 export function VideosPage({ listId }: { listId: string }) {
+  const client = useQueryClient();
+  const list = useList(listId);
+  const missing = list.error instanceof ApiError && list.error.status === 404;
+  const [status, setStatus] = useState<VideoStatus | "">("");
+  const videos = useVideos(listId, status || null, !missing);
+  const jobs = useJobsListing({ list_id: listId }, !missing);
   const { jobProgress } = useJobProgress();
-  const [list, setList] = useState<VideoList | null>(null);
-  const [videos, setVideos] = useState<Video[]>([]);
-  const [error, setError] = useState<string | null>(null);
-  // job id -> its list and creation time (events carry neither; GET /api/jobs does)
-  const [jobLists, setJobLists] = useState<ReadonlyMap<string, JobInfo>>(new Map());
-  const asked = useRef(new Set<string>());
 
-  const loadVideos = useCallback(() => {
-    api.videos(listId).then(setVideos, (e: Error) => setError(e.message));
-  }, [listId]);
-
-  useEffect(() => {
-    setList(null);
-    setVideos([]);
-    setError(null);
-    api.list(listId).then(setList, (e: unknown) =>
-      setError(e instanceof ApiError && e.status === 404 ? "No such list." : String(e)),
-    );
-    loadVideos();
-    api.jobs().then(
-      (jobs) => setJobLists((prev) => new Map([...prev, ...jobs.map((j) => [j.id, infoOf(j)] as const)])),
-      () => undefined,
-    );
-  }, [listId, loadVideos]);
-
-  // Learn the list of jobs we have not seen yet (started in another tab, say).
-  useEffect(() => {
-    for (const id of jobProgress.keys()) {
-      if (jobLists.has(id) || asked.current.has(id)) continue;
-      asked.current.add(id);
-      api.job(id).then(
-        (job) => setJobLists((prev) => new Map(prev).set(id, infoOf(job))),
-        () => setJobLists((prev) => new Map(prev).set(id, { listId: null, createdAt: "" })),
-      );
-    }
-  }, [jobProgress, jobLists]);
-
-  const jobs = useMemo(
+  const views = useMemo(
     () =>
-      [...jobProgress.values()]
-        .filter((j) => jobLists.get(j.job_id)?.listId === listId)
-        // newest job first, by the job's creation (not its last event: cards stay put)
-        .sort((a, b) => ((jobLists.get(a.job_id)?.createdAt ?? "") < (jobLists.get(b.job_id)?.createdAt ?? "") ? 1 : -1)),
-    [jobProgress, jobLists, listId],
+      (jobs.data?.pages.flatMap((p) => p.items) ?? [])
+        .map((j) => jobView(j.id, j, jobProgress.get(j.id)))
+        .sort((a, b) => (b.createdAt ?? "").localeCompare(a.createdAt ?? "")),
+    [jobs.data, jobProgress],
   );
 
-  // job id -> its most recently processed failed video (see JobDashboard.failureOf)
-  const failures = useMemo(() => {
-    const out = new Map<string, { title: string | null; error: string; at: string }>();
-    for (const v of videos) {
-      if (v.status !== "failed" || !v.error || !v.job_id) continue;
-      const at = v.processed_at ?? "";
-      const known = out.get(v.job_id);
-      if (!known || at >= known.at) out.set(v.job_id, { title: v.title, error: v.error, at });
-    }
-    return out;
-  }, [videos]);
-
-  // Re-read the table while this list's jobs move (at most every VIDEO_REFRESH_MS).
-  const progressKey = jobs.map((j) => `${j.job_id}:${j.seq}`).join(",");
-  const refreshTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
+  // Re-read the videos while this list's jobs move (at most every VIDEO_REFRESH_MS).
+  const progressKey = views.map((v) => `${v.id}:${v.seq}`).join(",");
+  const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
   useEffect(() => {
-    if (!progressKey || refreshTimer.current) return;
-    refreshTimer.current = setTimeout(() => {
-      refreshTimer.current = null;
-      loadVideos();
+    if (!progressKey || timer.current) return;
+    timer.current = setTimeout(() => {
+      timer.current = null;
+      void client.invalidateQueries({ queryKey: keys.videos(listId) });
     }, VIDEO_REFRESH_MS);
-  }, [progressKey, loadVideos]);
+  }, [progressKey, client, listId]);
   useEffect(
     () => () => {
-      if (refreshTimer.current) clearTimeout(refreshTimer.current);
-      refreshTimer.current = null;
+      if (timer.current) clearTimeout(timer.current);
+      timer.current = null;
     },
     [],
   );
 
+  if (missing) {
+    return (
+      <div className="page" data-testid="not-found">
+        <h1>List not found</h1>
+        <p>This list does not exist or was deleted.</p>
+        <Link to="/lists">All lists</Link>
+      </div>
+    );
+  }
+
+  const rows = videos.data?.pages.flatMap((p) => p.items) ?? [];
+  const error = list.error ?? videos.error ?? jobs.error;
+
   return (
     <div className="page">
-      <h1>{list ? list.name : "List"}</h1>
+      <p className="crumbs">
+        <Link to="/lists">← Lists</Link>
+      </p>
+      <h1>{list.data ? list.data.name : "List"}</h1>
       {error && (
-        <p className="error-text" role="alert">
-          {error}
+        <p className="error-text" data-testid="page-error">
+          {describeError(error)}
         </p>
       )}
       <h2>Jobs</h2>
-      <JobDashboard jobs={jobs} failureOf={(id) => failures.get(id)} />
+      <section className="dashboard" aria-label="Jobs of this list" data-testid="dashboard">
+        {views.length === 0 ? (
+          <p className="muted">{jobs.isPending ? "Loading..." : "No job for this list yet."}</p>
+        ) : (
+          <ul className="job-list">
+            {views.map((v) => (
+              <JobCard key={v.id} view={v} showList={false} />
+            ))}
+          </ul>
+        )}
+        {jobs.hasNextPage && (
+          <button type="button" onClick={() => void jobs.fetchNextPage()}>
+            Older jobs
+          </button>
+        )}
+      </section>
       <h2>Add videos</h2>
       <ImportPanel
         listId={listId}
-        onStarted={(accepted) => {
-          // "\uffff": sorts first (newest) until the server's creation time is known
-          setJobLists((prev) => new Map(prev).set(accepted.job_id, { listId, createdAt: "\uffff" }));
-          api.job(accepted.job_id).then(
-            (job) => setJobLists((prev) => new Map(prev).set(job.id, infoOf(job))),
-            () => undefined,
-          );
-          loadVideos();
+        onStarted={() => {
+          void client.invalidateQueries({ queryKey: keys.jobs });
+          void client.invalidateQueries({ queryKey: keys.videos(listId) });
+          void client.invalidateQueries({ queryKey: keys.list(listId) });
         }}
       />
-      <h2>Videos</h2>
-      <VideoTable videos={videos} />
+      <div className="section-head">
+        <h2>
+          Videos{list.data ? ` (${list.data.video_count})` : ""}
+        </h2>
+        <label>
+          Show{" "}
+          <select aria-label="Video status" value={status} onChange={(e) => setStatus(e.target.value as VideoStatus | "")}>
+            {VIDEO_FILTERS.map(([value, label]) => (
+              <option key={value} value={value}>
+                {label}
+              </option>
+            ))}
+          </select>
+        </label>
+      </div>
+      {videos.isPending ? (
+        <p className="muted">Loading...</p>
+      ) : rows.length === 0 && status ? (
+        <p className="muted">No {status} video in this list.</p>
+      ) : (
+        <VideoTable videos={rows} />
+      )}
+      {videos.hasNextPage && (
+        <button type="button" disabled={videos.isFetchingNextPage} onClick={() => void videos.fetchNextPage()}>
+          {videos.isFetchingNextPage ? "Loading..." : "Load more videos"}
+        </button>
+      )}
     </div>
   );
 }
