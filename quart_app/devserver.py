@@ -287,8 +287,8 @@ class Supervisor:
             delay = sup.policy.on_crash(now, now - sup.started_at)
             if delay is None:
                 raise GaveUp(
-                    f"giving up on {sup.name}: it {why}, its {sup.policy.limit}th crash within "
-                    f"{sup.policy.window:g}s"
+                    f"giving up on {sup.name}: {why} (its {sup.policy.limit}th crash within "
+                    f"{sup.policy.window:g}s)"
                 )
             self.log(f"{sup.name} {why}; restarting it in {delay:g}s")
             sup.restart_at = now + delay

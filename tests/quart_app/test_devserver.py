@@ -78,8 +78,7 @@ def test_supervisor_restarts_a_crashing_child_then_gives_up_naming_it() -> None:
             time.sleep(0.02)
     finally:
         sup.stop_all()
-    assert message.startswith("giving up on worker-1: it exited with code 3"), message
-    assert "5th crash within 60s" in message
+    assert message == "giving up on worker-1: exited with code 3 (its 5th crash within 60s)"
     assert starts == [1, 2, 3, 4, 5]
     assert sum("worker-1 exited with code 3; restarting it in" in line for line in lines) == 4
     # the other process was left alone while worker-1 restarted, and stopped at the end
