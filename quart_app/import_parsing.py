@@ -19,13 +19,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from models.jobs import NewVideo
+from quart_app.core.text import CONTROL_RE, MAX_TITLE_LENGTH, clean_title
 
 MAX_URL_LENGTH = 2048
-MAX_TITLE_LENGTH = 500
 #: bytes allowed per import row (url + title + separators), to bound the body size
 BYTES_PER_ROW = 3 * 1024
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -75,7 +74,7 @@ def check_url(value: str, import_root: Path) -> str:
         raise ValueError("url is empty")
     if len(value) > MAX_URL_LENGTH:
         raise ValueError(f"url longer than {MAX_URL_LENGTH} characters")
-    if _CONTROL_RE.search(value):
+    if CONTROL_RE.search(value):
         raise ValueError("url contains control characters")
     if _SCHEME_RE.match(value):
         parts = urlsplit(value)
@@ -127,10 +126,10 @@ def _check_rows(rows: list[tuple[int, str, str | None]], import_root: Path) -> l
             too_long = f"title longer than {MAX_TITLE_LENGTH} characters"
             errors.append(RowError(number, too_long, "title"))
             continue
-        if title is not None and _CONTROL_RE.search(title):
+        if title is not None and CONTROL_RE.search(title):
             errors.append(RowError(number, "title contains control characters", "title"))
             continue
-        items.append(NewVideo(source, title or _title_from(url)))
+        items.append(NewVideo(source, clean_title(title or "") or _title_from(url)))
     if errors:
         raise ImportRejected(
             "invalid_rows",
