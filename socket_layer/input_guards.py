@@ -16,10 +16,15 @@ Polling POSTs within the limit are read here and checked to be an engine.io payl
 junk answers ``400`` and ends the session (engineio would log a traceback per POST).
 
 Socket.IO packets python-socketio cannot handle (``42``, ``42[``, bytes outside a
-binary event, a client CONNECT_ERROR) make it log a traceback per packet;
-:func:`guard_socketio_packets` disconnects such a client instead, as the reference
-socket.io server does on a parse error.  Every abort here uses
-:func:`abort_session`, which never waits for a long-polling client to come back.
+binary event, a client CONNECT_ERROR, a binary placeholder naming no attachment) make it
+log a traceback per packet; an event with a reserved name
+(:data:`socket_layer.protocol.RESERVED_EVENTS`: ``42["disconnect"]``) makes it run the
+server's own handler for that name (a ``disconnect`` frees the slot of a socket that
+stays connected).  :func:`guard_socketio_packets` disconnects such a client instead, as
+the reference socket.io server does on a parse error, and counts it
+(``reeltrack_socketio_packets_refused_total{reason}``).  Every abort here uses
+:func:`abort_session`, which never waits for a client to come back and closes the
+transport at once.
 """
 
 from __future__ import annotations
@@ -31,7 +36,21 @@ from typing import Any
 
 from engineio.packet import Packet
 
+from quart_app.core import metrics
+from socket_layer.protocol import RESERVED_EVENTS
+
 log = logging.getLogger(__name__)
+
+#: attachments a client's binary packet may announce (no client event takes any; a
+#: packet announcing more would hold every attachment in memory until the last came)
+MAX_ATTACHMENTS = 8
+#: nesting a binary packet's data may have (python-socketio rebuilds it recursively)
+MAX_BINARY_DEPTH = 32
+
+#: ``reeltrack_socketio_packets_refused_total`` reasons
+REFUSED_MALFORMED = "malformed"
+REFUSED_RESERVED_EVENT = "reserved_event"
+REFUSED_BINARY = "binary"
 
 Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -94,6 +113,7 @@ def guard_polling_posts(eio: Any, max_bytes: int) -> None:
     async def _checked_post(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body, pending = await _read_body(receive)
         if not _valid_payload(body):
+            metrics.packet_refused(REFUSED_MALFORMED)
             sid = _query_sid(scope)
             if sid is not None:
                 await abort_session(eio, sid)
@@ -127,46 +147,86 @@ def _guard_websocket_class(eio: Any) -> None:
                 Packet(encoded_packet=data)
             except Exception:  # any decoding error: garbage from the client
                 log.info("closing a websocket that sent an undecodable engine.io frame")
+                metrics.packet_refused(REFUSED_MALFORMED)
                 return None
             return data
 
     eio._async["websocket"] = GuardedWebSocket
 
 
-def _well_formed(sio: Any, data: str) -> bool:
-    """Can python-socketio handle this text packet from a client without an error?"""
+def _refusal(sio: Any, data: Any) -> str | None:
+    """Why python-socketio must not see this client packet (a ``REFUSED_*`` reason), or
+    None when it can handle it without an error and without running a handler that is
+    not the client's to call."""
     from socketio import packet as sio_packet
 
+    if not isinstance(data, str):
+        return REFUSED_MALFORMED  # bytes are only valid as a pending packet's attachments
     try:
         pkt = sio.packet_class(encoded_packet=data)
     except Exception:  # undecodable: bad JSON, bad namespace syntax, bad ack id
-        return False
+        return REFUSED_MALFORMED
     kind = pkt.packet_type
     if kind in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
-        return isinstance(pkt.data, list) and bool(pkt.data) and isinstance(pkt.data[0], str)
-    if kind in (sio_packet.ACK, sio_packet.BINARY_ACK):
-        return isinstance(pkt.data, list) and pkt.id is not None
-    if kind == sio_packet.CONNECT:
-        return pkt.data is None or isinstance(pkt.data, dict)
-    return bool(kind == sio_packet.DISCONNECT)
+        if not (isinstance(pkt.data, list) and pkt.data and isinstance(pkt.data[0], str)):
+            return REFUSED_MALFORMED
+        if pkt.data[0] in RESERVED_EVENTS:
+            return REFUSED_RESERVED_EVENT
+    elif kind in (sio_packet.ACK, sio_packet.BINARY_ACK):
+        if not (isinstance(pkt.data, list) and pkt.id is not None):
+            return REFUSED_MALFORMED
+    elif kind == sio_packet.CONNECT:
+        return None if pkt.data is None or isinstance(pkt.data, dict) else REFUSED_MALFORMED
+    elif kind != sio_packet.DISCONNECT:
+        return REFUSED_MALFORMED  # a client CONNECT_ERROR, or no packet type at all
+    if kind in (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK) and not _attachments_fit(
+        pkt.data, pkt.attachment_count
+    ):
+        return REFUSED_BINARY
+    return None
+
+
+def _attachments_fit(data: Any, count: int) -> bool:
+    """A binary packet announces 1..MAX_ATTACHMENTS attachments, every placeholder in
+    its data names one of them (python-socketio indexes its list with ``num``), and the
+    data nests at most MAX_BINARY_DEPTH levels."""
+    if not 1 <= count <= MAX_ATTACHMENTS:
+        return False
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_BINARY_DEPTH:
+            return False
+        if isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, dict):
+            # the test python-socketio applies when it puts the attachments in place
+            if item.get("_placeholder") and "num" in item:
+                num = item["num"]
+                if type(num) is not int or not 0 <= num < count:
+                    return False
+            else:
+                stack.extend((child, depth + 1) for child in item.values())
+    return True
 
 
 def guard_socketio_packets(sio: Any) -> None:
-    """Disconnect a client that sends a Socket.IO packet the server cannot handle
-    (``42``, ``42[``, ``4`` + junk, a client CONNECT_ERROR ...), as the reference
-    socket.io server does on a parse error, instead of letting python-socketio raise
-    a traceback into the log for every such packet.  Well-formed packets (including
-    binary attachments) go to python-socketio unchanged."""
+    """Disconnect a client that sends a Socket.IO packet the server must not handle
+    (``42``, ``42[``, ``4`` + junk, a client CONNECT_ERROR, an event with a reserved
+    name, a binary packet whose placeholders name no attachment ...), as the reference
+    socket.io server does on a parse error, instead of letting python-socketio raise a
+    traceback into the log (or run a handler) for it; each one is counted by reason.
+    Other packets (including binary attachments) go to python-socketio unchanged."""
     original = sio._handle_eio_message
 
     async def handle_eio_message(eio_sid: str, data: Any) -> None:
-        if eio_sid not in sio._binary_packet and (
-            not isinstance(data, str) or not _well_formed(sio, data)
-        ):
-            # (bytes are only valid as the attachments of a pending binary packet)
-            log.info("disconnecting a client that sent a malformed Socket.IO packet")
-            await abort_session(sio.eio, eio_sid)
-            return
+        if eio_sid not in sio._binary_packet:  # else: an attachment it is waiting for
+            reason = _refusal(sio, data)
+            if reason is not None:
+                log.info("disconnecting a client that sent a refused Socket.IO packet (%s)", reason)
+                metrics.packet_refused(reason)
+                await abort_session(sio.eio, eio_sid)
+                return
         await original(eio_sid, data)
 
     sio.eio.on("message", handle_eio_message)
@@ -174,7 +234,11 @@ def guard_socketio_packets(sio: Any) -> None:
 
 async def abort_session(eio: Any, eio_sid: str) -> None:
     """Close an engine.io session NOW, without waiting for a long-polling client to
-    fetch the CLOSE packet (a hostile one never does); the disconnect handlers run."""
+    fetch the CLOSE packet (a hostile one never does); the disconnect handlers run.
+
+    python-engineio's ``close(abort=True)`` leaves a websocket's writer waiting on the
+    socket's queue until ping interval + timeout: the ``None`` it reads as "closed"
+    wakes it, so the websocket (or a pending long-poll) ends at once."""
     socket = eio.sockets.get(eio_sid)
     if socket is None or socket.closed:
         return
@@ -182,6 +246,7 @@ async def abort_session(eio: Any, eio_sid: str) -> None:
         await socket.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
     finally:
         eio.sockets.pop(eio_sid, None)
+        socket.queue.put_nowait(None)
 
 
 def _valid_payload(body: bytes) -> bool:

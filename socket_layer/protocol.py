@@ -17,6 +17,21 @@ EVENT_PROGRESS = "progress"
 EVENT_RESYNC = "resync"
 # client -> server
 EVENT_RESUME = "resume"
+#: event names a client may never send: socket.io reserves them for a connection's own
+#: life cycle (socket.io's list plus python-socketio's client-side ones); python-socketio
+#: would run the server's handler for them (a ``disconnect`` would free the slot of a
+#: socket that stays connected), so a client sending one is disconnected
+RESERVED_EVENTS = frozenset(
+    {
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "newListener",
+        "removeListener",
+        "__disconnect_final",
+    }
+)
 
 REFUSAL_CODE = 1008
 REASON_INVALID_TOKEN = "invalid_token"

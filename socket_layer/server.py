@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 
 #: how long start-up waits for the first Redis subscription before serving anyway
 STARTUP_SUBSCRIBE_WAIT_S = 10.0
+#: ``reeltrack_socketio_packets_refused_total`` reason of a ``resume`` with extra arguments
+REFUSED_RESUME_ARGUMENTS = "resume_arguments"
 #: how often the connections gauge moves upgraded sockets from polling to websocket
 METRICS_REFRESH_S = 5.0
 
@@ -194,10 +196,17 @@ class SocketLayer:
         self.users.pop(sid, None)
         await self.registry.release(sid)
 
-    async def on_resume(self, sid: str, payload: Any = None) -> dict[str, Any]:
+    async def on_resume(self, sid: str, *args: Any) -> dict[str, Any]:
+        """The ack of ``resume``: ``{"events", "truncated"}``, or ``{"error": message}``
+        for a payload that is not exactly one ``{"jobs": ...}`` argument (counted when
+        there are more arguments: python-socketio would raise a TypeError for them)."""
         uid = self.users.get(sid)
         if uid is None:
             return {"error": "not connected"}
+        if len(args) > 1:
+            metrics.packet_refused(REFUSED_RESUME_ARGUMENTS)
+            return {"error": 'resume takes one argument: {"jobs": {...}}'}
+        payload = args[0] if args else None
         try:
             last_seqs = parse_resume(payload, self.config.resume_max_jobs)
         except ResumeRequestError as exc:
