@@ -254,14 +254,17 @@ class Client:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
-    def ready_sources(self, list_id: str) -> set[str]:
-        r = self.http.get(f"/api/lists/{list_id}/videos", headers=self.headers)
+    def videos(self, list_id: str) -> list[dict[str, Any]]:
+        """The list's videos (one page holds them all: VIDEOS < the page limit)."""
+        r = self.http.get(f"/api/lists/{list_id}/videos?limit=200", headers=self.headers)
         assert r.status_code == 200, r.text
-        return {v["source"] for v in r.json()["videos"] if v["status"] == "ready"}
+        return list(r.json()["items"])
+
+    def ready_sources(self, list_id: str) -> set[str]:
+        return {v["source"] for v in self.videos(list_id) if v["status"] == "ready"}
 
     def errors(self, list_id: str) -> list[str]:
-        r = self.http.get(f"/api/lists/{list_id}/videos", headers=self.headers)
-        return [f"{v['source']}: {v['error']}" for v in r.json()["videos"] if v["error"]]
+        return [f"{v['source']}: {v['error']}" for v in self.videos(list_id) if v["error"]]
 
     def seqs(self, job_id: str) -> list[int]:
         r = self.http.get(f"/api/jobs/{job_id}/progress-history?limit=1000", headers=self.headers)
