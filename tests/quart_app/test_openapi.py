@@ -21,6 +21,7 @@ EXPECTED = {
     "/api/jobs": {"get"},
     "/api/jobs/{job_id}": {"get", "delete"},
     "/api/jobs/{job_id}/cancel": {"post"},
+    "/api/jobs/{job_id}/retry": {"post"},
     "/api/jobs/cancel": {"post"},
     "/api/jobs/{job_id}/progress-history": {"get"},
     "/api/health": {"get"},
@@ -72,6 +73,45 @@ async def test_openapi_document_is_valid_and_lists_routes(pg_api: Api) -> None:
         "after_seq",
         "limit",
     }
+    # the listings' pagination, filters and search, with examples
+    jobs = paths["/api/jobs"]["get"]
+    params = {p["name"]: p for p in jobs["parameters"] if p["in"] == "query"}
+    assert set(params) >= {"status", "list_id", "q", "limit", "cursor"}
+    assert (
+        params["limit"]["schema"]["maximum"] == 100 and params["limit"]["schema"]["default"] == 20
+    )
+    for name in ("status", "list_id", "q", "cursor"):
+        assert params[name]["description"] and params[name]["schema"].get("examples"), name
+    videos = paths["/api/lists/{list_id}/videos"]["get"]
+    assert {p["name"] for p in videos["parameters"] if p["in"] == "query"} >= {
+        "status",
+        "limit",
+        "cursor",
+    }
+    for path in ("/api/lists/{list_id}/videos/bulk", "/api/lists/{list_id}/videos/upload"):
+        query = {p["name"] for p in paths[path]["post"]["parameters"] if p["in"] == "query"}
+        assert query >= {"name", "priority"}, path
+    page = jobs["responses"]["200"]["content"]["application/json"]["schema"]
+    assert set(page["properties"]) == {"items", "next_cursor"}
+    job = _resolve(doc, page["properties"]["items"]["items"]["$ref"])
+    assert {
+        "name",
+        "source",
+        "priority",
+        "list_id",
+        "list_name",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "retryable_videos",
+    } <= set(job["properties"])
+    assert job["properties"]["priority"]["enum"] == ["high", "normal", "low"]
+    assert job.get("examples"), "JobOut has an example"
+    retry = paths["/api/jobs/{job_id}/retry"]["post"]
+    assert {"202", "404", "409"} <= set(retry["responses"])
+    bulk = paths["/api/lists/{list_id}/videos/bulk"]["post"]["requestBody"]["content"]
+    body = bulk["application/json"]["schema"]
+    assert {"name", "priority", "videos"} <= set(body["properties"]) and body.get("examples")
     # every $ref points at something that exists
     for ref in _refs(doc):
         assert _resolve(doc, ref) is not None, ref
