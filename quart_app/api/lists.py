@@ -39,10 +39,11 @@ from quart_app.core.config import Config
 from quart_app.errors import ApiError
 from quart_app.import_parsing import ImportRejected, max_import_bytes, parse_csv, parse_json
 from quart_app.json_body import loads_request_json
+from quart_app.owned_files import files_of_list, remove_list_files
 from quart_app.request_auth import current_user, current_user_id, require_user
 from quart_app.request_body import body_limit
 from quart_app.services import services
-from quart_app.uploads import receive_uploads, upload_dir
+from quart_app.uploads import receive_uploads
 
 bp = Blueprint("lists", __name__, url_prefix="/api/lists")
 
@@ -104,14 +105,16 @@ async def get_list(list_id: uuid.UUID) -> ListOut:
 @document_response(ErrorOut, 404)
 async def delete_list(list_id: uuid.UUID) -> tuple[str, int]:
     """Delete the list, its videos and its jobs (running jobs stop before their next
-    video; pending ones are announced as cancelled)."""
+    video; pending ones are announced as cancelled), then every file the list owns
+    under MEDIA_ROOT: uploads and thumbnails (never a file under IMPORT_ROOT).  A file
+    that cannot be removed is logged; the answer is still 204."""
     found = await owned_list(list_id)
+    config = services().config
     jobs = await ProcessingJob.filter(list_id=found.id)
+    owned = await files_of_list(config, found)
     await found.delete()
     await notify_list_deleted(services(), jobs)
-    shutil.rmtree(
-        upload_dir(services().config.media_root, current_user_id(), found.id), ignore_errors=True
-    )
+    await remove_list_files(config, owned)
     return "", 204
 
 
