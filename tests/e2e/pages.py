@@ -27,22 +27,45 @@ async def open_logged_in(
     account: Account,
     path: str,
     websockets: list[str] | None = None,
+    errors: list[str] | None = None,
 ) -> Page:
     """A new tab on ``path`` with ``account``'s session already stored (what the login
     page stores; the login form itself is exercised by the first test).  The URLs of
     the WebSockets the tab opens are appended to ``websockets``."""
     user = json.dumps({"id": account.user_id, "username": account.username})
     await browser.add_init_script(
-        "if (!localStorage.getItem('reeltrack.token')) {"
+        # about:blank (a new tab before its first load) has no localStorage: skip it there
+        "try { if (!localStorage.getItem('reeltrack.token')) {"
         f"localStorage.setItem('reeltrack.token', {json.dumps(account.token)});"
         f"localStorage.setItem('reeltrack.user', {json.dumps(user)});"
-        "}"
+        "} } catch (e) {}"
     )
     page = await browser.new_page()
+    if errors is not None:
+        watch_errors(page, errors)
     if websockets is not None:
         page.on("websocket", lambda ws: websockets.append(ws.url))
     await page.goto(f"{stack.url}{path}")
     return page
+
+
+def watch_errors(page: Page, errors: list[str]) -> None:
+    """Append every console error (a failed resource load included) and uncaught
+    exception of ``page`` to ``errors``."""
+    page.on(
+        "console",
+        lambda m: errors.append(f"{m.text} @ {m.location}") if m.type == "error" else None,
+    )
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+
+
+async def assert_no_horizontal_scroll(page: Page) -> None:
+    widths = await page.evaluate("() => [document.scrollingElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"page is {widths[0]} px wide in a {widths[1]} px window"
+
+
+def job_card(page: Page, job_id: str) -> Locator:
+    return page.locator(f'[data-testid="job-card"][data-job-id="{job_id}"]')
 
 
 async def import_csv(stack: Stack, account: Account, list_id: str, names: list[str]) -> str:
@@ -74,7 +97,8 @@ async def bar_state(card: Locator) -> dict[str, str | None]:
 async def expect_completed(card: Locator, total: int) -> None:
     await expect(card.locator(".progress")).to_have_attribute("data-status", "completed")
     await expect(card.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
-    await expect(card.get_by_test_id("progress-count")).to_have_text(f"{total}/{total} videos")
+    noun = "video" if total == 1 else "videos"
+    await expect(card.get_by_test_id("progress-count")).to_have_text(f"{total}/{total} {noun}")
     await expect(card.get_by_test_id("status-badge")).to_have_text("Completed")
     state = await bar_state(card)
     assert state["color"] == GREEN, state

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,8 @@ class Stack:
     webs: list[LiveServer] = field(default_factory=list)
     #: what stands in front of the web processes (nginx), when something does
     front_url: str | None = None
+    #: the stack's PostgreSQL database (tests that must age a job write to it)
+    database_url: str = ""
     client: httpx.AsyncClient = field(init=False)
 
     def __post_init__(self) -> None:
@@ -171,11 +175,74 @@ class Stack:
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
-    async def jobs(self, account: Account) -> list[dict[str, Any]]:
-        r = await self.client.get("/api/jobs", headers={"Authorization": f"Bearer {account.token}"})
+    async def jobs(self, account: Account, **params: str) -> list[dict[str, Any]]:
+        """The first page of the user's jobs (newest first), filtered by ``params``."""
+        r = await self.client.get(
+            "/api/jobs", params=params, headers={"Authorization": f"Bearer {account.token}"}
+        )
         assert r.status_code == 200, r.text
-        jobs: list[dict[str, Any]] = r.json()["jobs"]
+        jobs: list[dict[str, Any]] = r.json()["items"]
         return jobs
+
+    async def job(self, account: Account, job_id: str) -> dict[str, Any]:
+        r = await self.client.get(
+            f"/api/jobs/{job_id}", headers={"Authorization": f"Bearer {account.token}"}
+        )
+        assert r.status_code == 200, r.text
+        job: dict[str, Any] = r.json()
+        return job
+
+    async def videos(self, account: Account, list_id: str) -> list[dict[str, Any]]:
+        """Every video of a list (all pages)."""
+        out: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": "200", **({"cursor": cursor} if cursor else {})}
+            r = await self.client.get(
+                f"/api/lists/{list_id}/videos",
+                params=params,
+                headers={"Authorization": f"Bearer {account.token}"},
+            )
+            assert r.status_code == 200, r.text
+            out.extend(r.json()["items"])
+            cursor = r.json()["next_cursor"]
+            if not cursor:
+                return out
+
+    async def backdate_job(self, job_id: str, by_s: float) -> None:
+        """Move a job's timestamps and its events' ``by_s`` seconds into the past, as if
+        it had run that long ago (no clock is faked: the database says so)."""
+        import asyncpg
+
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "UPDATE processing_jobs SET created_at = created_at - $2::interval,"
+                    " started_at = started_at - $2::interval,"
+                    " finished_at = finished_at - $2::interval WHERE id = $1",
+                    uuid.UUID(job_id),
+                    timedelta(seconds=by_s),
+                )
+                rows = await conn.fetch(
+                    "SELECT id, created_at, progress_data FROM job_progress_events"
+                    " WHERE job_id = $1",
+                    uuid.UUID(job_id),
+                )
+                for row in rows:
+                    when = row["created_at"] - timedelta(seconds=by_s)
+                    data = row["progress_data"]
+                    event = json.loads(data) if isinstance(data, str) else dict(data)
+                    event["created_at"] = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+                    await conn.execute(
+                        "UPDATE job_progress_events SET created_at = $2, progress_data = $3"
+                        " WHERE id = $1",
+                        row["id"],
+                        when,
+                        json.dumps(event) if isinstance(data, str) else event,
+                    )
+        finally:
+            await conn.close()
 
     def add_videos(self, prefix: str, count: int, broken: set[int] | None = None) -> list[str]:
         """``count`` videos ``<prefix>-01.mp4`` ... on the media origin (``broken``
@@ -261,6 +328,7 @@ async def running_stack(
             sample=sample.read_bytes(),
             webs=webs,
             front_url=nginx.url if nginx is not None else None,
+            database_url=pg_database_url,
         )
         yield stack
     finally:

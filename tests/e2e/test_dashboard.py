@@ -174,19 +174,16 @@ async def test_a_failed_video_shows_its_error(stack: Stack, browser: BrowserCont
     card = card_of(page)
     # live: the failure event itself carries the error
     await expect(card.get_by_test_id("progress-count")).to_have_text("2/4 videos")
-    await expect(card.get_by_role("alert")).to_contain_text("broken-02")
+    await expect(card.get_by_test_id("progress-error")).to_contain_text("broken-02")
     stack.media.release(names[2])
     await expect_completed(card, 4)
     await expect(card.get_by_test_id("progress-failed")).to_have_text("1 failed")
 
-    r = await stack.client.get(
-        f"/api/lists/{list_id}/videos", headers={"Authorization": f"Bearer {account.token}"}
-    )
-    failed = [v for v in r.json()["videos"] if v["status"] == "failed"]
+    failed = [v for v in await stack.videos(account, list_id) if v["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["error"], failed
     error = failed[0]["error"]
-    await expect(card.get_by_role("alert")).to_contain_text(error)
-    await expect(card.get_by_role("alert")).to_contain_text("broken-02")
+    await expect(card.get_by_test_id("progress-error")).to_contain_text(error)
+    await expect(card.get_by_test_id("progress-error")).to_contain_text("broken-02")
     row = page.locator('[data-testid="video-row"][data-status="failed"]')
     await expect(row).to_have_count(1)
     await expect(row.get_by_test_id("video-error")).to_have_text(error)
@@ -196,7 +193,7 @@ async def test_a_failed_video_shows_its_error(stack: Stack, browser: BrowserCont
     # after a reload only the final event arrives (snapshot): the error is still shown
     await page.reload()
     await expect_completed(card, 4)
-    await expect(card.get_by_role("alert")).to_contain_text(error)
+    await expect(card.get_by_test_id("progress-error")).to_contain_text(error)
 
 
 async def test_forced_long_polling_works_end_to_end(stack: Stack, browser: BrowserContext) -> None:

@@ -33,12 +33,29 @@ export function VideosPage({ listId }: { listId: string }) {
   const jobs = useJobsListing({ list_id: listId }, !missing);
   const { jobProgress } = useJobProgress();
 
+  const rows = useMemo(() => videos.data?.pages.flatMap((p) => p.items) ?? [], [videos.data]);
+  // job id -> its most recently processed failed video: the error a card shows when it
+  // only saw the job's final event (after a reload)
+  const failures = useMemo(() => {
+    const out = new Map<string, { title: string | null; error: string; at: string }>();
+    for (const v of rows) {
+      if (v.status !== "failed" || !v.error || !v.job_id) continue;
+      const at = v.processed_at ?? "";
+      const known = out.get(v.job_id);
+      if (!known || at >= known.at) out.set(v.job_id, { title: v.title, error: v.error, at });
+    }
+    return out;
+  }, [rows]);
   const views = useMemo(
     () =>
       (jobs.data?.pages.flatMap((p) => p.items) ?? [])
-        .map((j) => jobView(j.id, j, jobProgress.get(j.id)))
+        .map((j) => {
+          const view = jobView(j.id, j, jobProgress.get(j.id));
+          const failure = view.error || view.failed === 0 ? undefined : failures.get(j.id);
+          return failure ? { ...view, error: failure.error, errorTitle: failure.title } : view;
+        })
         .sort((a, b) => (b.createdAt ?? "").localeCompare(a.createdAt ?? "")),
-    [jobs.data, jobProgress],
+    [jobs.data, jobProgress, failures],
   );
 
   // Re-read the videos while this list's jobs move (at most every VIDEO_REFRESH_MS).
@@ -69,7 +86,6 @@ export function VideosPage({ listId }: { listId: string }) {
     );
   }
 
-  const rows = videos.data?.pages.flatMap((p) => p.items) ?? [];
   const error = list.error ?? videos.error ?? jobs.error;
 
   return (
