@@ -91,7 +91,8 @@ def _queue_list(text: str) -> tuple[str, ...]:
 def _demo(config: Config, args: argparse.Namespace) -> int:
     from quart_app.demo import run_demo
 
-    return run_demo(config, username=args.username, count=args.count)
+    paced = {} if args.duration is None else {"duration": args.duration}
+    return run_demo(config, username=args.username, count=args.count, **paced)
 
 
 def _purge(config: Config, args: argparse.Namespace) -> int:
@@ -152,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "demo":
             p.add_argument("--username", default="demo")
             p.add_argument("--count", type=int, default=12)
+            p.add_argument(
+                "--duration",
+                type=float,
+                default=None,
+                metavar="SECONDS",
+                help="pace the demo job to last about this long, so its progress can be "
+                "watched (default a minute; 0: full speed)",
+            )
         elif name == "purge-history":
             p.add_argument("--older-than", type=int, default=None, metavar="DAYS")
             p.add_argument("--dry-run", action="store_true")

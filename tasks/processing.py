@@ -66,11 +66,12 @@ async def default_processor(video: Video, config: Config) -> ProcessedMedia:
     return await process_media(video.source, video.id, config)
 
 
-async def process_video_list(job_id: str) -> str:
+async def process_video_list(job_id: str, pace_s: float = 0.0) -> str:
     """The RQ job: process ProcessingJob ``job_id``; returns how the run ended.
 
     Reads the worker's environment (Config.from_env) and opens/closes the DB itself, since
-    RQ runs each async job in a fresh event loop.
+    RQ runs each async job in a fresh event loop.  ``pace_s``: the demo's pace (see
+    :func:`run_job`); 0 for every real job.
     """
     config = Config.from_env()
     rq_job_id: str | None = None
@@ -82,7 +83,9 @@ async def process_video_list(job_id: str) -> str:
         rq_job_id = current.id if current is not None else None
     metrics_multiprocess.compact_now()  # fold the files earlier work-horses left
     with log_context(job_id=job_id):  # every log line of this run names the job
-        return await run_job(job_id, config, rq_job_id=rq_job_id, manage_db=True, rq_job=current)
+        return await run_job(
+            job_id, config, rq_job_id=rq_job_id, manage_db=True, rq_job=current, pace_s=pace_s
+        )
 
 
 async def run_job(
@@ -98,6 +101,7 @@ async def run_job(
     on_publisher: Callable[[JobPublisher], None] | None = None,
     journal: Journal | None = None,
     rq_job: MetaJob | None = None,
+    pace_s: float = 0.0,
 ) -> str:
     """Run one job to its end; returns ``completed|failed|cancelled|deleted|skipped|lost``.
 
@@ -111,6 +115,9 @@ async def run_job(
     ``journal``: the Redis journal of unpersisted events; by default one on
     ``config.redis_url`` (None without Redis: then nothing is journaled or recovered).
     ``rq_job``: the RQ job running this, whose ``meta`` mirrors the progress events.
+    ``pace_s``: the demo pace (``reeltrack demo --duration``): each video takes at least
+    this many seconds, so a newcomer can watch the dashboard move; 0 (every real job)
+    processes at full speed.
     """
     job_uuid = uuid.UUID(str(job_id))
     if manage_db:
@@ -164,6 +171,7 @@ async def run_job(
             clock,
             progress_floor=floor,
             meta=RqMetaProgress(rq_job) if rq_job is not None else None,
+            pace_s=pace_s,
         )
         heartbeat = asyncio.create_task(
             _heartbeat_loop(
@@ -272,12 +280,14 @@ class _Run:
         *,
         progress_floor: int = 0,
         meta: RqMetaProgress | None = None,
+        pace_s: float = 0.0,
     ) -> None:
         """``progress_floor``: the progress of the job's latest event when this run
         resumes after events recovered from the journal (never shown going back);
         ``meta``: where each sent event is mirrored for RQ's tools."""
         self.job = job
         self.meta = meta
+        self.pace_s = max(0.0, pace_s)
         #: the errors of the videos that failed, in order (for the final event)
         self.errors: list[str] = []
         self.config = config
@@ -379,6 +389,12 @@ class _Run:
         return "ok"
 
     async def _one(self, number: int, video: Video) -> None:
+        started = asyncio.get_running_loop().time()
+        await self._process_one(number, video)
+        if self.pace_s > 0:  # the documented demo pace; never set for a real job
+            await asyncio.sleep(started + self.pace_s - asyncio.get_running_loop().time())
+
+    async def _process_one(self, number: int, video: Video) -> None:
         video_id = video.id
 
         async def mark_processing() -> None:

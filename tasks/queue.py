@@ -43,8 +43,10 @@ def rq_job_id_for(job_id: uuid.UUID | str) -> str:
     return f"process-{job_id}"
 
 
-def enqueue_processing(redis: Redis, job_id: uuid.UUID | str) -> str:
+def enqueue_processing(redis: Redis, job_id: uuid.UUID | str, *, pace_s: float = 0.0) -> str:
     """Put ``tasks.process_video_list(job_id)`` on queue ``videos``; returns the RQ job id.
+    ``pace_s`` > 0 is the demo's pace (seconds per video at least; see
+    ``tasks.processing.run_job``).
 
     Raises redis.exceptions.RedisError when Redis is unreachable.
     """
@@ -52,6 +54,7 @@ def enqueue_processing(redis: Redis, job_id: uuid.UUID | str) -> str:
     job = queue.enqueue_call(
         JOB_FUNCTION,
         args=(str(job_id),),
+        kwargs={"pace_s": pace_s} if pace_s > 0 else None,
         job_id=rq_job_id_for(job_id),
         timeout=JOB_TIMEOUT_S,
         retry=Retry(max=MAX_RETRIES, interval=[1, 5, 15]),

@@ -57,6 +57,7 @@ async def submit_job(
     redis: Redis | None,
     enqueue: bool = True,
     spec: JobSpec = UNSPECIFIED,
+    pace_s: float = 0.0,
 ) -> ProcessingJob:
     """Create the job of ``videos`` in list ``list_id``, publish its first event through
     ``emitter`` (None: not published; clients read it from the history), enqueue it on
@@ -68,6 +69,7 @@ async def submit_job(
     has then ended ``failed``); :class:`models.jobs.NothingToRetry` when a retry finds no
     failed video (nothing is created).  ``enqueue=False`` leaves the job ``pending`` and
     unqueued: the caller runs it itself (tests), or the stale-job check enqueues it.
+    ``pace_s``: the demo's pace, passed to the worker (0 for every real job).
     """
     if isinstance(videos, FailedVideosOf):
         job, first = await create_retry_job(videos.job, spec)
@@ -79,7 +81,7 @@ async def submit_job(
     try:
         if redis is None:
             raise RedisError("REDIS_URL is not configured")
-        rq_job_id = await asyncio.to_thread(enqueue_processing, redis, job.id)
+        rq_job_id = await asyncio.to_thread(enqueue_processing, redis, job.id, pace_s=pace_s)
     except (RedisError, OSError) as exc:
         log.error("enqueue failed job_id=%s: %s", job.id, exc)
         await _fail_unqueued(emitter, job)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from redis import Redis
 from rq import Queue
 
-from models.entities import JobStatus, ProcessingJob, User
+from models.entities import JobSource, JobStatus, ProcessingJob, User, Video
 from models.history import events_after
 from quart_app.core.config import Config
 from tasks.processing import run_job
@@ -52,3 +54,52 @@ async def test_demo_command_imports_samples_and_they_process(
     assert [e["video_title"] for e in history if e["error"]] == [
         "A corrupt file (fails on purpose)"
     ]
+
+
+async def test_demo_job_is_paced_to_about_a_minute_with_a_few_failures(
+    db: str, config: Callable[..., Config], own_redis: RedisServer
+) -> None:
+    cfg = config(redis_url=own_redis.url)
+    username = f"demo{uuid.uuid4().hex[:8]}"
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "quart_app.cli", "demo", "--username", username, "--count", "130"],
+        cwd=ROOT,
+        env=child_environ(cfg),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    job = await ProcessingJob.get(owner__username=username)
+    assert job.name == "Demo · 130 videos" and job.source == JobSource.DEMO
+    rq_job = Queue(QUEUE_NAME, connection=Redis.from_url(own_redis.url)).fetch_job(job.rq_job_id)
+    assert rq_job is not None
+    assert rq_job.kwargs == {"pace_s": pytest.approx(60 / 130)}  # about a minute in all
+    titles = [v.title for v in await Video.filter(job_id=job.id, title__contains="on purpose")]
+    assert len(titles) == 3  # rows 60 and 120 (a corrupt file, a playlist), and the last
+    assert {t.split(" (")[0] for t in titles} == {"A corrupt file", "A playlist, not a video"}
+
+
+async def test_a_paced_run_gives_each_video_its_time(
+    db: str, config: Callable[..., Config], own_redis: RedisServer
+) -> None:
+    cfg = config(redis_url=own_redis.url)
+    username = f"demo{uuid.uuid4().hex[:8]}"
+    args = ["demo", "--username", username, "--count", "3", "--duration", "0"]
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "quart_app.cli", *args],
+        cwd=ROOT,
+        env=child_environ(cfg),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    job = await ProcessingJob.get(owner__username=username)
+    rq_job = Queue(QUEUE_NAME, connection=Redis.from_url(own_redis.url)).fetch_job(job.rq_job_id)
+    assert rq_job is not None and rq_job.kwargs == {}  # --duration 0: full speed
+    started = time.monotonic()
+    assert await run_job(job.id, cfg, pace_s=0.25) == "completed"
+    assert time.monotonic() - started >= 3 * 0.25
