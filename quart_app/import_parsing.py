@@ -99,17 +99,17 @@ def _check_import_path(value: str, import_root: Path) -> str:
         try:
             path = PurePosixPath(Path(path).relative_to(root).as_posix())
         except ValueError:
-            raise ValueError("absolute path outside IMPORT_ROOT") from None
+            raise ValueError("absolute path outside the import folder") from None
     if str(path) in {"", "."}:
         raise ValueError("path names no file")
     # resolve() follows symlinks: a link inside the root pointing outside is refused
     resolved = (root / path).resolve()
     if not resolved.is_relative_to(root):
-        raise ValueError("path leads outside IMPORT_ROOT (symlink)")
+        raise ValueError("path leads outside the import folder (symlink)")
     if not resolved.is_file():
-        raise ValueError("no such file under IMPORT_ROOT")
+        raise ValueError("no such file in the import folder")
     if not os.access(resolved, os.R_OK):
-        raise ValueError("file under IMPORT_ROOT is not readable")
+        raise ValueError("the file in the import folder is not readable")
     return path.as_posix()
 
 
@@ -175,9 +175,7 @@ def parse_csv(data: bytes, *, import_root: Path, max_rows: int) -> list[NewVideo
                 continue  # blank lines are not rows
             number += 1
             if number > max_rows:
-                raise ImportRejected(
-                    "too_many_rows", f"more than {max_rows} rows (MAX_VIDEOS_PER_JOB)"
-                )
+                raise ImportRejected("too_many_rows", f"more than {max_rows} rows in one import")
             url = record[url_i].strip() if url_i < len(record) else ""
             title = None
             if title_i is not None and title_i < len(record):
@@ -198,7 +196,7 @@ def parse_json(data: Any, *, import_root: Path, max_rows: int) -> list[NewVideo]
         raise ImportRejected("invalid_request", f"unknown keys: {sorted(extra)}")
     videos = data["videos"]
     if len(videos) > max_rows:
-        raise ImportRejected("too_many_rows", f"more than {max_rows} videos (MAX_VIDEOS_PER_JOB)")
+        raise ImportRejected("too_many_rows", f"more than {max_rows} videos in one import")
     rows: list[tuple[int, str, str | None]] = []
     shape_errors: list[RowError] = []
     for number, item in enumerate(videos, start=1):

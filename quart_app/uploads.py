@@ -131,9 +131,7 @@ class _Receiver:
         if not self.in_file:
             return
         if len(self.saved) >= self.max_files:
-            raise ApiError(
-                400, "too_many_files", f"more than {self.max_files} files (MAX_VIDEOS_PER_JOB)"
-            )
+            raise ApiError(400, "too_many_files", f"more than {self.max_files} files in one upload")
         original = event.filename or "video"
         title = upload_title(original)
         safe = secure_filename(original) or "video"
@@ -149,7 +147,7 @@ class _Receiver:
                 raise ApiError(
                     413,
                     "file_too_large",
-                    f"a file is larger than {self.max_file_bytes} bytes (MAX_UPLOAD_BYTES)",
+                    f"a file is larger than the upload limit of {self.max_file_bytes} bytes",
                     filename=self.saved[-1].path.name[5:],
                 )
             self.out.write(event.data)

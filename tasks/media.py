@@ -260,7 +260,7 @@ async def download(url_text: str, config: Config) -> Path:
         cause = exc.__cause__
         if isinstance(exc, BlockedAddress) or isinstance(cause, BlockedAddress):
             raise MediaError(f"refused: {cause or exc}") from None
-        raise MediaError(f"download failed: {type(exc).__name__}: {exc}") from None
+        raise MediaError(f"download failed: {str(exc) or 'the connection broke off'}") from None
     finally:
         if not ok:
             with contextlib.suppress(OSError):
@@ -322,7 +322,7 @@ def open_container(path: Path) -> Any:
 
 def _av_error(exc: Exception) -> MediaError:
     # FFmpegError's str() names the server-side path: keep only the reason
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    text = getattr(exc, "strerror", None) or str(exc) or "unreadable data"
     return MediaError(f"cannot decode video: {text}")
 
 
