@@ -169,6 +169,7 @@ async def test_retry_of_a_failed_video_that_then_succeeds(
     await expect(failures).to_contain_text("flaky-02")
     retry = page.get_by_role("button", name="Retry failed (1)")
     await expect(retry).to_be_visible()
+    await wait_connected(page)
     await page.screenshot(path=str(SCREENSHOTS / "job-retry.png"), full_page=True)
 
     stack.media.files[names[1]] = flaky  # the origin works now
@@ -288,7 +289,7 @@ async def test_keyboard_tabs_and_one_live_region(stack: Stack, browser: BrowserC
     await expect(csv_tab).to_have_attribute("aria-selected", "true")
     panel_id = await csv_tab.get_attribute("aria-controls")
     await expect(page.locator(f"#{panel_id}")).to_have_attribute("role", "tabpanel")
-    await expect(page.get_by_label("CSV file")).to_be_visible()
+    await expect(page.get_by_label("Choose a CSV file")).to_be_visible()
     await page.keyboard.press("End")
     await expect(page.get_by_role("tab", name="Upload videos")).to_be_focused()
     await page.keyboard.press("ArrowRight")  # wraps around
@@ -333,7 +334,18 @@ async def test_screenshots_of_the_all_jobs_page_and_a_300_video_list(
     await expect(rows).to_have_count(50)  # one page, newest first
     first = await rows.first.text_content()
     assert first is not None and "archive-300" in first, first
-    await page.screenshot(path=str(SCREENSHOTS / "list-300-videos.png"), full_page=True)
+    await wait_connected(page)
+    thumbs = page.locator('[data-testid="video-row"] img')
+
+    async def thumbnails_loaded() -> bool:
+        return bool(
+            await thumbs.evaluate_all(
+                "is => is.slice(0, 8).every(i => i.complete && i.naturalWidth > 0)"
+            )
+        )
+
+    await wait_for(thumbnails_loaded, 10, what="the first thumbnails to load")
+    await page.screenshot(path=str(SCREENSHOTS / "list-300-videos.png"))
     await page.get_by_role("button", name="Load more videos").click()
     await expect(rows).to_have_count(100)
     height = await page.evaluate("() => document.scrollingElement.scrollHeight")

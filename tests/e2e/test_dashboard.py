@@ -289,7 +289,7 @@ async def test_import_a_csv_file_and_upload_video_files(
     csv_file = tmp_path / "videos.csv"
     csv_file.write_text(stack.csv(names))
     await page.get_by_role("tab", name="CSV file").click()
-    await page.get_by_label("CSV file").set_input_files(str(csv_file))
+    await page.get_by_label("Choose a CSV file").set_input_files(str(csv_file))
     await page.get_by_role("button", name="Import").click()
     await expect(page.get_by_role("status").filter(has_text="2 videos")).to_be_visible()
     await expect_completed(card_of(page), 2)

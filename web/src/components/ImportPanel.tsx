@@ -131,7 +131,7 @@ export function ImportPanel({ listId, onStarted }: { listId: string; onStarted: 
         )}
         {mode === "csv" && (
           <label className="block">
-            CSV file
+            Choose a CSV file
             <input name="csvfile" type="file" accept=".csv,text/csv" onChange={(e) => setCsvFile(e.target.files?.[0] ?? null)} />
           </label>
         )}
