@@ -17,6 +17,7 @@ from redis import Redis as SyncRedis
 from models.entities import ProcessingJob
 from quart_app.core.config import REDIS_KEY_PREFIX as REDIS_KEY_PREFIX  # re-exported
 from quart_app.core.config import Config
+from quart_app.core.redis_pools import PoolLimits, async_client, sync_client
 from quart_app.errors import ApiError
 from socket_layer.emitter import ProgressEmitter, PublishError
 
@@ -30,7 +31,8 @@ class Services:
     """What the REST views need besides the database."""
 
     config: Config
-    #: asyncio client: login throttle, readiness
+    #: asyncio client: rate limit, login throttle, readiness (REDIS_POOL_SIZE
+    #: connections; a command waits up to REDIS_POOL_TIMEOUT for a free one)
     redis: aioredis.Redis | None = None
     #: blocking client for RQ (used from a worker thread, never on the event loop)
     rq_redis: SyncRedis | None = None
@@ -42,8 +44,9 @@ class Services:
         """Create clients (connections are made lazily, on first use)."""
         svc = cls(config)
         if config.redis_url:
-            svc.redis = aioredis.Redis.from_url(config.redis_url, **_REDIS_TIMEOUTS)
-            svc.rq_redis = SyncRedis.from_url(config.redis_url, **_REDIS_TIMEOUTS)
+            limits = PoolLimits.of(config)
+            svc.redis = async_client(config.redis_url, limits, **_REDIS_TIMEOUTS)
+            svc.rq_redis = sync_client(config.redis_url, limits, **_REDIS_TIMEOUTS)
             # the wire the web processes' client manager listens on (SOCKETIO_MANAGER),
             # like the worker's emitter
             svc.emitter = ProgressEmitter.for_config(config)

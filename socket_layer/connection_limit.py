@@ -9,23 +9,36 @@ processes cannot both take the last slot.
 
 After a Redis restart the sets are empty; the next heartbeat re-adds every live local
 socket, so the counts heal within ``ttl / 3`` seconds.
+
+The registry's client waits (bounded, ``REDIS_POOL_TIMEOUT``) for one of its
+``REDIS_POOL_SIZE`` connections, so a mass disconnect queues its releases instead of
+failing them.  A release that still fails (Redis away) is retried in the background
+with backoff until it lands or the slot's expiry has passed anyway (then it is moot);
+``reeltrack_ws_slot_release_failures_total{outcome}`` counts both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import Any
 
 from redis import asyncio as aioredis
 
+from quart_app.core import metrics
+from quart_app.core.redis_pools import PoolLimits, async_client
+from socket_layer.pooled_redis import DEFAULT_LIMITS
 from socket_layer.protocol import presence_key
 
 log = logging.getLogger(__name__)
 
 #: users re-scored per pipeline in a heartbeat (a few ms of event-loop time each)
 REFRESH_CHUNK = 50
+#: backoff between attempts to release one slot (seconds), doubling
+RELEASE_RETRY_FIRST_S = 0.2
+RELEASE_RETRY_MAX_S = 5.0
 
 # redis.replicate_commands() lets Redis < 7 run a write after TIME; Redis 7 always does.
 _NOW = """
@@ -67,13 +80,22 @@ class ConnectionRegistry:
     releases every slot this process holds).
     """
 
-    def __init__(self, redis_url: str, *, limit: int, ttl: float) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        limit: int,
+        ttl: float,
+        pool_limits: PoolLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.limit = limit
         self.ttl = max(float(ttl), 1.0)
         self.process_id = uuid.uuid4().hex[:12]
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=5, socket_connect_timeout=5
+        self._redis: aioredis.Redis = async_client(
+            redis_url, pool_limits, socket_timeout=5, socket_connect_timeout=5
         )
+        #: releases that failed once and are being retried in the background
+        self._retrying: set[asyncio.Task[None]] = set()
         self._reserve = self._redis.register_script(_RESERVE)
         self._refresh = self._redis.register_script(_REFRESH)
         #: sid -> user id of every socket this process counts
@@ -105,7 +127,8 @@ class ConnectionRegistry:
         return bool(ok)
 
     async def release(self, sid: str) -> None:
-        """Give ``sid``'s slot back (idempotent; Redis errors are logged, not raised)."""
+        """Give ``sid``'s slot back (idempotent; never raises).  When Redis refuses, the
+        release is retried in the background (see the module docstring)."""
         user_id = self._local.pop(sid, None)
         if user_id is None:
             return
@@ -114,10 +137,35 @@ class ConnectionRegistry:
         await self._remove(user_id, sid)
 
     async def _remove(self, user_id: str, sid: str) -> None:
+        # the member's expiry is at most ttl ahead (set by reserve or the last refresh)
+        moot_at = time.monotonic() + self.ttl
         try:
             await self._redis.zrem(presence_key(user_id), self.member(sid))
-        except Exception as exc:  # it expires by itself within ttl
-            log.warning("could not release a connection slot: %s", exc)
+            return
+        except Exception as exc:  # redis raises several unrelated types
+            error = exc
+        metrics.slot_release_failed("retried")
+        log.warning("connection slot release failed, retrying: %s", error)
+        task = asyncio.get_running_loop().create_task(
+            self._retry_remove(user_id, sid, moot_at), name="ws-slot-release"
+        )
+        self._retrying.add(task)
+        task.add_done_callback(self._retrying.discard)
+
+    async def _retry_remove(self, user_id: str, sid: str, moot_at: float) -> None:
+        delay = RELEASE_RETRY_FIRST_S
+        while True:
+            if time.monotonic() + delay >= moot_at:
+                metrics.slot_release_failed("given_up")
+                log.warning("connection slot release given up: it expires by itself now")
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RELEASE_RETRY_MAX_S)
+            try:
+                await self._redis.zrem(presence_key(user_id), self.member(sid))
+                return
+            except Exception:  # redis raises several unrelated types
+                metrics.slot_release_failed("retried")
 
     def count_local(self, user_id: str | None = None) -> int:
         if user_id is None:
@@ -177,6 +225,8 @@ class ConnectionRegistry:
             self._task = None
         for sid in list(self._local):
             await self.release(sid)
+        for task in list(self._retrying):  # the slots expire within ttl on their own
+            task.cancel()
         try:
             await asyncio.wait_for(self._redis.aclose(), timeout=2)
         except Exception:  # shutting down; nothing to save

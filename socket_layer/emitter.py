@@ -24,6 +24,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import socketio
 
+from quart_app.core.redis_pools import PoolLimits, async_client
+from socket_layer.pooled_redis import DEFAULT_LIMITS, WaitingPool
 from socket_layer.protocol import (
     EVENT_PROGRESS,
     NAMESPACE,
@@ -56,7 +58,7 @@ def encode_user_emit(
     return room_channel(user_room(user_id), channel), encode_event_packet(event, data)
 
 
-class _ReportingRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+class _ReportingRedisManager(WaitingPool, socketio.AsyncRedisManager):  # type: ignore[misc]
     """A write-only AsyncRedisManager whose failed publish raises."""
 
     async def _publish(self, data: Any) -> Any:
@@ -76,7 +78,12 @@ class ProgressEmitter:
     """Emits events into users' rooms through Redis, one instance per event loop."""
 
     def __init__(
-        self, redis_url: str, *, channel: str = REDIS_CHANNEL, wire: str = WIRE_USER_CHANNELS
+        self,
+        redis_url: str,
+        *,
+        channel: str = REDIS_CHANNEL,
+        wire: str = WIRE_USER_CHANNELS,
+        pool_limits: PoolLimits = DEFAULT_LIMITS,
     ) -> None:
         if wire not in WIRES:
             raise ValueError(f"wire must be one of {WIRES}, got {wire!r}")
@@ -84,18 +91,24 @@ class ProgressEmitter:
         self.wire = wire
         self._redis_url = redis_url
         self._options: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
+        self._pool_limits = pool_limits
         self._redis: aioredis.Redis | None = None
         self._manager: _ReportingRedisManager | None = None
         if wire == WIRE_STOCK:
             self._manager = _ReportingRedisManager(
                 redis_url, channel=channel, write_only=True, redis_options=self._options
             )
+            self._manager.pool_limits = pool_limits
 
     @classmethod
     def for_config(cls, config: Any) -> ProgressEmitter:
         """The emitter matching ``config.socketio_manager`` (the web processes' side)."""
         kind = getattr(config, "socketio_manager", WIRE_USER_CHANNELS)
-        return cls(config.redis_url, wire=WIRE_STOCK if kind == WIRE_STOCK else kind)
+        return cls(
+            config.redis_url,
+            wire=WIRE_STOCK if kind == WIRE_STOCK else kind,
+            pool_limits=PoolLimits.of(config),
+        )
 
     async def emit_to_user(self, user_id: object, event: str, data: Any) -> None:
         """Publish ``event`` to every socket of ``user_id`` on any web process.
@@ -110,7 +123,7 @@ class ProgressEmitter:
         for _attempt in range(2):
             try:
                 if self._redis is None:
-                    self._redis = aioredis.Redis.from_url(self._redis_url, **self._options)
+                    self._redis = async_client(self._redis_url, self._pool_limits, **self._options)
                 await self._redis.publish(channel, message)
                 return
             except Exception as exc:  # redis raises several unrelated types

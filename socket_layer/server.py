@@ -37,9 +37,11 @@ from quart_app.core import metrics
 from quart_app.core.config import Config
 from quart_app.core.logs import bind_log_context
 from quart_app.core.origins import origin_allowed
+from quart_app.core.redis_pools import PoolLimits
 from quart_app.core.tokens import InvalidToken, verify_token
 from socket_layer.connection_limit import ConnectionRegistry
 from socket_layer.input_guards import guard_polling_posts, guard_socketio_packets
+from socket_layer.pooled_redis import DEFAULT_LIMITS
 from socket_layer.protocol import (
     EVENT_RESUME,
     EVENT_SNAPSHOT,
@@ -291,17 +293,21 @@ class SocketLayer:
 
 
 def make_fanout_manager(
-    redis_url: str, kind: str, *, channel: str = REDIS_CHANNEL, pool_size: int = 10
+    redis_url: str,
+    kind: str,
+    *,
+    channel: str = REDIS_CHANNEL,
+    pool_limits: PoolLimits = DEFAULT_LIMITS,
 ) -> socketio.AsyncManager:
     """The client manager for ``SOCKETIO_MANAGER``: ``user-channels`` (default,
     :class:`~socket_layer.user_channels.UserChannelManager`) or ``stock``
-    (python-socketio's AsyncRedisManager with resync; the baseline).  ``pool_size`` caps
-    its Redis connection pool (``REDIS_PUBSUB_POOL_SIZE``); an unknown ``kind`` raises
-    ValueError."""
+    (python-socketio's AsyncRedisManager with resync; the baseline).  ``pool_limits``
+    bound its publish pool (``REDIS_PUBSUB_POOL_SIZE``, ``REDIS_POOL_TIMEOUT``: a
+    publish waits for a free connection); an unknown ``kind`` raises ValueError."""
     if kind == WIRE_STOCK:
-        return make_manager(redis_url, channel=channel, pool_size=pool_size)
+        return make_manager(redis_url, channel=channel, pool_limits=pool_limits)
     if kind == WIRE_USER_CHANNELS:
-        return UserChannelManager(redis_url, channel=channel, pool_size=pool_size)
+        return UserChannelManager(redis_url, channel=channel, pool_limits=pool_limits)
     raise ValueError(f"unknown SOCKETIO_MANAGER {kind!r}")
 
 
@@ -320,7 +326,9 @@ def create_sio(
         raise ValueError("REDIS_URL is required for the Socket.IO server")
     redis_url = config.redis_url
     manager = client_manager or make_fanout_manager(
-        redis_url, config.socketio_manager, pool_size=config.redis_pubsub_pool_size
+        redis_url,
+        config.socketio_manager,
+        pool_limits=PoolLimits.of(config, config.redis_pubsub_pool_size),
     )
     # the token may sit in engineio's request logs: keep both loggers quiet
     for name in ("socketio", "socketio.server", "engineio", "engineio.server"):
@@ -345,7 +353,10 @@ def create_sio(
         engineio_logger=False,
     )
     registry = ConnectionRegistry(
-        redis_url, limit=config.ws_max_connections_per_user, ttl=config.ws_presence_ttl
+        redis_url,
+        limit=config.ws_max_connections_per_user,
+        ttl=config.ws_presence_ttl,
+        pool_limits=PoolLimits.of(config),
     )
     layer = SocketLayer(config, sio, registry)
     sio.on("connect", layer.on_connect, namespace=NAMESPACE)

@@ -17,13 +17,15 @@ from typing import Any
 import socketio
 
 from quart_app.core import metrics
+from quart_app.core.redis_pools import PoolLimits
+from socket_layer.pooled_redis import DEFAULT_LIMITS, WaitingPool
 from socket_layer.protocol import EVENT_PROGRESS, REDIS_CHANNEL, RETRY_FIRST_S, RETRY_MAX_S
 from socket_layer.resync import emit_resync
 
 log = logging.getLogger(__name__)
 
 
-class ResyncingRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+class ResyncingRedisManager(WaitingPool, socketio.AsyncRedisManager):  # type: ignore[misc]
     """``AsyncRedisManager`` whose listener emits ``resync`` to local sockets after it
     re-subscribed following any failure, and which reports when it is subscribed.
 
@@ -40,10 +42,12 @@ class ResyncingRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         *,
         channel: str = REDIS_CHANNEL,
         redis_options: dict[str, Any] | None = None,
+        pool_limits: PoolLimits = DEFAULT_LIMITS,
     ) -> None:
         options = {"socket_connect_timeout": 5, "socket_keepalive": True}
         options.update(redis_options or {})
         super().__init__(url, channel=channel, write_only=False, redis_options=options)
+        self.pool_limits = pool_limits
         self._listen_redis: Any = None
         self._listen_pubsub: Any = None
         self.subscribed = asyncio.Event()
@@ -145,9 +149,12 @@ class ResyncingRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 
 
 def make_manager(
-    redis_url: str, *, channel: str = REDIS_CHANNEL, pool_size: int = 10
+    redis_url: str, *, channel: str = REDIS_CHANNEL, pool_limits: PoolLimits = DEFAULT_LIMITS
 ) -> ResyncingRedisManager:
     """python-socketio's stock manager with resync (``SOCKETIO_MANAGER=stock``)."""
     return ResyncingRedisManager(
-        redis_url, channel=channel, redis_options={"max_connections": pool_size}
+        redis_url,
+        channel=channel,
+        redis_options={"max_connections": pool_limits.size},
+        pool_limits=pool_limits,
     )

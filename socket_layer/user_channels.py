@@ -38,9 +38,11 @@ import socketio
 from engineio.packet import Packet as EioPacket
 
 from quart_app.core import metrics
+from quart_app.core.redis_pools import PoolLimits
 from socket_layer.direct_websocket import install_direct_websockets, text_frame
 from socket_layer.eager import run_eager
 from socket_layer.emitter import encode_event_packet
+from socket_layer.pooled_redis import DEFAULT_LIMITS, WaitingPool
 from socket_layer.protocol import (
     NAMESPACE,
     REDIS_CHANNEL,
@@ -76,7 +78,7 @@ class _PreEncoded(EioPacket):  # type: ignore[misc]
         self.encode_cache = text
 
 
-class UserChannelManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+class UserChannelManager(WaitingPool, socketio.AsyncRedisManager):  # type: ignore[misc]
     """python-socketio client manager with a Redis channel per user room (see module
     docstring).  Publishing on the common channel (python-socketio's protocol) goes
     through the base class; receiving is this class's own listener.
@@ -94,7 +96,7 @@ class UserChannelManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         *,
         channel: str = REDIS_CHANNEL,
         direct_writes: bool = True,
-        pool_size: int = 10,
+        pool_limits: PoolLimits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__(
             url,
@@ -104,9 +106,10 @@ class UserChannelManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             redis_options={
                 "socket_connect_timeout": 5,
                 "socket_keepalive": True,
-                "max_connections": pool_size,
+                "max_connections": pool_limits.size,
             },
         )
+        self.pool_limits = pool_limits
         self.prefix = room_channel("", channel)
         self.direct_writes = direct_writes
         self.subscribed = asyncio.Event()

@@ -194,8 +194,32 @@ class Config(BaseSettings):
     resume_max_events: int = _setting(
         5000, "RESUME_MAX_EVENTS", "events returned by one `resume` before `truncated`", ge=1
     )
+    resume_burst: int = _setting(
+        10,
+        "RESUME_BURST",
+        "`resume` requests one user may send at once per web process (token bucket size)",
+        ge=1,
+    )
+    resume_per_second: float = _setting(
+        2.0,
+        "RESUME_PER_SECOND",
+        "rate at which a user's `resume` allowance refills, per web process",
+        gt=0,
+    )
     redis_pubsub_pool_size: int = _setting(
         10, "REDIS_PUBSUB_POOL_SIZE", "Redis connections for pub/sub per web process", ge=1
+    )
+    redis_pool_size: int = _setting(
+        50,
+        "REDIS_POOL_SIZE",
+        "connections of each other Redis client pool per process (rate limit, login, presence)",
+        ge=1,
+    )
+    redis_pool_timeout: float = _setting(
+        5.0,
+        "REDIS_POOL_TIMEOUT",
+        "seconds a Redis command waits for a free pooled connection before it fails",
+        gt=0,
     )
     retention_days: int = _setting(
         30,

@@ -60,7 +60,15 @@ DISCONNECT_REASONS = {
 DROP_REASONS = ("ping_timeout", "transport_error")
 TRANSPORTS = ("polling", "websocket")
 #: (process, operation) of reeltrack_redis_connection_failures_total
-REDIS_OPERATIONS = (("worker", "publish"), ("web", "listen"))
+REDIS_OPERATIONS = (
+    ("worker", "publish"),
+    ("web", "listen"),
+    ("web", "rate_limit"),
+    ("web", "login_throttle"),
+)
+#: outcomes of reeltrack_ws_slot_release_failures_total: a failed ZREM that is tried
+#: again later, or one given up because the slot's presence TTL has run out anyway
+SLOT_RELEASE_OUTCOMES = ("retried", "given_up")
 #: kinds of reeltrack_http_rate_limited_total: the per-user REST limit, login throttling
 RATE_LIMIT_KINDS = ("rest", "login")
 
@@ -160,6 +168,11 @@ class _Metrics:
             "Redis operations that failed for connection reasons",
             ["process", "operation"],
         )
+        self.slot_release_failures = Counter(
+            "reeltrack_ws_slot_release_failures",
+            "Failed attempts to give a Socket.IO connection slot back in Redis",
+            ["outcome"],
+        )
         self.rate_limited = Counter(
             "reeltrack_http_rate_limited",
             "HTTP requests answered 429, by limit",
@@ -176,6 +189,8 @@ class _Metrics:
             self.redis_failures.labels(process, operation)
         for kind in RATE_LIMIT_KINDS:
             self.rate_limited.labels(kind)
+        for outcome in SLOT_RELEASE_OUTCOMES:
+            self.slot_release_failures.labels(outcome)
 
 
 _metrics: _Metrics | None = None
@@ -227,7 +242,7 @@ def connection_refused(reason: str) -> None:
 
 def packet_refused(reason: str) -> None:
     """Client input the socket layer refused (``malformed``, ``reserved_event``,
-    ``binary``, ``resume_arguments``)."""
+    ``binary``, ``resume_arguments``, ``resume_in_progress``, ``resume_rate_limited``)."""
     _safely(lambda: m().packets_refused.labels(reason).inc())
 
 
@@ -386,6 +401,11 @@ def publisher_count(name: str, amount: int = 1) -> None:
 def redis_failure(process: str, operation: str) -> None:
     """A Redis operation failed for a connection reason (``process``: web or worker)."""
     _safely(lambda: m().redis_failures.labels(process, operation).inc())
+
+
+def slot_release_failed(outcome: str) -> None:
+    """A connection slot's release failed (``retried`` later or ``given_up``)."""
+    _safely(lambda: m().slot_release_failures.labels(outcome).inc())
 
 
 def rate_limited(kind: str) -> None:
