@@ -6,7 +6,8 @@ holds the sockets.  On either signal: stop accepting, close every Socket.IO conn
 the graceful timeout, then run the lifespan shutdown (registry slots released, Redis
 and the database closed).
 
-The access log never contains a ``token=`` value nor an ``Authorization`` header:
+The access log never contains a ``token=``, ``sid=`` (engine.io session) or ``sig=``
+(thumbnail capability) value nor an ``Authorization`` or ``Cookie`` header:
 hypercorn's access atoms are rebuilt by :class:`RedactingAccessLogger`.
 """
 

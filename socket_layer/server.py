@@ -56,6 +56,7 @@ from socket_layer.protocol import (
     refusal,
     user_room,
 )
+from socket_layer.sessions import guard_sessions
 from socket_layer.stock_manager import make_manager
 from socket_layer.user_channels import UserChannelManager
 
@@ -366,6 +367,13 @@ def create_sio(
     # in front of them (socket_layer/input_guards.py)
     guard_polling_posts(sio.eio, config.ws_max_message_bytes)
     guard_socketio_packets(sio)
+    # each session bound to the client that opened it; anonymous ones capped and timed out
+    guard_sessions(
+        sio,
+        connect_timeout=config.ws_connect_timeout,
+        max_pending_per_address=config.ws_max_pending_per_address,
+        max_pending=config.ws_max_pending_sessions,
+    )
     sio.reeltrack = layer
     return sio
 

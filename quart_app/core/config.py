@@ -188,6 +188,24 @@ class Config(BaseSettings):
     ws_max_message_bytes: int = _setting(
         65536, "WS_MAX_MESSAGE_BYTES", "largest Socket.IO message a client may send", ge=1024
     )
+    ws_connect_timeout: float = _setting(
+        10.0,
+        "WS_CONNECT_TIMEOUT",
+        "seconds an engine.io session may wait for its Socket.IO connect before it is closed",
+        gt=0,
+    )
+    ws_max_pending_per_address: int = _setting(
+        20,
+        "WS_MAX_PENDING_PER_ADDRESS",
+        "engine.io sessions one client address may hold before their Socket.IO connect",
+        ge=1,
+    )
+    ws_max_pending_sessions: int = _setting(
+        2000,
+        "WS_MAX_PENDING_SESSIONS",
+        "engine.io sessions per web process waiting for their Socket.IO connect",
+        ge=1,
+    )
     resume_max_jobs: int = _setting(
         200, "RESUME_MAX_JOBS", "job ids accepted in one `resume`", ge=1
     )

@@ -13,7 +13,8 @@ request, the socket layer the user of a connection.
 
 Secrets: access tokens travel in ``?token=`` query strings (Socket.IO compatibility),
 ``Authorization`` headers and JSON bodies; passwords in JSON/form bodies.
-:func:`redact` removes ``token=``/``access_token=``/``password=`` values, bearer
+:func:`redact` removes ``token=``/``access_token=``/``password=`` values, engine.io
+session ids (``sid=``, ``session <sid>``) and thumbnail capabilities (``sig=``), bearer
 credentials, JSON/dict ``"token"``/``"access_token"``/``"password"``/``"secret_key"``
 values, anything shaped like one of our signed tokens and any password hash
 (``$argon2...``, ``$2b$...`` bcrypt, ``pbkdf2_sha256$...``).  The formatters redact the
@@ -45,7 +46,12 @@ from quart_app.core.config import Config
 
 REDACTED = "[redacted]"
 
-_SECRET_KEYS = r"(?:access_token|refresh_token|token|password|passwd|secret_key|secret|api_key)"
+# sid: an engine.io session id (enough to poll someone's session); sig: a thumbnail URL's
+# capability
+_SECRET_KEYS = (
+    r"(?:access_token|refresh_token|token|password|passwd|secret_key|secret|api_key|sid|sig)"
+)
+
 # key=value in query strings, form bodies, "Authorization: x" style text
 _KV_RE = re.compile(rf"(\b{_SECRET_KEYS}=)[^&\s\"';,]*", re.IGNORECASE)
 # "key": "value" (JSON) and 'key': 'value' (Python reprs)
@@ -62,6 +68,8 @@ _HASH_SHAPE_RE = re.compile(
     r"(?:\$(?:argon2(?:id|i|d)|2[abxy]?|scrypt|pbkdf2[-_a-z0-9]*)|pbkdf2_sha\d+)\$[^\s'\")\]}]+",
     re.IGNORECASE,
 )
+# python-engineio names the session in its own errors ("Invalid session <sid>")
+_EIO_SESSION_RE = re.compile(r"(\bsession )[A-Za-z0-9_-]{16,}")
 #: the loggers of the database clients that print statements with their parameters
 SQL_LOGGERS = ("tortoise.db_client",)
 SQL_PARAMETERS_DROPPED = "[parameters not logged]"
@@ -76,6 +84,7 @@ def redact(text: str) -> str:
     text = _TOKEN_SHAPE_RE.sub(REDACTED, text)
     text = _HASH_SHAPE_RE.sub(REDACTED, text)
     text = _KV_RE.sub(rf"\1{REDACTED}", text)
+    text = _EIO_SESSION_RE.sub(rf"\1{REDACTED}", text)
     text = _JSON_RE.sub(rf'\1"{REDACTED}"', text)
     return _BEARER_RE.sub(rf"\1{REDACTED}", text)
 
