@@ -9,9 +9,11 @@ from models.db import close_db, open_db
 from quart_app.api import register_blueprints
 from quart_app.core.accounts import configure_hashing
 from quart_app.core.config import Config
+from quart_app.docs_ui import register_docs
 from quart_app.errors import register_error_handlers
 from quart_app.json_body import install_json_policy
 from quart_app.metrics_view import register_metrics
+from quart_app.openapi_document import ApiDocument
 from quart_app.request_auth import BEARER_SCHEME
 from quart_app.request_body import install_body_limits
 from quart_app.security import install_security
@@ -37,6 +39,8 @@ def create_app(config: Config | None = None) -> Quart:
         security_schemes={BEARER_SCHEME: {"type": "http", "scheme": "bearer"}},
         redoc_ui_path=None,
         scalar_ui_path=None,
+        swagger_ui_path=None,  # served by quart_app.docs_ui from local assets
+        openapi_provider_class=ApiDocument,
     )
     register_error_handlers(app)
     install_json_policy(app)  # deep nesting, NUL characters: 400
@@ -56,6 +60,7 @@ def create_app(config: Config | None = None) -> Quart:
 
     register_blueprints(app)
     register_metrics(app)
+    register_docs(app)
     register_web(app)
     return app
 

@@ -46,8 +46,13 @@ HTML_CSP = (
     "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
     "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
-#: /docs loads Swagger UI from a CDN with an inline script: only forbid framing there
-DOCS_CSP = "frame-ancestors 'none'"
+#: /docs: Swagger UI's scripts, styles and the document from this origin only (its
+#: React components set inline style attributes, hence 'unsafe-inline' for styles)
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 CORS_ALLOW_HEADERS = "Authorization, Content-Type"
 CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_MAX_AGE = "600"

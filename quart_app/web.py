@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quart import Blueprint, Quart, Response, send_file
+from quart_schema import hide
 
 from quart_app.errors import ApiError
 
@@ -29,11 +30,14 @@ def create_web_blueprint(dist: Path = WEB_DIST) -> Blueprint:
         response.headers["Cache-Control"] = "no-cache"
         return response
 
+    # the SPA's pages are not part of the API: left out of /openapi.json
     @bp.get("/")
+    @hide
     async def root() -> Response:
         return await _index()
 
     @bp.get("/<path:path>")
+    @hide
     async def spa(path: str) -> Response:
         if path.startswith(_RESERVED):
             raise ApiError(404, "not_found", "no such resource")

@@ -55,8 +55,24 @@ class Strict(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    code: str
-    message: str
+    """The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+    for some codes a detail field."""
+
+    code: str = Field(description="stable, machine-readable", examples=["not_found"])
+    message: str = Field(description="a sentence for people", examples=["no such list"])
+    rows: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="import rejected: every bad row (row from 1, field, error, value)",
+        examples=[[{"row": 3, "field": "url", "error": "not an http(s) URL or a file"}]],
+    )
+    errors: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="validation_error: pydantic's errors as {loc, msg}",
+        examples=[[{"loc": ["name"], "msg": "Field required"}]],
+    )
+    retry_after: int | None = Field(
+        default=None, description="429: seconds to wait (also in Retry-After)", examples=[12]
+    )
 
 
 class Credentials(Strict):

@@ -1,10 +1,15 @@
-"""/openapi.json describes every route; /docs serves the Swagger UI."""
+"""/openapi.json describes every route and validates; /docs serves Swagger UI from here."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from openapi_spec_validator import validate
+
+from quart_app.security import DOCS_CSP
 from tests.quart_app.conftest import Api
+from tests.support.web_types import openapi_document
 
 EXPECTED = {
     "/api/auth/register": {"post"},
@@ -117,7 +122,77 @@ async def test_openapi_document_is_valid_and_lists_routes(pg_api: Api) -> None:
         assert _resolve(doc, ref) is not None, ref
 
 
-async def test_docs_page(pg_api: Api) -> None:
+def test_openapi_document_passes_the_validator_and_documents_every_answer() -> None:
+    doc = openapi_document()
+    validate(doc)  # openapi-spec-validator: raises on the first error
+    paths = doc["paths"]
+    assert "/" not in paths and "/{path}" not in paths, "the SPA routes are not API"
+    assert not any(p.startswith("/docs") for p in paths)
+    error = doc["components"]["schemas"]["ErrorOut"]
+    assert {"code", "message"} <= set(error["required"])
+    assert {"rows", "errors", "retry_after"} <= set(error["properties"])
+    assert {t["name"] for t in doc["tags"]} >= {"auth", "lists", "videos", "jobs"}
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            where = (method, path)
+            assert operation["summary"] and "``" not in operation["summary"], where
+            assert "``" not in operation.get("description", ""), where
+            responses = operation["responses"]
+            assert any(s.startswith("2") for s in responses), where
+            assert {"403", "500"} <= set(responses), where
+            if operation.get("security"):
+                assert {"401", "429"} <= set(responses), where
+            if "{" in path:
+                assert "404" in responses, where
+            for status, response in responses.items():
+                assert response["description"], (where, status)
+                media = response.get("content", {}).get("application/json")
+                if media is not None:
+                    assert media.get("example") is not None, (where, status)
+                if int(status) >= 400:
+                    assert media["schema"] == {"$ref": "#/components/schemas/ErrorOut"}, where
+                    assert set(media["example"]) >= {"code", "message"}, where
+
+
+def test_bodies_read_by_hand_are_documented() -> None:
+    paths = openapi_document()["paths"]
+    bulk = paths["/api/lists/{list_id}/videos/bulk"]["post"]
+    content = bulk["requestBody"]["content"]
+    assert set(content) == {"application/json", "text/csv", "multipart/form-data"}
+    assert content["text/csv"]["example"].startswith("url,title\n")
+    csv_file = content["multipart/form-data"]["schema"]["properties"]["file"]
+    assert csv_file["format"] == "binary"
+    assert "415" in bulk["responses"]
+    upload = paths["/api/lists/{list_id}/videos/upload"]["post"]
+    form = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"]
+    assert form["properties"]["file"]["items"]["format"] == "binary"
+    assert {p["name"] for p in upload["parameters"] if p["in"] == "query"} >= {"name", "priority"}
+    assert {"413", "415", "429"} <= set(upload["responses"])
+    thumbnail = paths["/api/videos/{video_id}/thumbnail"]["get"]
+    assert set(thumbnail["responses"]["200"]["content"]) == {"image/jpeg"}
+    assert {p["name"] for p in thumbnail["parameters"]} >= {"video_id", "u", "sig"}
+    deletion = paths["/api/lists/{list_id}"]["delete"]["responses"]
+    assert deletion["204"]["description"]
+
+
+async def test_docs_page_loads_only_same_origin_assets(pg_api: Api) -> None:
     response = await pg_api.client.get("/docs")
     assert response.status_code == 200
-    assert "/openapi.json" in (await response.get_data(as_text=True))
+    assert response.headers["Content-Security-Policy"] == DOCS_CSP
+    assert "script-src 'self';" in DOCS_CSP and "http" not in DOCS_CSP
+    page = await response.get_data(as_text=True)
+    assert "<script>" not in page, "no inline script: the CSP allows none"
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert len(assets) == 4, assets
+    for asset in assets:
+        assert asset.startswith("/docs/assets/"), asset
+        answer = await pg_api.client.get(asset)
+        assert answer.status_code == 200, asset
+        body = await answer.get_data()
+        assert len(body) > 100, asset
+    start = await (await pg_api.client.get("/docs/assets/start.js")).get_data(as_text=True)
+    assert '"/openapi.json"' in start
+    # only the listed files of the package are served
+    assert (await pg_api.client.get("/docs/assets/index.html")).status_code == 404
+    assert (await pg_api.client.get("/docs/assets/..%2Fswagger-ui.js")).status_code == 404

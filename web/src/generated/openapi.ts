@@ -11,7 +11,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Liveness: the process answers. */
+        /**
+         * Liveness: the process answers
+         * @description Liveness: the process answers.
+         */
         get: operations["get_health"];
         put?: never;
         post?: never;
@@ -29,8 +32,9 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Readiness: the database answers a trivial query and Redis answers PING (503
-         * @description naming the failing one otherwise).
+         * Readiness: the database answers a trivial query and Redis answers PING (503 naming the failing one otherwise)
+         * @description Readiness: the database answers a trivial query and Redis answers PING (503
+         *     naming the failing one otherwise).
          */
         get: operations["get_ready"];
         put?: never;
@@ -48,7 +52,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** What the login page needs to know (is registration open?). */
+        /**
+         * What the login page needs to know (is registration open?)
+         * @description What the login page needs to know (is registration open?).
+         */
         get: operations["get_options"];
         put?: never;
         post?: never;
@@ -68,8 +75,10 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Create an account (usernames are case-insensitive: stored in lower case).
-         * @description 403 ``registration_disabled`` when ALLOW_REGISTRATION is off; 503 ``busy`` (with
+         * Create an account (usernames are case-insensitive: stored in lower case)
+         * @description Create an account (usernames are case-insensitive: stored in lower case).
+         *
+         *     403 `registration_disabled` when ALLOW_REGISTRATION is off; 503 `busy` (with
          *     Retry-After) when the server is hashing as many passwords as it allows.
          */
         post: operations["post_register"];
@@ -89,11 +98,13 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Exchange username (any case) and password for a bearer token.
-         * @description Throttled (429 ``too_many_attempts`` with ``retry_after`` and Retry-After, even for
+         * Exchange username (any case) and password for a bearer token
+         * @description Exchange username (any case) and password for a bearer token.
+         *
+         *     Throttled (429 `too_many_attempts` with `retry_after` and Retry-After, even for
          *     the right password) per (username, address), per username and per address; see
-         *     :mod:`quart_app.login_throttle`.  503 ``busy`` when the server is hashing as many
-         *     passwords as it allows, 503 ``unavailable`` when the throttle cannot reach Redis.
+         *     :mod:`quart_app.login_throttle`.  503 `busy` when the server is hashing as many
+         *     passwords as it allows, 503 `unavailable` when the throttle cannot reach Redis.
          */
         post: operations["post_login"];
         delete?: never;
@@ -109,7 +120,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The authenticated user. */
+        /**
+         * The authenticated user
+         * @description The authenticated user.
+         */
         get: operations["get_me"];
         put?: never;
         post?: never;
@@ -126,10 +140,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The user's lists, newest first, with their video counts. */
+        /**
+         * The user's lists, newest first, with their video counts
+         * @description The user's lists, newest first, with their video counts.
+         */
         get: operations["get_get_lists"];
         put?: never;
-        /** Create an empty video list. */
+        /**
+         * Create an empty video list
+         * @description Create an empty video list.
+         */
         post: operations["post_create_list"];
         delete?: never;
         options?: never;
@@ -144,12 +164,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Get list */
         get: operations["get_get_list"];
         put?: never;
         post?: never;
         /**
-         * Delete the list, its videos and its jobs (running jobs stop before their next
-         * @description video; pending ones are announced as cancelled).
+         * Delete the list, its videos and its jobs (running jobs stop before their next video; pending ones are announced as cancelled), then every file the list owns under MEDIA_ROOT: uploads and thumbnails (never a file under IMPORT_ROOT)
+         * @description Delete the list, its videos and its jobs (running jobs stop before their next
+         *     video; pending ones are announced as cancelled), then every file the list owns
+         *     under MEDIA_ROOT: uploads and thumbnails (never a file under IMPORT_ROOT).  A file
+         *     that cannot be removed is logged; the answer is still 204.
          */
         delete: operations["delete_delete_list"];
         options?: never;
@@ -165,12 +189,13 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Videos of a list with status, metadata, thumbnail_url and error, newest first,
-         * @description a page at a time.
+         * Videos of a list with status, metadata, thumbnail_url and error, newest first, a page at a time
+         * @description Videos of a list with status, metadata, thumbnail_url and error, newest first,
+         *     a page at a time.
          *
-         *     ``status`` keeps only videos in those states (comma-separated or repeated).  Pass
-         *     ``next_cursor`` back as ``cursor`` for the next page; a malformed cursor is 400
-         *     ``invalid_cursor``.
+         *     `status` keeps only videos in those states (comma-separated or repeated).  Pass
+         *     `next_cursor` back as `cursor` for the next page; a malformed cursor is 400
+         *     `invalid_cursor`.
          */
         get: operations["get_get_videos"];
         put?: never;
@@ -191,12 +216,13 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Import videos from a CSV (``url,title`` header; a text/csv body or multipart
-         * @description ``file``) or JSON ``{"videos": [{"url", "title"}], "name", "priority"}``.
+         * Import videos from a CSV (`url,title` header; a text/csv body or multipart `file`) or JSON `{"videos": [{"url", "title"}], "name", "priority"}`
+         * @description Import videos from a CSV (`url,title` header; a text/csv body or multipart
+         *     `file`) or JSON `{"videos": [{"url", "title"}], "name", "priority"}`.
          *
          *     Each url is an http(s) URL or a path inside IMPORT_ROOT.  Any bad row: 400 listing
-         *     every bad row (``rows``: row number from 1, field, error) and nothing is created.
-         *     The job's ``name`` and ``priority`` come from the query (any body) or the JSON body
+         *     every bad row (`rows`: row number from 1, field, error) and nothing is created.
+         *     The job's `name` and `priority` come from the query (any body) or the JSON body
          *     (which wins); without a name it is "CSV import · N videos" / "JSON import · N videos".
          */
         post: operations["post_bulk_import"];
@@ -216,10 +242,11 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Upload video files (multipart, field ``file``, repeatable); each becomes a video
-         * @description of one new job.  A file over MAX_UPLOAD_BYTES: 413 and nothing is kept.
+         * Upload video files (multipart, field `file`, repeatable); each becomes a video of one new job
+         * @description Upload video files (multipart, field `file`, repeatable); each becomes a video
+         *     of one new job.  A file over MAX_UPLOAD_BYTES: 413 and nothing is kept.
          *
-         *     The job's ``name`` and ``priority`` are query parameters; without a name it is
+         *     The job's `name` and `priority` are query parameters; without a name it is
          *     "Upload · N files".
          */
         post: operations["post_upload"];
@@ -236,6 +263,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Get video */
         get: operations["get_get_video"];
         put?: never;
         post?: never;
@@ -253,8 +281,9 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The video's JPEG thumbnail, for its owner only: a bearer token, or the signed
-         * @description ``thumbnail_url`` from the video JSON (for ``<img>``).  404 for anyone else and
+         * The video's JPEG thumbnail, for its owner only: a bearer token, or the signed `thumbnail_url` from the video JSON (for `<img>`)
+         * @description The video's JPEG thumbnail, for its owner only: a bearer token, or the signed
+         *     `thumbnail_url` from the video JSON (for `<img>`).  404 for anyone else and
          *     until the worker wrote it.
          */
         get: operations["get_thumbnail"];
@@ -274,11 +303,13 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The user's jobs, newest first, a page at a time.
-         * @description Filters combine: ``status`` (comma-separated or repeated; ``active`` = pending or
-         *     processing, ``finished`` = completed, failed or cancelled), ``list_id``, ``q`` (text
-         *     in the job's or its list's name, any case).  Pass ``next_cursor`` back as ``cursor``
-         *     for the next page; a malformed cursor is 400 ``invalid_cursor``.
+         * The user's jobs, newest first, a page at a time
+         * @description The user's jobs, newest first, a page at a time.
+         *
+         *     Filters combine: `status` (comma-separated or repeated; `active` = pending or
+         *     processing, `finished` = completed, failed or cancelled), `list_id`, `q` (text
+         *     in the job's or its list's name, any case).  Pass `next_cursor` back as `cursor`
+         *     for the next page; a malformed cursor is 400 `invalid_cursor`.
          */
         get: operations["get_list_jobs"];
         put?: never;
@@ -296,11 +327,17 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One job with its latest event. */
+        /**
+         * One job with its latest event
+         * @description One job with its latest event.
+         */
         get: operations["get_get_job"];
         put?: never;
         post?: never;
-        /** Cancel the job if it runs, then delete it and its history (204). */
+        /**
+         * Cancel the job if it runs, then delete it and its history (204)
+         * @description Cancel the job if it runs, then delete it and its history (204).
+         */
         delete: operations["delete_delete"];
         options?: never;
         head?: never;
@@ -317,10 +354,11 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Retry the failed videos of a finished job: a new job ("Retry of <name>") over
-         * @description exactly those videos, which move to it as ``pending``.
+         * Retry the failed videos of a finished job: a new job ("Retry of <name>") over exactly those videos, which move to it as `pending`
+         * @description Retry the failed videos of a finished job: a new job ("Retry of <name>") over
+         *     exactly those videos, which move to it as `pending`.
          *
-         *     409 ``job_active`` while the job is pending or processing; 409 ``nothing_to_retry``
+         *     409 `job_active` while the job is pending or processing; 409 `nothing_to_retry`
          *     when it has no failed video (none failed, or they were retried already).
          */
         post: operations["post_retry"];
@@ -340,8 +378,9 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Cancel a job: ``cancelled`` when no worker had claimed it yet (final event
-         * @description written now), ``cancel_requested`` when a worker stops it before its next video.
+         * Cancel a job: `cancelled` when no worker had claimed it yet (final event written now), `cancel_requested` when a worker stops it before its next video
+         * @description Cancel a job: `cancelled` when no worker had claimed it yet (final event
+         *     written now), `cancel_requested` when a worker stops it before its next video.
          *     409 when the job has already finished.
          */
         post: operations["post_cancel"];
@@ -361,8 +400,9 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Cancel several jobs; one result per id, in the order given.  Unknown, malformed
-         * @description and other users' ids are reported as ``not_found``.
+         * Cancel several jobs; one result per id, in the order given
+         * @description Cancel several jobs; one result per id, in the order given.  Unknown, malformed
+         *     and other users' ids are reported as `not_found`.
          */
         post: operations["post_cancel_many"];
         delete?: never;
@@ -379,43 +419,12 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Events of the job ordered by seq: seq > ``after_seq`` (default 0) and, with
-         * @description ``since`` (ISO-8601; without an offset it is UTC), created strictly after it; at most
-         *     ``limit`` (1..1000, default 100).  Page on with ``after_seq`` = the last seq seen.
+         * Events of the job ordered by seq: seq > `after_seq` (default 0) and, with `since` (ISO-8601; without an offset it is UTC), created strictly after it; at most `limit` (1..1000, default 100)
+         * @description Events of the job ordered by seq: seq > `after_seq` (default 0) and, with
+         *     `since` (ISO-8601; without an offset it is UTC), created strictly after it; at most
+         *     `limit` (1..1000, default 100).  Page on with `after_seq` = the last seq seen.
          */
         get: operations["get_progress_history"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get: operations["get_root"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/{path}": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get: operations["get_spa"];
         put?: never;
         post?: never;
         delete?: never;
@@ -622,6 +631,63 @@ export interface components {
              */
             status: ("pending" | "processing" | "completed" | "failed" | "cancelled") | null;
         };
+        /**
+         * ErrorOut
+         * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+         *     for some codes a detail field.
+         */
+        ErrorOut: {
+            /**
+             * Code
+             * @description stable, machine-readable
+             * @example not_found
+             */
+            code: string;
+            /**
+             * Message
+             * @description a sentence for people
+             * @example no such list
+             */
+            message: string;
+            /**
+             * Rows
+             * @description import rejected: every bad row (row from 1, field, error, value)
+             * @default null
+             * @example [
+             *       {
+             *         "error": "not an http(s) URL or a file",
+             *         "field": "url",
+             *         "row": 3
+             *       }
+             *     ]
+             */
+            rows: {
+                [key: string]: unknown;
+            }[] | null;
+            /**
+             * Errors
+             * @description validation_error: pydantic's errors as {loc, msg}
+             * @default null
+             * @example [
+             *       {
+             *         "loc": [
+             *           "name"
+             *         ],
+             *         "msg": "Field required"
+             *       }
+             *     ]
+             */
+            errors: {
+                [key: string]: unknown;
+            }[] | null;
+            /**
+             * Retry After
+             * @description 429: seconds to wait (also in Retry-After)
+             * @default null
+             * @example 12
+             */
+            retry_after: number | null;
+        };
     };
     responses: never;
     parameters: never;
@@ -640,15 +706,51 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "text"
+                     *     }
+                     */
                     "application/json": {
                         /** Status */
                         status: string;
                     };
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -662,11 +764,18 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "text",
+                     *       "checks": {}
+                     *     }
+                     */
                     "application/json": {
                         /** Status */
                         status: string;
@@ -677,17 +786,52 @@ export interface operations {
                     };
                 };
             };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "message": "the job queue is unavailable, retry later"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -701,15 +845,51 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allow_registration": true
+                     *     }
+                     */
                     "application/json": {
                         /** Allow Registration */
                         allow_registration: boolean;
                     };
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -723,6 +903,12 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "username": "text",
+                 *       "password": "text"
+                 *     }
+                 */
                 "application/json": {
                     /** Username */
                     username: string;
@@ -732,11 +918,19 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "username": "text",
+                     *       "created_at": "2026-12-01T10:00:00Z"
+                     *     }
+                     */
                     "application/json": {
                         /**
                          * Id
@@ -753,30 +947,100 @@ export interface operations {
                     };
                 };
             };
+            /** @description Bad request: a parameter or the body does not validate (`validation_error` with `errors`; an import lists its bad `rows`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_error",
+                     *       "message": "the request does not match the schema"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description The body stalled or trickled (BODY_READ_TIMEOUT, BODY_MIN_RATE); the connection is closed */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "request_timeout",
+                     *       "message": "the request body arrived too slowly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "conflict",
+                     *       "message": "the job is still active"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The body is over this route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "too_large",
+                     *       "message": "the request body is too large"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -790,6 +1054,12 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "username": "text",
+                 *       "password": "text"
+                 *     }
+                 */
                 "application/json": {
                     /** Username */
                     username: string;
@@ -799,11 +1069,19 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_token": "text",
+                     *       "token_type": "bearer",
+                     *       "expires_in": 1
+                     *     }
+                     */
                     "application/json": {
                         /** Access Token */
                         access_token: string;
@@ -818,43 +1096,133 @@ export interface operations {
                     };
                 };
             };
+            /** @description Bad request: a parameter or the body does not validate (`validation_error` with `errors`; an import lists its bad `rows`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_error",
+                     *       "message": "the request does not match the schema"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The body stalled or trickled (BODY_READ_TIMEOUT, BODY_MIN_RATE); the connection is closed */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "request_timeout",
+                     *       "message": "the request body arrived too slowly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The body is over this route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "too_large",
+                     *       "message": "the request body is too large"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             429: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "message": "the job queue is unavailable, retry later"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -868,11 +1236,19 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "username": "text",
+                     *       "created_at": "2026-12-01T10:00:00Z"
+                     *     }
+                     */
                     "application/json": {
                         /**
                          * Id
@@ -889,17 +1265,67 @@ export interface operations {
                     };
                 };
             };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -913,15 +1339,88 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "lists": [
+                     *         {
+                     *           "id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *           "name": "text",
+                     *           "created_at": "2026-12-01T10:00:00Z",
+                     *           "video_count": 0
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": {
                         /** Lists */
                         lists: components["schemas"]["ListOut"][];
                     };
+                };
+            };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -935,6 +1434,11 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "text"
+                 *     }
+                 */
                 "application/json": {
                     /** Name */
                     name: string;
@@ -942,11 +1446,20 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "name": "text",
+                     *       "created_at": "2026-12-01T10:00:00Z",
+                     *       "video_count": 0
+                     *     }
+                     */
                     "application/json": {
                         /**
                          * Id
@@ -966,6 +1479,111 @@ export interface operations {
                          */
                         video_count: number;
                     };
+                };
+            };
+            /** @description Bad request: a parameter or the body does not validate (`validation_error` with `errors`; an import lists its bad `rows`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_error",
+                     *       "message": "the request does not match the schema"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The body stalled or trickled (BODY_READ_TIMEOUT, BODY_MIN_RATE); the connection is closed */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "request_timeout",
+                     *       "message": "the request body arrived too slowly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The body is over this route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "too_large",
+                     *       "message": "the request body is too large"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -981,11 +1599,20 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "name": "text",
+                     *       "created_at": "2026-12-01T10:00:00Z",
+                     *       "video_count": 0
+                     *     }
+                     */
                     "application/json": {
                         /**
                          * Id
@@ -1007,17 +1634,82 @@ export interface operations {
                     };
                 };
             };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1033,17 +1725,89 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Done; no body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1075,6 +1839,34 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *           "list_id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *           "job_id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *           "position": 1,
+                     *           "source": "text",
+                     *           "title": "text",
+                     *           "status": "pending",
+                     *           "duration_s": 1.5,
+                     *           "width": 1,
+                     *           "height": 1,
+                     *           "fps": 1.5,
+                     *           "video_codec": "text",
+                     *           "audio_codec": "text",
+                     *           "bitrate": 1,
+                     *           "size_bytes": 1,
+                     *           "thumbnail_url": "text",
+                     *           "error": "text",
+                     *           "created_at": "2026-12-01T10:00:00Z",
+                     *           "processed_at": "2026-12-01T10:00:00Z"
+                     *         }
+                     *       ],
+                     *       "next_cursor": "WyIyMDI2LTEyLTAxVDEwOjAwOjAwLjEyMzQ1NiswMDowMCIsIjNmMmI4YzFlLTlhNGQtNGU1Ny1iMWMyLTZkMGY4ZTdhNWIzNCJd"
+                     *     }
+                     */
                     "application/json": {
                         /** Items */
                         items: components["schemas"]["VideoOut"][];
@@ -1087,30 +1879,100 @@ export interface operations {
                     };
                 };
             };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "validation_error",
+                     *       "message": "the request does not match the schema"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1129,8 +1991,24 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: {
+        requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "Conference talks, day 1",
+                 *       "priority": "normal",
+                 *       "videos": [
+                 *         {
+                 *           "title": "Keynote",
+                 *           "url": "https://example.com/talks/keynote.mp4"
+                 *         },
+                 *         {
+                 *           "title": "Panel",
+                 *           "url": "talks/panel.mp4"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": {
                     /** Videos */
                     videos: components["schemas"]["BulkVideoIn"][];
@@ -1145,14 +2023,34 @@ export interface operations {
                      */
                     priority?: ("high" | "normal" | "low") | null;
                 };
+                /**
+                 * @example url,title
+                 *     https://example.com/talks/keynote.mp4,Keynote
+                 *     talks/day1/panel.mp4,Panel (a file under IMPORT_ROOT)
+                 */
+                "text/csv": string;
+                "multipart/form-data": {
+                    /**
+                     * Format: binary
+                     * @description the CSV file (same format as a text/csv body)
+                     */
+                    file: string;
+                };
             };
         };
         responses: {
+            /** @description Accepted: the work is queued */
             202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "job_id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "total_videos": 10
+                     *     }
+                     */
                     "application/json": {
                         /**
                          * Job Id
@@ -1168,43 +2066,163 @@ export interface operations {
                     };
                 };
             };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "validation_error",
+                     *       "message": "the request does not match the schema"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description The body stalled or trickled (BODY_READ_TIMEOUT, BODY_MIN_RATE); the connection is closed */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "request_timeout",
+                     *       "message": "the request body arrived too slowly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The body is over this route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "too_large",
+                     *       "message": "the request body is too large"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description A content type this route does not read */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unsupported_media_type",
+                     *       "message": "send text/csv, multipart/form-data with a 'file', or application/json"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "message": "the job queue is unavailable, retry later"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1223,13 +2241,27 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "multipart/form-data": {
+                    /** @description video files, one part each (field name ``file``, repeated); each becomes a video of the new job. The job's name and priority are query parameters */
+                    file: string[];
+                };
+            };
+        };
         responses: {
+            /** @description Accepted: the work is queued */
             202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "job_id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "total_videos": 10
+                     *     }
+                     */
                     "application/json": {
                         /**
                          * Job Id
@@ -1245,43 +2277,148 @@ export interface operations {
                     };
                 };
             };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "validation_error",
+                     *       "message": "the request does not match the schema"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description The body stalled or trickled (BODY_READ_TIMEOUT, BODY_MIN_RATE); the connection is closed */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "request_timeout",
+                     *       "message": "the request body arrived too slowly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             413: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "too_large",
+                     *       "message": "the request body is too large"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description A content type this route does not read */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unsupported_media_type",
+                     *       "message": "send text/csv, multipart/form-data with a 'file', or application/json"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1297,11 +2434,35 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "list_id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "job_id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "position": 1,
+                     *       "source": "text",
+                     *       "title": "text",
+                     *       "status": "pending",
+                     *       "duration_s": 1.5,
+                     *       "width": 1,
+                     *       "height": 1,
+                     *       "fps": 1.5,
+                     *       "video_codec": "text",
+                     *       "audio_codec": "text",
+                     *       "bitrate": 1,
+                     *       "size_bytes": 1,
+                     *       "thumbnail_url": "text",
+                     *       "error": "text",
+                     *       "created_at": "2026-12-01T10:00:00Z",
+                     *       "processed_at": "2026-12-01T10:00:00Z"
+                     *     }
+                     */
                     "application/json": {
                         /**
                          * Id
@@ -1356,24 +2517,94 @@ export interface operations {
                     };
                 };
             };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
     };
     get_thumbnail: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description owner id from the video's signed ``thumbnail_url`` (with sig) */
+                u?: string;
+                /** @description signature from the video's ``thumbnail_url``: no bearer needed */
+                sig?: string;
+            };
             header?: never;
             path: {
                 video_id: string;
@@ -1382,17 +2613,98 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The JPEG thumbnail */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/jpeg": string;
+                };
+            };
+            /** @description Not modified since the If-None-Match / If-Modified-Since given */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1427,6 +2739,33 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "cancel_requested": false,
+                     *           "created_at": "2026-12-01T10:00:00.123456Z",
+                     *           "failed_videos": 2,
+                     *           "finished_at": "2026-12-01T10:01:02.000000Z",
+                     *           "id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *           "last_seq": 12,
+                     *           "latest_event": null,
+                     *           "list_id": "0b6e3c57-2f1a-4d89-a3e4-5c7d9b1f2e60",
+                     *           "list_name": "Conference talks",
+                     *           "name": "CSV import · 10 videos",
+                     *           "priority": "normal",
+                     *           "processed_videos": 10,
+                     *           "retry_of_id": null,
+                     *           "retryable_videos": 2,
+                     *           "source": "csv",
+                     *           "started_at": "2026-12-01T10:00:00.456789Z",
+                     *           "status": "completed",
+                     *           "total_videos": 10
+                     *         }
+                     *       ],
+                     *       "next_cursor": "WyIyMDI2LTEyLTAxVDEwOjAwOjAwLjEyMzQ1NiswMDowMCIsIjNmMmI4YzFlLTlhNGQtNGU1Ny1iMWMyLTZkMGY4ZTdhNWIzNCJd"
+                     *     }
+                     */
                     "application/json": {
                         /** Items */
                         items: components["schemas"]["JobOut"][];
@@ -1439,17 +2778,82 @@ export interface operations {
                     };
                 };
             };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "validation_error",
+                     *       "message": "the request does not match the schema"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1471,6 +2875,28 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cancel_requested": false,
+                     *       "created_at": "2026-12-01T10:00:00.123456Z",
+                     *       "failed_videos": 2,
+                     *       "finished_at": "2026-12-01T10:01:02.000000Z",
+                     *       "id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "last_seq": 12,
+                     *       "latest_event": null,
+                     *       "list_id": "0b6e3c57-2f1a-4d89-a3e4-5c7d9b1f2e60",
+                     *       "list_name": "Conference talks",
+                     *       "name": "CSV import · 10 videos",
+                     *       "priority": "normal",
+                     *       "processed_videos": 10,
+                     *       "retry_of_id": null,
+                     *       "retryable_videos": 2,
+                     *       "source": "csv",
+                     *       "started_at": "2026-12-01T10:00:00.456789Z",
+                     *       "status": "completed",
+                     *       "total_videos": 10
+                     *     }
+                     */
                     "application/json": {
                         /**
                          * Id
@@ -1541,17 +2967,82 @@ export interface operations {
                     };
                 };
             };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1567,17 +3058,89 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Done; no body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1593,11 +3156,18 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Accepted: the work is queued */
             202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "job_id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "total_videos": 10
+                     *     }
+                     */
                     "application/json": {
                         /**
                          * Job Id
@@ -1613,43 +3183,118 @@ export interface operations {
                     };
                 };
             };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "conflict",
+                     *       "message": "the job is still active"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "message": "the job queue is unavailable, retry later"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1665,11 +3310,19 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "job_id": "text",
+                     *       "result": "cancelled",
+                     *       "status": "pending"
+                     *     }
+                     */
                     "application/json": {
                         /** Job Id */
                         job_id: string;
@@ -1686,30 +3339,100 @@ export interface operations {
                     };
                 };
             };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "conflict",
+                     *       "message": "the job is still active"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1723,6 +3446,13 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "job_ids": [
+                 *         "text"
+                 *       ]
+                 *     }
+                 */
                 "application/json": {
                     /** Job Ids */
                     job_ids: string[];
@@ -1730,15 +3460,132 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "results": [
+                     *         {
+                     *           "job_id": "text",
+                     *           "result": "cancelled",
+                     *           "status": "pending"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": {
                         /** Results */
                         results: components["schemas"]["CancelOut"][];
                     };
+                };
+            };
+            /** @description Bad request: a parameter or the body does not validate (`validation_error` with `errors`; an import lists its bad `rows`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_error",
+                     *       "message": "the request does not match the schema"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The body stalled or trickled (BODY_READ_TIMEOUT, BODY_MIN_RATE); the connection is closed */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "request_timeout",
+                     *       "message": "the request body arrived too slowly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The body is over this route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "too_large",
+                     *       "message": "the request body is too large"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1758,11 +3605,21 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "job_id": "3f2b8c1e-9a4d-4e57-b1c2-6d0f8e7a5b34",
+                     *       "events": [
+                     *         {}
+                     *       ],
+                     *       "last_seq": 1
+                     *     }
+                     */
                     "application/json": {
                         /**
                          * Job Id
@@ -1778,54 +3635,102 @@ export interface operations {
                     };
                 };
             };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "validation_error",
+                     *       "message": "the request does not match the schema"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description No valid bearer token (or, on login, a wrong username or password) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "message": "missing or invalid bearer token"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Forbidden: a browser origin not in CORS_ORIGINS, or the action is switched off */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "origin_not_allowed",
+                     *       "message": "this origin may not call the API (CORS_ORIGINS)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Code */
-                        code: string;
-                        /** Message */
-                        message: string;
-                    };
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "message": "no such resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "message": "more than 600 requests per minute; retry after 12 s"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unexpected server error (logged) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "message": "internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
-    };
-    get_root: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: never;
-    };
-    get_spa: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                path: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: never;
     };
 }
