@@ -19,6 +19,16 @@ One run of a job:
 
 A background task refreshes ``heartbeat_at`` while the job runs; the stale-job check
 (:mod:`tasks.stale`) relies on it.
+
+Under RQ a run is one time slice (DESIGN section 7): before its claim it asks for one
+of its owner's USER_MAX_ACTIVE_JOBS slots (:mod:`tasks.slices`; refused -> the job is
+deferred: a new RQ job DEFER_S later, named on the row, the run ends ``deferred``).  It
+then processes videos until SLICE_SECONDS / SLICE_VIDEOS are used up and yields: its
+heartbeat stops, the row's ``rq_job_id`` is moved (conditionally on still naming this
+run) to a fresh RQ job enqueued at the back of the job's priority queue with this run's
+retries left, and the run ends ``yielded``.  The next slice's claim is then the
+same-RQ-job re-claim, so there is never a second writer, and it continues from the
+saved video rows and last_seq like a resumed run.
 """
 
 from __future__ import annotations
@@ -44,7 +54,9 @@ from quart_app.core.logs import bind_log_context, log_context
 from tasks.journal import Journal, RedisJournal, recover
 from tasks.media import MediaError, ProcessedMedia, process_media
 from tasks.publisher import Emitter, JobPublisher, LostOwnership, make_emitter
+from tasks.queue import enqueue_processing, next_rq_job_id
 from tasks.rq_meta import MetaJob, RqMetaProgress
+from tasks.slices import UserSlots, add_elapsed, elapsed
 from tasks.stale import alive_key
 from tasks.throttle import ThrottlePolicy
 
@@ -55,6 +67,8 @@ DONE_VIDEO_STATUSES = (VideoStatus.READY, VideoStatus.FAILED)
 #: seconds the end of a job waits for an unreachable DB to take the buffered events
 DRAIN_TIMEOUT = 30.0
 DB_READ_TIMEOUT = 5.0
+#: seconds a job refused a user slot waits before it asks again
+DEFER_S = 1.0
 
 
 def heartbeat_interval(config: Config) -> float:
@@ -102,29 +116,43 @@ async def run_job(
     journal: Journal | None = None,
     rq_job: MetaJob | None = None,
     pace_s: float = 0.0,
+    sliced: bool | None = None,
 ) -> str:
-    """Run one job to its end; returns ``completed|failed|cancelled|deleted|skipped|lost``.
+    """Run one job (one slice of it under RQ); returns
+    ``completed|failed|cancelled|deleted|skipped|lost|yielded|deferred``.
 
     ``skipped``: nothing to do (gone, already final, or another worker holds it).
-    ``lost``: another writer took over the job mid-run.  A run whose journal recovery
-    (:func:`tasks.journal.recover`) stored the job's final event returns that event's
-    status without processing anything.  Raises only for errors that happen before the
-    run started processing (the DB unreachable at start, the journal unreadable at a
-    claim), so RQ - or the stale-job check - runs it again.
+    ``lost``: another writer took over the job mid-run.  ``yielded``: the slice is over
+    and the next one is enqueued; ``deferred``: the owner's slots were all taken, the
+    job asks again DEFER_S later (both only when ``sliced``).  A run whose journal
+    recovery (:func:`tasks.journal.recover`) stored the job's final event returns that
+    event's status without processing anything.  Raises only for errors that happen
+    before the run started processing (the DB unreachable at start, the journal
+    unreadable at a claim), so RQ - or the stale-job check - runs it again.
 
     ``journal``: the Redis journal of unpersisted events; by default one on
     ``config.redis_url`` (None without Redis: then nothing is journaled or recovered).
     ``rq_job``: the RQ job running this, whose ``meta`` mirrors the progress events.
     ``pace_s``: the demo pace (``reeltrack demo --duration``): each video takes at least
     this many seconds, so a newcomer can watch the dashboard move; 0 (every real job)
-    processes at full speed.
+    processes at full speed.  ``sliced``: take turns (slices, user slots); default: when
+    run by RQ (``rq_job_id``) with Redis configured.
     """
     job_uuid = uuid.UUID(str(job_id))
+    if sliced is None:
+        sliced = rq_job_id is not None and bool(config.redis_url)
     if manage_db:
         await open_db(config.database_url)
     own_emitter = None
     own_journal: RedisJournal | None = None
+    turns: _Turns | None = None
     try:
+        if sliced:
+            assert config.redis_url, "slices need Redis"
+            turns = _Turns(job_uuid, config, rq_job_id, rq_job, pace_s)
+            admitted = await turns.admit()
+            if admitted != "admitted":
+                return admitted
         job = await claim(job_uuid, config, rq_job_id)
         if job is None:
             return "skipped"
@@ -172,6 +200,8 @@ async def run_job(
             progress_floor=floor,
             meta=RqMetaProgress(rq_job) if rq_job is not None else None,
             pace_s=pace_s,
+            sliced=sliced,
+            spent_s=await turns.spent() if turns is not None else 0.0,
         )
         heartbeat = asyncio.create_task(
             _heartbeat_loop(
@@ -179,22 +209,155 @@ async def run_job(
                 heartbeat_interval(config),
                 redis_url=config.redis_url,
                 alive_ttl=config.stale_job_seconds,
+                on_beat=turns.refresh if turns is not None else None,
             )
         )
         try:
-            return await run.execute()
+            outcome = await run.execute()
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await publisher.drain(drain_timeout)
+        if turns is not None:
+            await turns.add_spent(run.slice_seconds())
+            if outcome == "yielded":
+                # the heartbeat is stopped: nothing of this run writes the row any more
+                outcome = await turns.hand_over(job)
+                if outcome == "deleted":
+                    await run.deleted()
+        return outcome
     finally:
+        if turns is not None:
+            await turns.close()
         if own_emitter is not None:
             await own_emitter.close()
         if own_journal is not None:
             await own_journal.close()
         if manage_db:
             await close_db()
+
+
+class _Turns:
+    """A sliced run's dealings with its owner's slots, its slice budget and the next
+    slice's RQ job."""
+
+    def __init__(
+        self,
+        job_id: uuid.UUID,
+        config: Config,
+        rq_job_id: str | None,
+        rq_job: MetaJob | None,
+        pace_s: float,
+    ) -> None:
+        assert config.redis_url
+        self.job_id = job_id
+        self.config = config
+        self.rq_job_id = rq_job_id
+        self.retries_left = getattr(rq_job, "retries_left", None)
+        self.pace_s = pace_s
+        self.owner_id: uuid.UUID | str | None = None
+        self.priority = "normal"
+        self.holding = False  # this run holds one of the owner's slots
+        self.slots = UserSlots.from_url(
+            config.redis_url,
+            cap=config.user_max_active_jobs,
+            lease_s=config.stale_job_seconds,
+            # a deferred job asks every DEFER_S, but may wait behind a long queue
+            forget_s=max(60.0, 2.0 * config.stale_job_seconds),
+        )
+
+    async def admit(self) -> str:
+        """``admitted`` (this run holds one of the owner's slots), ``deferred`` (a later
+        RQ job asks again) or ``skipped`` (nothing to run, or not this run's turn)."""
+        row = await ProcessingJob.get_or_none(id=self.job_id)
+        if row is None or JobStatus(row.status).is_final:
+            if row is not None:
+                await self.slots.release(row.owner_id, self.job_id)  # leave the waiters
+            return "skipped"
+        self.owner_id = row.owner_id
+        self.priority = str(row.priority)
+        if await self.slots.acquire(row.owner_id, self.job_id, self.priority):
+            self.holding = True
+            return "admitted"
+        moved = await self._rename(row, [JobStatus.PENDING, JobStatus.PROCESSING])
+        if moved is None:
+            return "skipped"
+        log.info("job %s: its owner's slots are taken; asking again in %gs", self.job_id, DEFER_S)
+        await self._enqueue(moved, delay_s=DEFER_S)
+        return "deferred"
+
+    async def hand_over(self, job: ProcessingJob) -> str:
+        """End the slice: the row names a new RQ job, the slot is given back, that RQ
+        job is enqueued at the back of the job's queue.  ``yielded``, or ``deleted`` /
+        ``lost`` when the row no longer names this run."""
+        moved = await self._rename(job, [JobStatus.PROCESSING], beat=True)
+        if moved is None:
+            exists = await ProcessingJob.filter(id=self.job_id).exists()
+            return "lost" if exists else "deleted"
+        # released first: the next slice must queue for a slot like the owner's other jobs
+        assert self.owner_id is not None
+        await self.slots.release(self.owner_id, self.job_id)
+        self.holding = False
+        await self._enqueue(moved)
+        log.info("job %s: slice over; continues as RQ job %s", self.job_id, moved)
+        return "yielded"
+
+    async def _rename(
+        self, row: ProcessingJob, statuses: list[JobStatus], *, beat: bool = False
+    ) -> str | None:
+        """Point the row at a fresh RQ job id if it still names this run; the id, or None."""
+        new_id = next_rq_job_id(self.job_id)
+        fields: dict[str, Any] = {"rq_job_id": new_id}
+        if beat:  # the next slice may wait a while in the queue; it is not stale
+            fields["heartbeat_at"] = utcnow()
+        current = self.rq_job_id or row.rq_job_id
+        updated = await ProcessingJob.filter(
+            id=self.job_id, status__in=statuses, rq_job_id=current
+        ).update(**fields)
+        return new_id if updated == 1 else None
+
+    async def _enqueue(self, rq_job_id: str, *, delay_s: float = 0.0) -> None:
+        """Enqueue the job's next RQ job; when Redis refuses, the stale-job check
+        enqueues it (the row names it)."""
+        from redis import Redis
+
+        def enqueue() -> None:
+            assert self.config.redis_url
+            client = Redis.from_url(self.config.redis_url, socket_timeout=5)
+            try:
+                enqueue_processing(
+                    client,
+                    self.job_id,
+                    priority=self.priority,
+                    pace_s=self.pace_s,
+                    rq_job_id=rq_job_id,
+                    retries_left=self.retries_left,
+                    delay_s=delay_s,
+                )
+            finally:
+                client.close()
+
+        try:
+            await asyncio.to_thread(enqueue)
+        except Exception as exc:
+            log.error("job %s: next RQ job %s not enqueued (%s)", self.job_id, rq_job_id, exc)
+
+    async def spent(self) -> float:
+        return await elapsed(self.slots.redis, self.job_id)
+
+    async def add_spent(self, seconds: float) -> None:
+        await add_elapsed(self.slots.redis, self.job_id, seconds)
+
+    async def refresh(self) -> None:
+        if self.holding and self.owner_id is not None:
+            await self.slots.refresh(self.owner_id, self.job_id)
+
+    async def close(self) -> None:
+        """Give back the slot this run holds (a deferred run keeps its waiting place)."""
+        if self.holding and self.owner_id is not None:
+            await self.slots.release(self.owner_id, self.job_id)
+        await self.slots.close()
 
 
 async def claim(job_id: uuid.UUID, config: Config, rq_job_id: str | None) -> ProcessingJob | None:
@@ -235,10 +398,16 @@ async def claim(job_id: uuid.UUID, config: Config, rq_job_id: str | None) -> Pro
 
 
 async def _heartbeat_loop(
-    job_id: uuid.UUID, interval: float, *, redis_url: str | None = None, alive_ttl: int = 0
+    job_id: uuid.UUID,
+    interval: float,
+    *,
+    redis_url: str | None = None,
+    alive_ttl: int = 0,
+    on_beat: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Refresh ``heartbeat_at`` every ``interval`` seconds, and the run's liveness key in
-    Redis (TTL ``alive_ttl``): the stale check trusts the key when the DB was down."""
+    Redis (TTL ``alive_ttl``): the stale check trusts the key when the DB was down.
+    ``on_beat``: also awaited each beat (the user slot's lease)."""
     alive = None
     if redis_url and alive_ttl > 0:
         alive = aioredis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -251,6 +420,11 @@ async def _heartbeat_loop(
                     )
                 except Exception as exc:  # Redis unreachable: the DB beat still counts
                     log.debug("job %s: liveness key failed: %s", job_id, exc)
+            if on_beat is not None:
+                try:
+                    await asyncio.wait_for(on_beat(), DB_READ_TIMEOUT)
+                except Exception as exc:
+                    log.debug("job %s: slot lease not refreshed: %s", job_id, exc)
             await asyncio.sleep(interval)
             try:
                 await asyncio.wait_for(
@@ -281,10 +455,19 @@ class _Run:
         progress_floor: int = 0,
         meta: RqMetaProgress | None = None,
         pace_s: float = 0.0,
+        sliced: bool = False,
+        spent_s: float = 0.0,
     ) -> None:
         """``progress_floor``: the progress of the job's latest event when this run
         resumes after events recovered from the journal (never shown going back);
-        ``meta``: where each sent event is mirrored for RQ's tools."""
+        ``meta``: where each sent event is mirrored for RQ's tools; ``sliced``: yield
+        when SLICE_SECONDS / SLICE_VIDEOS are used up; ``spent_s``: processing time the
+        job's earlier slices used of JOB_TIME_BUDGET."""
+        self.sliced = sliced and (config.slice_seconds > 0 or config.slice_videos > 0)
+        self.spent_s = max(0.0, spent_s)
+        self.started = 0.0  # loop time at which this run started processing
+        self.ended: float | None = None
+        self.slice_count = 0  # videos this run processed
         self.job = job
         self.meta = meta
         self.pace_s = max(0.0, pace_s)
@@ -308,8 +491,30 @@ class _Run:
             clock=clock,
         )
 
+    def slice_seconds(self) -> float:
+        """Seconds this run processed (0 before it started)."""
+        if not self.started:
+            return 0.0
+        end = self.ended if self.ended is not None else asyncio.get_running_loop().time()
+        return max(0.0, end - self.started)
+
+    def _slice_over(self) -> bool:
+        if not self.sliced or self.publisher.backlog_size:
+            # a run with events still unstored keeps the job: it alone may store them
+            return False
+        if self.config.slice_videos > 0 and self.slice_count >= self.config.slice_videos:
+            return True
+        return self.config.slice_seconds > 0 and self.slice_seconds() >= self.config.slice_seconds
+
     async def execute(self) -> str:
-        self.job_deadline = asyncio.get_running_loop().time() + self.config.job_time_budget
+        try:
+            return await self._execute()
+        finally:
+            self.ended = asyncio.get_running_loop().time()
+
+    async def _execute(self) -> str:
+        self.started = asyncio.get_running_loop().time()
+        self.job_deadline = self.started + self.config.job_time_budget - self.spent_s
         try:
             videos = await Video.filter(job_id=self.job.id).order_by("position", "created_at")
             self.total = self.publisher.total_videos = max(self.total, len(videos))
@@ -318,9 +523,10 @@ class _Run:
             self.processed = len(done)
             self.failed = sum(1 for v in done if v.status == VideoStatus.FAILED)
             self.progress = self._progress()
-            for number, video in enumerate(videos, start=1):
-                if video.status in DONE_VIDEO_STATUSES:
-                    continue
+            todo = [
+                (n, v) for n, v in enumerate(videos, start=1) if v.status not in DONE_VIDEO_STATUSES
+            ]
+            for index, (number, video) in enumerate(todo):
                 state = await self._job_state()
                 if state == "deleted":
                     await self._deleted()
@@ -329,6 +535,9 @@ class _Run:
                     await self._cancelled()
                     return "cancelled"
                 await self._one(number, video)
+                self.slice_count += 1
+                if index + 1 < len(todo) and self._slice_over():
+                    return "yielded"
             state = await self._job_state()
             if state == "deleted":
                 await self._deleted()
@@ -496,7 +705,7 @@ class _Run:
         )
 
     def _budget_error(self) -> str:
-        return f"job time budget exceeded ({self.config.job_time_budget:g}s per run of a job)"
+        return f"job time budget exceeded ({self.config.job_time_budget:g}s of processing per job)"
 
     async def _final(self, status: Any, message: str, error: str | None = None) -> None:
         self.throttle.final()
@@ -510,6 +719,10 @@ class _Run:
             error=error,
         )
         await self._send(event)
+
+    async def deleted(self) -> None:
+        """The job was deleted between two slices: tell the owner live, store nothing."""
+        await self._deleted()
 
     async def _deleted(self) -> None:
         """The job row is gone: tell the owner live, store nothing."""

@@ -1,24 +1,40 @@
-"""RQ queue names, and enqueueing processing jobs on ``videos``. Used by the API and the
-worker (no Quart here)."""
+"""RQ queue names, and enqueueing processing jobs on the queue of their priority. Used by
+the API and the worker (no Quart here).
+
+A job is processed in slices (:mod:`tasks.slices`): every slice is its own RQ job
+(``process-<job_id>`` for the first, ``process-<job_id>.<suffix>`` for the next ones),
+enqueued at the back of the queue of the job's priority by the slice before it, so the
+jobs of one priority take turns.  ``ProcessingJob.rq_job_id`` always names the RQ job
+that may run the job next (the claim and the stale-job check rely on it).
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from redis import Redis
 from rq import Queue, Retry
+from rq.utils import now as rq_now
 
+#: the queue of ``normal`` jobs (the name the queue always had)
 QUEUE_NAME = "videos"
+HIGH_QUEUE = "videos-high"
+LOW_QUEUE = "videos-low"
+#: priority -> queue; a worker serves them high first (RQ takes its queues in order)
+PRIORITY_QUEUES: dict[str, str] = {"high": HIGH_QUEUE, "normal": QUEUE_NAME, "low": LOW_QUEUE}
 #: periodic upkeep (the stale-job check, the retention purge).  A queue of its own so
 #: that upkeep never waits behind a backlog of videos, and so that one worker can be
 #: dedicated to it (``reeltrack worker --queues maintenance``) when every video worker
 #: may be busy for hours.
 MAINTENANCE_QUEUE = "maintenance"
 #: the queues ``reeltrack worker`` serves by default, in RQ's priority order
-WORKER_QUEUES: tuple[str, ...] = (MAINTENANCE_QUEUE, QUEUE_NAME)
+WORKER_QUEUES: tuple[str, ...] = (MAINTENANCE_QUEUE, HIGH_QUEUE, QUEUE_NAME, LOW_QUEUE)
 JOB_FUNCTION = "tasks.process_video_list"
 #: RQ retries a job whose work-horse died; the job resumes after its last finished video.
+#: A slice hands the retries it has left to the next slice: yielding spends none.
 MAX_RETRIES = 3
+RETRY_INTERVALS = [1, 5, 15]
 JOB_TIMEOUT_S = 6 * 3600
 
 
@@ -38,27 +54,56 @@ def parse_queues(text: str) -> tuple[str, ...]:
     return names
 
 
+def queue_for(priority: str | None) -> str:
+    """The RQ queue of a job of ``priority`` (``normal``'s for an unknown value)."""
+    return PRIORITY_QUEUES.get(str(priority or "normal"), QUEUE_NAME)
+
+
 def rq_job_id_for(job_id: uuid.UUID | str) -> str:
-    """RQ's job id for a ProcessingJob: stable, so a job is never enqueued twice."""
+    """RQ's job id for the first run of a ProcessingJob: stable, so a job is never
+    enqueued twice."""
     return f"process-{job_id}"
 
 
-def enqueue_processing(redis: Redis, job_id: uuid.UUID | str, *, pace_s: float = 0.0) -> str:
-    """Put ``tasks.process_video_list(job_id)`` on queue ``videos``; returns the RQ job id.
-    ``pace_s`` > 0 is the demo's pace (seconds per video at least; see
-    ``tasks.processing.run_job``).
+def next_rq_job_id(job_id: uuid.UUID | str) -> str:
+    """A fresh RQ job id for a later slice (or a deferred run) of ProcessingJob ``job_id``."""
+    return f"{rq_job_id_for(job_id)}.{uuid.uuid4().hex[:12]}"
+
+
+def enqueue_processing(
+    redis: Redis,
+    job_id: uuid.UUID | str,
+    *,
+    priority: str | None = "normal",
+    pace_s: float = 0.0,
+    rq_job_id: str | None = None,
+    retries_left: int | None = None,
+    delay_s: float = 0.0,
+) -> str:
+    """Put ``tasks.process_video_list(job_id)`` at the back of the queue of ``priority``;
+    returns the RQ job id.  ``pace_s`` > 0 is the demo's pace (seconds per video at
+    least; see ``tasks.processing.run_job``).  ``rq_job_id``: the id (default: the job's
+    first, stable one); ``retries_left``: what the run before it had left (a slice or a
+    deferral passes its budget on); ``delay_s`` > 0 schedules it that much later (RQ's
+    scheduler, which every ``reeltrack worker`` runs, enqueues it then).
 
     Raises redis.exceptions.RedisError when Redis is unreachable.
     """
-    queue = Queue(QUEUE_NAME, connection=redis)
-    job = queue.enqueue_call(
+    queue = Queue(queue_for(priority), connection=redis)
+    job = queue.create_job(
         JOB_FUNCTION,
         args=(str(job_id),),
         kwargs={"pace_s": pace_s} if pace_s > 0 else None,
-        job_id=rq_job_id_for(job_id),
+        job_id=rq_job_id or rq_job_id_for(job_id),
         timeout=JOB_TIMEOUT_S,
-        retry=Retry(max=MAX_RETRIES, interval=[1, 5, 15]),
+        retry=Retry(max=MAX_RETRIES, interval=RETRY_INTERVALS),
         result_ttl=3600,
         failure_ttl=7 * 86400,
     )
+    if retries_left is not None:
+        job.retries_left = max(0, retries_left)
+    if delay_s > 0:
+        queue.schedule_job(job, rq_now() + timedelta(seconds=delay_s))
+    else:
+        queue.enqueue_job(job)
     return str(job.id)

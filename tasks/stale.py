@@ -21,6 +21,10 @@ left alone.  Otherwise, by the state of its RQ job:
   ends the job.
 
 A ``pending`` job older than STALE_JOB_SECONDS with no RQ job is enqueued again.
+
+Every RQ job looked at or enqueued is the one ``ProcessingJob.rq_job_id`` names (a
+job's later slices and deferred runs have RQ ids of their own), on the queue of the
+job's priority.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from models.events import utcnow
 from quart_app.core.config import REDIS_KEY_PREFIX, Config
 from tasks.journal import Journal, RedisJournal, recover
 from tasks.publisher import Emitter, JobPublisher, LostOwnership, make_emitter
-from tasks.queue import MAX_RETRIES, QUEUE_NAME, enqueue_processing, rq_job_id_for
+from tasks.queue import MAX_RETRIES, enqueue_processing, queue_for, rq_job_id_for
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +133,11 @@ async def check_stale_jobs(
         scope,
         status=JobStatus.PROCESSING,
     )
-    queue = Queue(QUEUE_NAME, connection=redis)
     for job in stale:
         rq_id = job.rq_job_id or rq_job_id_for(job.id)
+        # a sliced job between two slices is here too (its heartbeat stops while its
+        # next slice waits): that slice's RQ job is queued or scheduled -> left alone
+        queue = Queue(queue_for(job.priority), connection=redis)
         try:
             if redis.exists(alive_key(job.id)):
                 # its run still beats in Redis: heartbeat_at is old only because the DB
@@ -159,7 +165,8 @@ async def check_stale_jobs(
                 report.requeued.append(str(job.id))
                 continue
             if rq_job is None and _requeue_budget_left(redis, job.id):
-                enqueue_processing(redis, job.id)
+                # under the id the row names, so the run's claim is the same-job re-claim
+                enqueue_processing(redis, job.id, priority=job.priority, rq_job_id=rq_id)
                 log.warning("job %s: worker lost and no RQ job; enqueued again", job.id)
                 report.requeued.append(str(job.id))
                 continue
@@ -174,7 +181,7 @@ async def check_stale_jobs(
         rq_id = job.rq_job_id or rq_job_id_for(job.id)
         try:
             if _fetch_rq_job(redis, rq_id) is None and _requeue_budget_left(redis, job.id):
-                enqueue_processing(redis, job.id)
+                enqueue_processing(redis, job.id, priority=job.priority, rq_job_id=rq_id)
                 log.warning("job %s: pending without an RQ job; enqueued again", job.id)
                 report.requeued.append(str(job.id))
         except Exception:

@@ -14,11 +14,12 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 from redis import Redis
 from redis.exceptions import RedisError
 
-from models.entities import JobStatus, ProcessingJob
+from models.entities import JobPriority, JobStatus, ProcessingJob
 from models.events import ProgressEvent, job_event
 from models.history import record_event
 from models.jobs import (
@@ -58,6 +59,7 @@ async def submit_job(
     enqueue: bool = True,
     spec: JobSpec = UNSPECIFIED,
     pace_s: float = 0.0,
+    high_priority_max_active: int | None = None,
 ) -> ProcessingJob:
     """Create the job of ``videos`` in list ``list_id``, publish its first event through
     ``emitter`` (None: not published; clients read it from the history), enqueue it on
@@ -70,7 +72,12 @@ async def submit_job(
     failed video (nothing is created).  ``enqueue=False`` leaves the job ``pending`` and
     unqueued: the caller runs it itself (tests), or the stale-job check enqueues it.
     ``pace_s``: the demo's pace, passed to the worker (0 for every real job).
+    ``high_priority_max_active`` (HIGH_PRIORITY_MAX_ACTIVE; None: no limit): a ``high``
+    job of an owner who already has that many unfinished ``high`` jobs is submitted as
+    ``normal`` (stored so: the API and the UI show what it got).
     """
+    if spec.priority == JobPriority.HIGH and high_priority_max_active is not None:
+        spec = await _within_high_limit(owner_id, spec, high_priority_max_active)
     if isinstance(videos, FailedVideosOf):
         job, first = await create_retry_job(videos.job, spec)
     else:
@@ -81,7 +88,9 @@ async def submit_job(
     try:
         if redis is None:
             raise RedisError("REDIS_URL is not configured")
-        rq_job_id = await asyncio.to_thread(enqueue_processing, redis, job.id, pace_s=pace_s)
+        rq_job_id = await asyncio.to_thread(
+            enqueue_processing, redis, job.id, priority=str(job.priority), pace_s=pace_s
+        )
     except (RedisError, OSError) as exc:
         log.error("enqueue failed job_id=%s: %s", job.id, exc)
         await _fail_unqueued(emitter, job)
@@ -89,6 +98,23 @@ async def submit_job(
     await ProcessingJob.filter(id=job.id).update(rq_job_id=rq_job_id)
     job.rq_job_id = rq_job_id
     return job
+
+
+async def _within_high_limit(owner_id: uuid.UUID | str, spec: JobSpec, limit: int) -> JobSpec:
+    """``spec``, or it as ``normal`` when the owner has ``limit`` unfinished high jobs.
+    Two submissions at the same instant may both pass the count: the limit is a bound
+    on what one user takes, not a lock."""
+    active = await ProcessingJob.filter(
+        owner_id=owner_id,
+        priority=JobPriority.HIGH,
+        status__in=[JobStatus.PENDING, JobStatus.PROCESSING],
+    ).count()
+    if active < limit:
+        return spec
+    log.info(
+        "owner %s has %d unfinished high jobs: this one is submitted as normal", owner_id, active
+    )
+    return replace(spec, priority=JobPriority.NORMAL)
 
 
 async def _fail_unqueued(emitter: Emitter | None, job: ProcessingJob) -> None:

@@ -54,6 +54,7 @@ async def submit_for_user(
             emitter=svc.emitter,
             redis=svc.rq_redis,
             spec=spec,
+            high_priority_max_active=svc.config.high_priority_max_active,
         )
     except QueueUnavailable as exc:
         raise ApiError(

@@ -283,8 +283,32 @@ class Config(BaseSettings):
     job_time_budget: float = _setting(
         3600.0,
         "JOB_TIME_BUDGET",
-        "seconds one run of a job may process; the videos left then fail",
+        "seconds of processing one job may use over all its slices; the videos left then fail",
         gt=0,
+    )
+    slice_seconds: float = _setting(
+        10.0,
+        "SLICE_SECONDS",
+        "a job yields its worker after this many seconds of processing (0: no time limit)",
+        ge=0,
+    )
+    slice_videos: int = _setting(
+        25,
+        "SLICE_VIDEOS",
+        "...or after this many videos, whichever first (both 0: a job runs to its end)",
+        ge=0,
+    )
+    user_max_active_jobs: int = _setting(
+        2,
+        "USER_MAX_ACTIVE_JOBS",
+        "slices of one user's jobs processed at once; more wait their turn (0: no cap)",
+        ge=0,
+    )
+    high_priority_max_active: int = _setting(
+        2,
+        "HIGH_PRIORITY_MAX_ACTIVE",
+        "unfinished `high` jobs one user may have; more are submitted as `normal`",
+        ge=0,
     )
     access_token_ttl: int = _setting(
         86400, "ACCESS_TOKEN_TTL", "access token lifetime, seconds", ge=1
