@@ -1,5 +1,8 @@
 """The ``reeltrack`` command: run, serve, worker, migrate, create-user, demo, purge-history.
 
+Help texts are plain text (what ``--help`` prints): each command names the settings
+(environment variables, or a ``.env`` file) that change what it does, with defaults.
+
 Each subcommand builds its Config from the environment and imports what it needs
 lazily, so ``reeltrack migrate`` does not load Socket.IO and the worker does not load
 Quart.
@@ -11,6 +14,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from quart_app.core.config import Config, ConfigError
 
@@ -107,9 +111,65 @@ PROCESS_METRICS_COMMANDS = frozenset({"serve", "worker"})
 LOGGING_COMMANDS = frozenset({"serve", "worker", "run"})
 
 
+DESCRIPTION = (
+    "reeltrack: import video lists, process them in background workers, watch every job live."
+)
+SETTINGS_NOTE = (
+    "Settings come from environment variables, then from a .env file in the working\n"
+    "directory (REELTRACK_ENV_FILE names another, empty: none). Every setting, its\n"
+    "default and meaning: .env.example and the README's settings table."
+)
+#: the settings that change what each command does (all of them: .env.example)
+COMMAND_SETTINGS: dict[str, str] = {
+    "run": "VAR_DIR (state: SQLite, media, secret key, embedded Redis; default ./var),\n"
+    "HOST, PORT, DATABASE_URL (default SQLite in VAR_DIR), REDIS_URL (default: an\n"
+    "embedded redis-server started in VAR_DIR), RUN_WORKERS, RUN_STOP_GRACE,\n"
+    "SECRET_KEY, MEDIA_ROOT, IMPORT_ROOT, LOG_LEVEL, LOG_JSON",
+    "serve": "HOST, PORT, DATABASE_URL, REDIS_URL (required in production), SECRET_KEY,\n"
+    "CORS_ORIGINS, TRUSTED_PROXY_HOPS, MEDIA_ROOT, IMPORT_ROOT, MAX_UPLOAD_BYTES,\n"
+    "MAX_REQUEST_BYTES, RATE_LIMIT_PER_MINUTE, ALLOW_REGISTRATION, WS_* (Socket.IO),\n"
+    "LOG_LEVEL, LOG_JSON",
+    "worker": "DATABASE_URL, REDIS_URL, MEDIA_ROOT, IMPORT_ROOT, FETCH_TIMEOUT,\n"
+    "VIDEO_TIME_BUDGET, JOB_TIME_BUDGET, STALE_JOB_SECONDS,\n"
+    "PROGRESS_HISTORY_RETENTION_DAYS, LOG_LEVEL, LOG_JSON",
+    "migrate": "DATABASE_URL (default SQLite in VAR_DIR); a PostgreSQL URL applies the\n"
+    "PostgreSQL migrations, a sqlite:// URL the SQLite ones",
+    "create-user": "DATABASE_URL",
+    "demo": "DATABASE_URL, REDIS_URL (a worker must run to process the job), MEDIA_ROOT",
+    "purge-history": "DATABASE_URL, PROGRESS_HISTORY_RETENTION_DAYS (used without --older-than)",
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; an option's default shown when it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _version() -> str:
+    try:
+        return version("reeltrack")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _epilog(command: str) -> str:
+    return f"environment:\n{COMMAND_SETTINGS[command]}\n\n{SETTINGS_NOTE}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reeltrack", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="reeltrack",
+        description=DESCRIPTION,
+        epilog=SETTINGS_NOTE + "\n\n`reeltrack COMMAND --help` lists the settings of a command.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
         "run": ("web + worker (+ embedded Redis), demo data on first start", _run),
         "serve": ("one web process on HOST:PORT", _serve),
@@ -123,10 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
         "purge-history": ("delete progress events older than the retention", _purge),
     }
     for name, (help_text, handler) in commands.items():
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
+            epilog=_epilog(name),
+            formatter_class=_HelpFormatter,
+        )
         p.set_defaults(handler=handler)
         if name == "create-user":
-            p.add_argument("username")
+            p.add_argument("username", help="the new user's name (case-insensitive)")
             p.add_argument(
                 "--password",
                 help="the password (default: prompt, or read one line from stdin; "
@@ -138,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--queues",
                 type=_queue_list,
                 default="maintenance,videos",
-                help="comma-separated, in priority order (default: maintenance,videos); "
+                help="comma-separated, in priority order; "
                 "'maintenance' alone makes a worker that upkeep never waits for",
             )
             p.add_argument("--name", default=None, help="the worker's RQ name (default: random)")
@@ -151,19 +217,32 @@ def build_parser() -> argparse.ArgumentParser:
                 "start; used by `reeltrack run` after a crash",
             )
         elif name == "demo":
-            p.add_argument("--username", default="demo")
-            p.add_argument("--count", type=int, default=12)
+            p.add_argument(
+                "--username",
+                default="demo",
+                help="the user the demo list belongs to (created when missing)",
+            )
+            p.add_argument("--count", type=int, default=12, help="how many videos to synthesise")
             p.add_argument(
                 "--duration",
                 type=float,
                 default=None,
                 metavar="SECONDS",
                 help="pace the demo job to last about this long, so its progress can be "
-                "watched (default a minute; 0: full speed)",
+                "watched (default: about a minute; 0: full speed)",
             )
         elif name == "purge-history":
-            p.add_argument("--older-than", type=int, default=None, metavar="DAYS")
-            p.add_argument("--dry-run", action="store_true")
+            p.add_argument(
+                "--older-than",
+                type=int,
+                default=None,
+                metavar="DAYS",
+                help="delete events older than this many days "
+                "(default: PROGRESS_HISTORY_RETENTION_DAYS)",
+            )
+            p.add_argument(
+                "--dry-run", action="store_true", help="count what would be deleted, delete nothing"
+            )
     return parser
 
 

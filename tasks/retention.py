@@ -48,6 +48,11 @@ CRON_QUEUE = MAINTENANCE_QUEUE
 CRON_JOB_TIMEOUT_S = 3600
 
 
+def days_text(days: int) -> str:
+    """``1 day``, ``2 days``: the retention as the command and the log say it."""
+    return "1 day" if days == 1 else f"{days} days"
+
+
 def cutoff_for(older_than_days: int, now: datetime | None = None) -> datetime:
     """The instant before which events are purged; raises ValueError when days < 1."""
     if isinstance(older_than_days, bool) or not isinstance(older_than_days, int):
@@ -103,9 +108,9 @@ async def purge_history(
         await asyncio.sleep(0)
     if total:
         log.info(
-            "purged %d progress events older than %d days",
+            "purged %d progress events older than %s",
             total,
-            older_than_days,
+            days_text(older_than_days),
             extra={"purged_events": total, "older_than_days": older_than_days},
         )
     return total
@@ -149,9 +154,9 @@ def purge_history_command(
         return 1
     when = cutoff.strftime("%Y-%m-%d %H:%M:%S UTC")
     if dry_run:
-        print(f"dry run: {count} progress events older than {days} days (before {when})")
+        print(f"dry run: {count} progress events older than {days_text(days)} (before {when})")
     else:
-        print(f"purged {count} progress events older than {days} days (before {when})")
+        print(f"purged {count} progress events older than {days_text(days)} (before {when})")
     return 0
 
 
