@@ -2,7 +2,7 @@
 the API and the worker (no Quart here).
 
 A job is processed in slices (:mod:`tasks.slices`): every slice is its own RQ job
-(``process-<job_id>`` for the first, ``process-<job_id>.<suffix>`` for the next ones),
+(``process-<job_id>`` for the first, ``process-<job_id>-s<suffix>`` for the next ones),
 enqueued at the back of the queue of the job's priority by the slice before it, so the
 jobs of one priority take turns.  ``ProcessingJob.rq_job_id`` always names the RQ job
 that may run the job next (the claim and the stale-job check rely on it).
@@ -67,7 +67,7 @@ def rq_job_id_for(job_id: uuid.UUID | str) -> str:
 
 def next_rq_job_id(job_id: uuid.UUID | str) -> str:
     """A fresh RQ job id for a later slice (or a deferred run) of ProcessingJob ``job_id``."""
-    return f"{rq_job_id_for(job_id)}.{uuid.uuid4().hex[:12]}"
+    return f"{rq_job_id_for(job_id)}-s{uuid.uuid4().hex[:12]}"
 
 
 def enqueue_processing(
