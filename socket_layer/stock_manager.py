@@ -21,11 +21,12 @@ from quart_app.core.redis_pools import PoolLimits
 from socket_layer.pooled_redis import DEFAULT_LIMITS, WaitingPool
 from socket_layer.protocol import EVENT_PROGRESS, REDIS_CHANNEL, RETRY_FIRST_S, RETRY_MAX_S
 from socket_layer.resync import emit_resync
+from socket_layer.room_index import RoomIndex
 
 log = logging.getLogger(__name__)
 
 
-class ResyncingRedisManager(WaitingPool, socketio.AsyncRedisManager):  # type: ignore[misc]
+class ResyncingRedisManager(RoomIndex, WaitingPool, socketio.AsyncRedisManager):  # type: ignore[misc]
     """``AsyncRedisManager`` whose listener emits ``resync`` to local sockets after it
     re-subscribed following any failure, and which reports when it is subscribed.
 

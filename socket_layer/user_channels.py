@@ -53,6 +53,7 @@ from socket_layer.protocol import (
 )
 from socket_layer.redis_subscriber import RedisSubscriber, open_subscriber
 from socket_layer.resync import emit_resync
+from socket_layer.room_index import RoomIndex
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class _PreEncoded(EioPacket):  # type: ignore[misc]
         self.encode_cache = text
 
 
-class UserChannelManager(WaitingPool, socketio.AsyncRedisManager):  # type: ignore[misc]
+class UserChannelManager(RoomIndex, WaitingPool, socketio.AsyncRedisManager):  # type: ignore[misc]
     """python-socketio client manager with a Redis channel per user room (see module
     docstring).  Publishing on the common channel (python-socketio's protocol) goes
     through the base class; receiving is this class's own listener.
