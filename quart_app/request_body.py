@@ -11,7 +11,12 @@ memory while the view waits (on a password hash, on the database).  Here:
 - every route has a body limit (:func:`body_limit` on the view; otherwise
   :data:`DEFAULT_BODY_BYTES`), never above ``MAX_REQUEST_BYTES``.  A declared
   ``Content-Length`` over it answers 413 JSON before any of the body is read; a body
-  without one is cut off with 413 as soon as it passes the limit.
+  without one is cut off with 413 as soon as it passes the limit;
+- a body must keep arriving (:class:`BodyPace`): no gap of ``BODY_READ_TIMEOUT``
+  seconds between its bytes and at least ``BODY_MIN_RATE`` bytes/s over each such
+  window, else the view reads a 408 JSON error and the connection is closed after it.
+  Time the receiver spends waiting for the view to take what it buffered is not
+  counted: that wait is the server's, not the client's.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ HIGH_WATER_BYTES = 256 * 1024
 #: the body limit of a route that declares none (every JSON body of the API fits)
 DEFAULT_BODY_BYTES = 64 * 1024
 _LIMIT_ATTR = "_reeltrack_body_limit"
+#: app.config key of the body pace: (BODY_READ_TIMEOUT, BODY_MIN_RATE)
+_PACE_KEY = "REELTRACK_BODY_PACE"
 
 V = TypeVar("V", bound=Callable[..., Any])
 
@@ -58,6 +65,12 @@ class BoundedBody(Body):
     async def __anext__(self) -> bytes:
         try:
             return await super().__anext__()
+        except StopAsyncIteration:
+            # Quart's iterator checks for an error only before it waits: one set while
+            # it waited (a body cut off) must not read as the body's end
+            if self._must_raise is not None:
+                raise self._must_raise from None
+            raise
         finally:
             self._room.set()
 
@@ -71,9 +84,13 @@ class BoundedBody(Body):
         super().set_complete()
         self._room.set()
 
-    async def room(self) -> None:
-        """Return once the reader has taken what was buffered (or wants it all)."""
+    async def room(self) -> bool:
+        """Return once the reader has taken what was buffered (or wants it all); True
+        when that meant waiting."""
+        if self._room.is_set():
+            return False
         await self._room.wait()
+        return True
 
     def limit_to(self, limit: int) -> None:
         """Apply the route's limit (also to what arrived before the route was known)."""
@@ -87,21 +104,96 @@ class BoundedRequest(Request):
     body_class = BoundedBody
 
 
+class BodyTooSlow(ApiError):
+    """408: the client stopped sending its body, or sends it too slowly."""
+
+    def __init__(self, message: str) -> None:
+        # the rest of the body is not read: the connection cannot serve another request
+        super().__init__(408, "request_timeout", message, headers={"Connection": "close"})
+
+
+class BodyPace:
+    """The pace a body must keep while it arrives: no gap longer than ``timeout`` s and
+    at least ``min_rate`` bytes/s over each window of ``timeout`` s (0: no rate)."""
+
+    def __init__(self, timeout: float, min_rate: int) -> None:
+        self.timeout = timeout
+        self.min_bytes = int(min_rate * timeout)
+        self.restart()
+
+    def restart(self) -> None:
+        """Begin a new window now (at the start, and after the server made it wait)."""
+        now = asyncio.get_running_loop().time()
+        self.last_byte = now
+        self.window_end = now + self.timeout
+        self.window_bytes = 0
+
+    def deadline(self) -> float:
+        return min(self.last_byte + self.timeout, self.window_end)
+
+    def received(self, size: int) -> None:
+        if size:
+            self.last_byte = asyncio.get_running_loop().time()
+            self.window_bytes += size
+
+    def expired(self) -> BodyTooSlow | None:
+        """At :meth:`deadline`: the error to answer, or None (a new window began)."""
+        now = asyncio.get_running_loop().time()
+        if now >= self.last_byte + self.timeout:
+            return BodyTooSlow(f"no part of the request body arrived for {self.timeout:g} s")
+        if self.window_bytes < self.min_bytes:
+            return BodyTooSlow(
+                f"the request body arrived at {self.window_bytes / self.timeout:.0f} bytes/s,"
+                f" slower than the minimum of {self.min_bytes / self.timeout:.0f} bytes/s"
+            )
+        self.window_end = now + self.timeout
+        self.window_bytes = 0
+        return None
+
+
 class BoundedHTTPConnection(ASGIHTTPConnection):
-    """Quart's HTTP connection whose receiver waits while the body buffer is full."""
+    """Quart's HTTP connection whose receiver waits while the body buffer is full and
+    times the client while it sends the body (:class:`BodyPace`)."""
 
     async def handle_messages(self, request: Request, receive: Any) -> None:
         body = request.body
+        timeout, min_rate = self.app.config.get(_PACE_KEY, (None, 0))
+        pace = BodyPace(timeout, min_rate) if timeout else None
+        complete = False
         while True:
-            message = await receive()
+            if complete or pace is None:
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout_at(pace.deadline()):
+                        message = await receive()
+                except TimeoutError:
+                    error = pace.expired()
+                    if error is not None:
+                        complete = True
+                        _fail(body, error)
+                    continue
             if message["type"] == "http.request":
-                body.append(message.get("body", b""))
+                data = message.get("body", b"")
+                body.append(data)
+                if pace is not None:
+                    pace.received(len(data))
                 if not message.get("more_body", False):
+                    complete = True
                     body.set_complete()
-                if isinstance(body, BoundedBody):
-                    await body.room()
+                if isinstance(body, BoundedBody) and not complete:
+                    waited = await body.room()
+                    if waited and pace is not None:
+                        pace.restart()
             elif message["type"] == "http.disconnect":
                 return
+
+
+def _fail(body: Body, error: Exception) -> None:
+    """Make the view's next read of ``body`` raise ``error``."""
+    if body._must_raise is None:
+        body._must_raise = error
+    body.set_complete()
 
 
 def body_limit(limit: Callable[[Config], int]) -> Callable[[V], V]:
@@ -124,10 +216,12 @@ def route_body_limit(config: Config) -> int:
 
 
 def install_body_limits(app: Quart, config: Config) -> None:
-    """Bounded body buffers for every request and the per-route limit (before each)."""
+    """Bounded, paced body buffers for every request and the per-route limit (before
+    each)."""
     app.request_class = BoundedRequest
     app.asgi_http_class = BoundedHTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
+    app.config[_PACE_KEY] = (config.body_read_timeout, config.body_min_rate)
 
     @app.before_request
     async def _limit_body() -> None:

@@ -39,10 +39,12 @@ from quart_app.core.config import Config
 from quart_app.errors import ApiError
 from quart_app.import_parsing import ImportRejected, max_import_bytes, parse_csv, parse_json
 from quart_app.json_body import loads_request_json
+from quart_app.login_throttle import client_address
 from quart_app.owned_files import files_of_list, remove_list_files
 from quart_app.request_auth import current_user, current_user_id, require_user
 from quart_app.request_body import body_limit
 from quart_app.services import services
+from quart_app.upload_slots import upload_slots
 from quart_app.uploads import receive_uploads
 
 bp = Blueprint("lists", __name__, url_prefix="/api/lists")
@@ -257,11 +259,15 @@ async def bulk_import(list_id: uuid.UUID, query_args: JobOptions) -> tuple[Impor
 @validate_response(ImportAccepted, 202)
 @document_response(ErrorOut, 400)
 @document_response(ErrorOut, 404)
+@document_response(ErrorOut, 408)
 @document_response(ErrorOut, 413)
+@document_response(ErrorOut, 429)
 @validate_querystring(JobOptions)
 async def upload(list_id: uuid.UUID, query_args: JobOptions) -> tuple[ImportAccepted, int]:
     """Upload video files (multipart, field ``file``, repeatable); each becomes a video
-    of one new job.  A file over MAX_UPLOAD_BYTES: 413 and nothing is kept.
+    of one new job.  A file over MAX_UPLOAD_BYTES: 413 and nothing is kept.  More than
+    UPLOADS_PER_ADDRESS uploads at once from one address: 429 with Retry-After; a body
+    that stalls or trickles (BODY_READ_TIMEOUT, BODY_MIN_RATE): 408.
 
     The job's ``name`` and ``priority`` are query parameters; without a name it is
     "Upload · N files"."""
@@ -271,15 +277,16 @@ async def upload(list_id: uuid.UUID, query_args: JobOptions) -> tuple[ImportAcce
     boundary = options.get("boundary", "")
     if mimetype != "multipart/form-data" or not boundary:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data")
-    items, batch = await receive_uploads(
-        request.body,
-        boundary.encode("latin-1"),
-        media_root=config.media_root,
-        user_id=current_user_id(),
-        list_id=found.id,
-        max_file_bytes=config.max_upload_bytes,
-        max_files=config.max_videos_per_job,
-    )
+    with upload_slots(config.uploads_per_address).hold(client_address()):
+        items, batch = await receive_uploads(
+            request.body,
+            boundary.encode("latin-1"),
+            media_root=config.media_root,
+            user_id=current_user_id(),
+            list_id=found.id,
+            max_file_bytes=config.max_upload_bytes,
+            max_files=config.max_videos_per_job,
+        )
     try:
         job = await submit_for_user(
             services(), found, items, _job_spec(JobSource.UPLOAD, query_args)

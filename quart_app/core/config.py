@@ -271,6 +271,24 @@ class Config(BaseSettings):
     max_videos_per_job: int = _setting(
         1000, "MAX_VIDEOS_PER_JOB", "rows per import / files per upload", ge=1
     )
+    body_read_timeout: float = _setting(
+        30.0,
+        "BODY_READ_TIMEOUT",
+        "seconds a request body may go without a byte arriving (then 408, connection closed)",
+        gt=0,
+    )
+    body_min_rate: int = _setting(
+        1024,
+        "BODY_MIN_RATE",
+        "slowest a request body may arrive, bytes/s over each BODY_READ_TIMEOUT (0 = off)",
+        ge=0,
+    )
+    uploads_per_address: int = _setting(
+        4,
+        "UPLOADS_PER_ADDRESS",
+        "uploads one client address may have in flight per web process (more: 429)",
+        ge=1,
+    )
     fetch_timeout: float = _setting(
         60.0, "FETCH_TIMEOUT", "seconds allowed for fetching one URL", gt=0
     )

@@ -244,7 +244,9 @@ export interface paths {
         /**
          * Upload video files (multipart, field `file`, repeatable); each becomes a video of one new job
          * @description Upload video files (multipart, field `file`, repeatable); each becomes a video
-         *     of one new job.  A file over MAX_UPLOAD_BYTES: 413 and nothing is kept.
+         *     of one new job.  A file over MAX_UPLOAD_BYTES: 413 and nothing is kept.  More than
+         *     UPLOADS_PER_ADDRESS uploads at once from one address: 429 with Retry-After; a body
+         *     that stalls or trickles (BODY_READ_TIMEOUT, BODY_MIN_RATE): 408.
          *
          *     The job's `name` and `priority` are query parameters; without a name it is
          *     "Upload · N files".
@@ -2343,7 +2345,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description The body stalled or trickled (BODY_READ_TIMEOUT, BODY_MIN_RATE); the connection is closed */
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             408: {
                 headers: {
                     [name: string]: unknown;
@@ -2391,7 +2396,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Too many requests: wait `retry_after` seconds (also in the Retry-After header) */
+            /**
+             * @description The one error shape of every 4xx/5xx answer: a stable ``code``, a sentence, and
+             *     for some codes a detail field.
+             */
             429: {
                 headers: {
                     [name: string]: unknown;
