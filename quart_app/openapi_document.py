@@ -136,7 +136,7 @@ EXTRA_REQUEST_CONTENT: dict[str, dict[str, Any]] = {
                     "file": {
                         "type": "array",
                         "items": {"type": "string", "format": "binary"},
-                        "description": "video files, one part each (field name ``file``, "
+                        "description": "video files, one part each (field name `file`, "
                         "repeated); each becomes a video of the new job. The job's name "
                         "and priority are query parameters",
                     }

@@ -12,7 +12,8 @@ export default defineConfig({
   build: {
     outDir: "dist",
     emptyOutDir: true,
-    sourcemap: true,
+    // no source maps in web/dist: Quart serves every file there (1.4 MB of them)
+    sourcemap: false,
   },
   server: {
     proxy: {

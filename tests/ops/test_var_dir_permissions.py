@@ -100,6 +100,10 @@ def test_run_keeps_var_dir_private_and_redis_off_tcp(tmp_path: Path) -> None:
         assert run.poll() is None, output()
         text = output()
         assert "embedded Redis on unix socket" in text, text
+        # the embedded Redis's URL is written down, and printed
+        url = (var_dir / "redis" / "url").read_text()
+        assert url == f"unix://{(var_dir / 'redis' / 'redis.sock').resolve()}?db=0\n", url
+        assert f"REDIS_URL={url.strip()}" in text, text
 
         # the whole tree is private: directories 0700, files 0600
         assert stat.S_IMODE(var_dir.stat().st_mode) == 0o700

@@ -2246,7 +2246,7 @@ export interface operations {
         requestBody: {
             content: {
                 "multipart/form-data": {
-                    /** @description video files, one part each (field name ``file``, repeated); each becomes a video of the new job. The job's name and priority are query parameters */
+                    /** @description video files, one part each (field name `file`, repeated); each becomes a video of the new job. The job's name and priority are query parameters */
                     file: string[];
                 };
             };
