@@ -13,7 +13,7 @@ comma := ,
 # on PATH; quart_app/devserver.py and the test fixtures use it then
 REDIS_EXTRA := $(if $(shell command -v redis-server 2>/dev/null),,embedded-redis)
 WEB_STAMP := web/node_modules/.installed
-WEB_SRC := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.json -type f 2>/dev/null)
+WEB_SRC := $(shell find web/src web/public web/index.html web/vite.config.ts web/tsconfig.json -type f 2>/dev/null)
 APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 PY_PACKAGES := quart_app socket_layer tasks models
 
