@@ -33,6 +33,12 @@ RESERVED_EVENTS = frozenset(
     }
 )
 
+#: the ``error`` of a ``resume`` ack when that socket already has one in flight
+ERROR_RESUME_IN_PROGRESS = "resume_in_progress"
+#: the ``error`` of a ``resume`` ack when the user's resume allowance is used up (the ack
+#: also carries ``retry_after`` seconds)
+ERROR_RESUME_RATE_LIMITED = "resume_rate_limited"
+
 REFUSAL_CODE = 1008
 REASON_INVALID_TOKEN = "invalid_token"
 REASON_TOO_MANY_CONNECTIONS = "too_many_connections"

@@ -56,6 +56,7 @@ from socket_layer.protocol import (
     refusal,
     user_room,
 )
+from socket_layer.resume_limit import ResumeLimiter, ResumeRefused
 from socket_layer.sessions import guard_sessions
 from socket_layer.stock_manager import make_manager
 from socket_layer.user_channels import UserChannelManager
@@ -147,6 +148,7 @@ class SocketLayer:
         #: sid -> user id (text) of sockets that passed connect
         self.users: dict[str, str] = {}
         self._metrics_task: asyncio.Task[None] | None = None
+        self.resume_limiter = ResumeLimiter(config.resume_burst, config.resume_per_second)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool | None:
         """Accept (None), refuse (raises ConnectionRefusedError), or return False when
@@ -202,7 +204,10 @@ class SocketLayer:
     async def on_resume(self, sid: str, *args: Any) -> dict[str, Any]:
         """The ack of ``resume``: ``{"events", "truncated"}``, or ``{"error": message}``
         for a payload that is not exactly one ``{"jobs": ...}`` argument (counted when
-        there are more arguments: python-socketio would raise a TypeError for them)."""
+        there are more arguments: python-socketio would raise a TypeError for them), or
+        at once ``{"error": "resume_in_progress"}`` while this socket has one in flight
+        and ``{"error": "resume_rate_limited", "retry_after": s}`` past the user's
+        allowance (:mod:`socket_layer.resume_limit`)."""
         uid = self.users.get(sid)
         if uid is None:
             return {"error": "not connected"}
@@ -215,10 +220,19 @@ class SocketLayer:
         except ResumeRequestError as exc:
             return {"error": str(exc)}
         try:
+            self.resume_limiter.acquire(sid, uid)
+        except ResumeRefused as refusal:
+            metrics.packet_refused(refusal.error)
+            if refusal.retry_after:
+                return {"error": refusal.error, "retry_after": refusal.retry_after}
+            return {"error": refusal.error}
+        try:
             events, truncated = await missed_events(uid, last_seqs, self.config.resume_max_events)
         except Exception:  # the DB is down: answer now so the client retries, not waits
             log.exception("resume: history lookup failed")
             return {"error": REASON_UNAVAILABLE}
+        finally:
+            self.resume_limiter.release(sid)
         return {"events": events, "truncated": truncated}
 
     async def start(self) -> None:

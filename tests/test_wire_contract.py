@@ -35,7 +35,7 @@ WEB_SRC = Path(__file__).resolve().parents[1] / "web" / "src"
 PROTOCOL_TS = WEB_SRC / "progress" / "protocol.ts"
 TYPES_TS = WEB_SRC / "types.ts"
 #: the names of socket_layer/protocol.py a client must know
-CLIENT_NAME = re.compile(r"^(SOCKETIO_PATH|EVENT_\w+|REASON_\w+|\w+_CODE)$")
+CLIENT_NAME = re.compile(r"^(SOCKETIO_PATH|EVENT_\w+|REASON_\w+|ERROR_\w+|\w+_CODE)$")
 #: protocol.ts's limit whose server value is a setting's default, not a protocol constant
 SETTING_LIMITS = {"RESUME_MAX_JOBS": "resume_max_jobs"}
 

@@ -128,6 +128,8 @@ export class ProgressConnection {
   private readonly listeners = new Set<(state: ConnectionState) => void>();
   private resumeRunning = false;
   private resumeAgain = false;
+  /** Settles when the last `resume` request sent has been answered (or failed). */
+  private resumeQueue: Promise<void> = Promise.resolve();
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private refusedRetries = 0;
   private readonly pendingAcks = new Set<() => void>();
@@ -333,7 +335,20 @@ export class ProgressConnection {
     return out;
   }
 
+  /**
+   * One `resume` request at a time per socket (the server answers a second one in flight
+   * with `resume_in_progress`): each waits for the previous one's ack, timeout or failure.
+   */
   private emitResumeOnce(jobs: Record<string, number>): Promise<ResumeAck> {
+    const turn = this.resumeQueue.then(() => this.emitResumeNow(jobs));
+    this.resumeQueue = turn.then(
+      () => undefined,
+      () => undefined,
+    );
+    return turn;
+  }
+
+  private emitResumeNow(jobs: Record<string, number>): Promise<ResumeAck> {
     const socket = this.socket;
     const timeoutMs = this.options.resumeTimeoutMs ?? 10000;
     return new Promise<ResumeAck>((resolve, reject) => {

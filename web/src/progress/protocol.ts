@@ -16,6 +16,11 @@ export const EVENT_RESYNC = "resync";
 // client -> server
 export const EVENT_RESUME = "resume";
 
+/** `resume` ack errors: this socket already has a resume in flight (the client sends one
+ * at a time); the user's resume allowance is used up (the ack carries `retry_after`). */
+export const ERROR_RESUME_IN_PROGRESS = "resume_in_progress";
+export const ERROR_RESUME_RATE_LIMITED = "resume_rate_limited";
+
 /** `connect_error` code of a refusal the client must act on (log in again, back off). */
 export const REFUSAL_CODE = 1008;
 export const REASON_INVALID_TOKEN = "invalid_token";
