@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run": ("web + worker (+ embedded Redis), demo data on first start", _run),
         "serve": ("one web process on HOST:PORT", _serve),
         "worker": (
-            "an RQ worker on queues 'maintenance' and 'videos' (with the cron scheduler)",
+            "an RQ worker on queues maintenance, videos-high, videos, videos-low (with cron)",
             _worker,
         ),
         "migrate": ("apply database migrations for DATABASE_URL", _migrate),
@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--queues",
                 type=_queue_list,
-                default="maintenance,videos",
+                # tasks.queue.WORKER_QUEUES (a test keeps them equal; not imported here,
+                # so `reeltrack --help` does not load RQ)
+                default="maintenance,videos-high,videos,videos-low",
                 help="comma-separated, in priority order; "
                 "'maintenance' alone makes a worker that upkeep never waits for",
             )

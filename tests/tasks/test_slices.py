@@ -17,6 +17,7 @@ from rq.registry import ScheduledJobRegistry
 from models.entities import JobPriority, JobSource, JobStatus, ProcessingJob, Video, VideoStatus
 from models.history import events_after
 from models.jobs import JobSpec, NewVideo
+from quart_app import cli
 from quart_app.core.config import Config
 from tasks.media import ProcessedMedia
 from tasks.processing import default_processor, run_job
@@ -142,6 +143,8 @@ async def test_priorities_have_their_own_queues_and_high_is_limited_per_user(
     cfg = config(redis_url=own_redis.url)
     assert WORKER_QUEUES == ("maintenance", HIGH_QUEUE, QUEUE_NAME, LOW_QUEUE)
     assert parse_queues("videos-high,videos-low") == (HIGH_QUEUE, LOW_QUEUE)
+    # `reeltrack worker` (and so every worker of `reeltrack run`) serves all of them
+    assert cli.build_parser().parse_args(["worker"]).queues == WORKER_QUEUES
     user = await make_user()
     redis = Redis.from_url(own_redis.url)
     stored = []
