@@ -129,7 +129,7 @@ export class ProgressConnection {
   private resumeRunning = false;
   private resumeAgain = false;
   /** Settles when the last `resume` request sent has been answered (or failed). */
-  private resumeQueue: Promise<void> = Promise.resolve();
+  private resumeInFlight: Promise<void> | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private refusedRetries = 0;
   private readonly pendingAcks = new Set<() => void>();
@@ -340,11 +340,17 @@ export class ProgressConnection {
    * with `resume_in_progress`): each waits for the previous one's ack, timeout or failure.
    */
   private emitResumeOnce(jobs: Record<string, number>): Promise<ResumeAck> {
-    const turn = this.resumeQueue.then(() => this.emitResumeNow(jobs));
-    this.resumeQueue = turn.then(
+    const previous = this.resumeInFlight;
+    // sent at once when none is in flight (the usual case), else after the previous one
+    const turn = previous ? previous.then(() => this.emitResumeNow(jobs)) : this.emitResumeNow(jobs);
+    const settled = turn.then(
       () => undefined,
       () => undefined,
     );
+    this.resumeInFlight = settled;
+    void settled.then(() => {
+      if (this.resumeInFlight === settled) this.resumeInFlight = null;
+    });
     return turn;
   }
 
