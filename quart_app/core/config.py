@@ -195,13 +195,13 @@ class Config(BaseSettings):
         gt=0,
     )
     ws_max_pending_per_address: int = _setting(
-        20,
+        256,
         "WS_MAX_PENDING_PER_ADDRESS",
         "engine.io sessions one client address may hold before their Socket.IO connect",
         ge=1,
     )
     ws_max_pending_sessions: int = _setting(
-        2000,
+        1024,
         "WS_MAX_PENDING_SESSIONS",
         "engine.io sessions per web process waiting for their Socket.IO connect",
         ge=1,
