@@ -23,6 +23,7 @@ BENCHMARKS = {
     "history": ("tests.benchmarks.history", "run"),
     "reconnect": ("tests.benchmarks.reconnect", "run"),
     "latency": ("tests.benchmarks.latency", "run"),
+    "fairness": ("tests.benchmarks.fairness", "run"),
 }
 #: arguments for functions that have no defaults
 ARGS: dict[str, tuple[object, ...]] = {"publisher": (2000,)}

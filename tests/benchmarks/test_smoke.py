@@ -87,3 +87,17 @@ async def test_reconnect_storm_resumes_every_client(env: BenchEnv) -> None:
     (ours,) = res["rows"]
     assert isinstance(ours["all_reconnected_s"], float), ours
     assert isinstance(ours["all_resumed_s"], float) and ours["complete"] == CLIENTS, ours
+
+
+async def test_fairness_times_both_modes_for_every_user() -> None:
+    from tests.benchmarks import fairness
+
+    plan = {"big": [6], "small": [1]}
+    res = await fairness.run(delay=0.1, workers=1, slice_seconds=0.2, plan=plan)
+    for mode in ("sliced", "one-at-a-time"):
+        assert set(res[mode]) == {"big", "small"}
+        for r in res[mode].values():
+            assert 0 < r.first_event_s <= r.done_s < 60, r
+    # one worker: one at a time the small job waits for the whole big one, sliced it does not
+    assert res["sliced"]["small"].done_s < res["sliced"]["big"].done_s
+    assert res["one-at-a-time"]["small"].first_event_s > res["one-at-a-time"]["big"].done_s - 0.5

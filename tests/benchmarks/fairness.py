@@ -1,0 +1,248 @@
+"""Benchmark: four users submit jobs of different sizes at once; each user's time to its
+first progress event and to the completion of its last job, with time slices (this
+build) against one job at a time (SLICE_SECONDS=0, SLICE_VIDEOS=0,
+USER_MAX_ACTIVE_JOBS=0: what a worker did before slices), in the same run.
+
+    python -m tests.benchmarks fairness
+    python -m tests.benchmarks.fairness [--delay 0.2] [--workers 2] [--slice-seconds 1]
+
+Real ``reeltrack worker`` processes on a private Redis and a throw-away PostgreSQL
+database; videos come from a loopback HTTP origin answering each request after
+``delay`` seconds (a real MP4), so a job of N videos needs about N x delay of a worker.
+The slice is scaled with the delay (the defaults, 10 s at 1 s per video, are 10 videos
+a slice; here 1 s at 0.2 s is 5).  Times are from the moment every job was submitted,
+read from the progress history (created_at of the events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from redis import Redis
+from rq import Worker as RQWorker
+
+from models.db import close_db, open_db
+from models.entities import JobSource, JobStatus, ProcessingJob, User, VideoList
+from models.history import events_after
+from models.jobs import JobSpec, NewVideo
+from tasks.submission import submit_job
+from tests.conftest import live_config, migrate_in_subprocess
+from tests.support.media import make_video
+from tests.support.services import (
+    PostgresServer,
+    RedisServer,
+    create_database,
+    drop_database,
+    postgres_answers,
+    start_app,
+)
+from tests.support.workers import WorkerProcess
+
+#: user -> the sizes of the jobs it submits (in this order; users in this order too)
+PLAN: dict[str, list[int]] = {"ann": [30, 30], "bob": [20, 5], "cat": [5], "dan": [1]}
+MODES: dict[str, dict[str, Any]] = {
+    "sliced": {},  # the build's policy (slice length set by --slice-seconds)
+    "one-at-a-time": {"slice_seconds": 0, "slice_videos": 0, "user_max_active_jobs": 0},
+}
+
+
+@dataclass
+class UserResult:
+    first_event_s: float = 0.0
+    done_s: float = 0.0
+    jobs: list[int] = field(default_factory=list)
+
+
+async def _origin(body: bytes, delay: float) -> tuple[web.AppRunner, str]:
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(delay)  # the slow server: what a video costs a worker
+        return web.Response(body=body, content_type="video/mp4")
+
+    app = web.Application()
+    app.router.add_get("/{name}", handler)
+    runner, port = await start_app(app, access_log=None)
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def _since(start: datetime, when: Any) -> float:
+    return (when - start).total_seconds() if isinstance(when, datetime) else float("nan")
+
+
+async def run_mode(
+    mode: str,
+    base: Path,
+    database_url: str,
+    redis_url: str,
+    origin: str,
+    *,
+    plan: dict[str, list[int]],
+    workers: int,
+    slice_seconds: float,
+    within: float = 300.0,
+) -> dict[str, UserResult]:
+    """Run the plan once in ``mode``; per user its times (seconds from the submission)."""
+    overrides: dict[str, Any] = {
+        "import_allow_private_hosts": True,
+        "slice_seconds": slice_seconds,
+        "slice_videos": 0,
+        **MODES[mode],
+    }
+    cfg = live_config(base / mode, database_url, redis_url, **overrides)
+    procs = [WorkerProcess(cfg, name=f"fair-{mode}-{i}") for i in range(workers)]
+    redis = Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 60
+        while RQWorker.count(connection=redis) < workers:  # started: jobs wait for no fork
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{mode}: workers not up within 60s")
+            await asyncio.sleep(0.1)
+        users: dict[str, User] = {}
+        for name in plan:
+            users[name] = await User.create(
+                username=f"{name}-{mode}-{uuid.uuid4().hex[:6]}", password_hash="x"
+            )
+        lists = {n: await VideoList.create(owner=u, name="bench") for n, u in users.items()}
+        jobs: dict[str, list[uuid.UUID]] = {n: [] for n in plan}
+        started_wall = None
+        for name, sizes in plan.items():  # one user after the other, all within ms
+            for size in sizes:
+                tag = uuid.uuid4().hex[:6]
+                items = [
+                    NewVideo(source=f"{origin}/{tag}-{i}.mp4", title=f"v{i}") for i in range(size)
+                ]
+                job = await submit_job(
+                    users[name].id,
+                    lists[name].id,
+                    items,
+                    emitter=None,
+                    redis=redis,
+                    spec=JobSpec(source=JobSource.JSON),
+                )
+                started_wall = started_wall or job.created_at
+                jobs[name].append(job.id)
+        all_ids = [j for ids in jobs.values() for j in ids]
+        deadline = time.monotonic() + within
+        while await ProcessingJob.filter(
+            id__in=all_ids, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]
+        ).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{mode}: jobs not finished within {within:g}s")
+            await asyncio.sleep(0.2)
+        assert started_wall is not None
+        results: dict[str, UserResult] = {}
+        for name, ids in jobs.items():
+            result = UserResult(jobs=plan[name])
+            firsts, lasts = [], []
+            for job_id in ids:
+                events = await events_after(job_id)
+                assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+                assert events[-1]["status"] == "completed", events[-1]
+                moving = [e for e in events if e["status"] == "processing"]
+                firsts.append(_since(started_wall, datetime.fromisoformat(moving[0]["created_at"])))
+                lasts.append(_since(started_wall, datetime.fromisoformat(events[-1]["created_at"])))
+            result.first_event_s = min(firsts)
+            result.done_s = max(lasts)
+            results[name] = result
+        return results
+    finally:
+        for p in procs:
+            p.close()
+        redis.close()
+
+
+def render(results: dict[str, dict[str, UserResult]]) -> str:
+    """The table: per user, time to first event and to completion in both modes."""
+    sliced, single = results["sliced"], results["one-at-a-time"]
+    header = (
+        f"{'user':<6}{'jobs (videos)':<15}{'first event s':>14}{'(one at a time)':>17}"
+        f"{'completed s':>13}{'(one at a time)':>17}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, r in sliced.items():
+        s = single[name]
+        jobs = "+".join(str(n) for n in r.jobs)
+        lines.append(
+            f"{name:<6}{jobs:<15}{r.first_event_s:>14.1f}{s.first_event_s:>17.1f}"
+            f"{r.done_s:>13.1f}{s.done_s:>17.1f}"
+        )
+    worst = max(r.first_event_s for r in sliced.values())
+    worst_single = max(r.first_event_s for r in single.values())
+    lines.append(
+        f"longest wait for a first event: {worst:.1f} s sliced, {worst_single:.1f} s one at a time"
+    )
+    return "\n".join(lines)
+
+
+async def run(
+    *,
+    delay: float = 0.2,
+    workers: int = 2,
+    slice_seconds: float = 1.0,
+    plan: dict[str, list[int]] | None = None,
+) -> dict[str, dict[str, UserResult]]:
+    """Both modes on one Redis and one database; prints the table and returns it."""
+    plan = plan or PLAN
+    admin = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    private_pg = None
+    if not await postgres_answers(admin):
+        private_pg = PostgresServer().start()
+        admin = private_pg.admin_url
+    redis = RedisServer().start()
+    url = await create_database(admin, prefix="reeltrack_fair")
+    base = Path(tempfile.mkdtemp(prefix="rt-fairness-"))
+    video = make_video(base / "clip.mp4")
+    runner, origin = await _origin(video.read_bytes(), delay)
+    results: dict[str, dict[str, UserResult]] = {}
+    try:
+        await asyncio.to_thread(migrate_in_subprocess, url)
+        await open_db(url)
+        try:
+            for mode in MODES:
+                results[mode] = await run_mode(
+                    mode,
+                    base,
+                    url,
+                    redis.url,
+                    origin,
+                    plan=plan,
+                    workers=workers,
+                    slice_seconds=slice_seconds,
+                )
+        finally:
+            await close_db()
+    finally:
+        await runner.cleanup()
+        await drop_database(url)
+        redis.stop()
+        if private_pg is not None:
+            private_pg.destroy()
+    print(
+        f"{workers} workers, {delay:g} s per video, slices of {slice_seconds:g} s; "
+        f"jobs submitted in the order {', '.join(plan)}"
+    )
+    print(render(results))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--delay", type=float, default=0.2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--slice-seconds", type=float, default=1.0)
+    args = parser.parse_args()
+    asyncio.run(run(delay=args.delay, workers=args.workers, slice_seconds=args.slice_seconds))
+
+
+if __name__ == "__main__":
+    main()
