@@ -6,7 +6,11 @@
   how much of it still overlaps the window).  Over the limit: ``429`` JSON
   ``{"code": "rate_limited", ...}`` with ``Retry-After``.  Refused requests do not
   count, so a client that backs off gets back in.  When Redis is unreachable requests
-  pass (the limit protects capacity, not secrets; login throttling fails closed).
+  pass (the limit protects capacity, not secrets; login throttling fails closed) and
+  ``reeltrack_redis_connection_failures_total{process="web",operation="rate_limit"}``
+  counts them.  A burst waits for one of the pool's connections instead of failing;
+  a request that still finds none within ``REDIS_POOL_TIMEOUT`` (the process is
+  saturated) is answered 429 with ``Retry-After: 1``.
 - **CORS**: an ``Origin`` is allowed when it is the app's own (same host) or listed in
   ``CORS_ORIGINS``; allowed cross-origin requests get ``Access-Control-Allow-Origin``
   and preflights are answered here; ``/api`` requests from any other origin are refused
@@ -31,6 +35,7 @@ from redis.exceptions import RedisError
 from quart_app.core import metrics
 from quart_app.core.config import Config
 from quart_app.core.origins import origin_allowed
+from quart_app.core.redis_pools import pool_exhausted
 from quart_app.core.tokens import InvalidToken, verify_token
 from quart_app.errors import error_response
 from quart_app.services import REDIS_KEY_PREFIX, services
@@ -101,6 +106,20 @@ async def check_rate_limit(config: Config) -> Any:
             return None
         await redis.decr(current_key)  # refused requests do not count
     except (RedisError, OSError) as exc:
+        if pool_exhausted(exc):
+            # a burst so large that no pooled connection freed up within
+            # REDIS_POOL_TIMEOUT: this process is saturated, so refuse (letting the
+            # burst through is what the limit exists to prevent)
+            metrics.rate_limited("rest")
+            return error_response(
+                429,
+                "rate_limited",
+                "too many requests at once; retry after 1 s",
+                headers={"Retry-After": "1"},
+                retry_after=1,
+            )
+        # Redis unreachable: fail open (the limit protects capacity, not secrets), counted
+        metrics.redis_failure("web", "rate_limit")
         log.warning("rate limit not applied, Redis unavailable: %s", exc)
         return None
     retry_after = _retry_after(int(previous or 0), int(current) - 1, limit, elapsed)

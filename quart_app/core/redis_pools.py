@@ -50,3 +50,11 @@ def sync_client(url: str, limits: PoolLimits, **options: Any) -> redis.Redis:
         url, max_connections=limits.size, timeout=limits.timeout, **options
     )
     return redis.Redis.from_pool(pool)
+
+
+def pool_exhausted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a pool's bounded wait running out (every connection busy for
+    ``timeout`` seconds: the process is saturated), not Redis being unreachable."""
+    return (
+        isinstance(exc, redis.exceptions.ConnectionError) and str(exc) == "No connection available."
+    )

@@ -13,7 +13,7 @@ import redis
 from redis import asyncio as aioredis
 
 from quart_app.core.config import Config
-from quart_app.core.redis_pools import PoolLimits, async_client, sync_client
+from quart_app.core.redis_pools import PoolLimits, async_client, pool_exhausted, sync_client
 from quart_app.services import Services
 from socket_layer.server import create_sio, layer_of
 
@@ -82,8 +82,12 @@ def test_the_blocking_client_waits_its_bounded_time_then_raises(redis_url: str) 
     client = sync_client(redis_url, PoolLimits(size=1, timeout=0.2))
     try:
         held = client.connection_pool.get_connection()
-        with pytest.raises(redis.exceptions.ConnectionError, match="No connection available"):
+        with pytest.raises(
+            redis.exceptions.ConnectionError, match="No connection available"
+        ) as err:
             client.ping()
+        assert pool_exhausted(err.value)
+        assert not pool_exhausted(redis.exceptions.ConnectionError("Connection refused"))
         client.connection_pool.release(held)
         assert client.ping() is True
     finally:
