@@ -49,6 +49,9 @@ RIG_SETTINGS: dict[str, Any] = {
     "ws_ping_interval": 1.0,
     "ws_ping_timeout": 2.0,
     "ws_presence_ttl": 3.0,
+    # every job is processed in slices of 5 videos: each fault hits jobs that hand over
+    # between workers, and a worker killed mid-job is killed mid-slice
+    "slice_videos": 5,
 }
 
 
