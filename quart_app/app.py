@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from quart import Quart
-from quart_schema import Info, QuartSchema
+from quart_schema import Info, PydanticDumpOptions, QuartSchema
 
 from models.db import close_db, open_db
 from quart_app.api import register_blueprints
@@ -41,6 +43,11 @@ def create_app(config: Config | None = None) -> Quart:
         scalar_ui_path=None,
         swagger_ui_path=None,  # served by quart_app.docs_ui from local assets
         openapi_provider_class=ApiDocument,
+        # datetimes as the document says (ISO 8601 date-time); left to Quart's JSON
+        # provider they became HTTP dates ("Tue, 01 Dec 2026 22:03:29 GMT", no
+        # sub-second part), which generated clients refuse
+        # (quart_schema passes these to model_dump; its TypedDict does not list "mode")
+        pydantic_dump_options=cast(PydanticDumpOptions, {"mode": "json"}),
     )
     register_error_handlers(app)
     install_json_policy(app)  # deep nesting, NUL characters: 400

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from openapi_spec_validator import validate
@@ -196,3 +197,16 @@ async def test_docs_page_loads_only_same_origin_assets(pg_api: Api) -> None:
     # only the listed files of the package are served
     assert (await pg_api.client.get("/docs/assets/index.html")).status_code == 404
     assert (await pg_api.client.get("/docs/assets/..%2Fswagger-ui.js")).status_code == 404
+
+
+async def test_timestamps_are_the_iso_date_time_the_document_promises(pg_api: Api) -> None:
+    _, headers = await pg_api.new_user()
+    status, created = await pg_api.call("POST", "/api/lists", headers=headers, json={"name": "t"})
+    assert status == 201
+    schema = openapi_document()["paths"]["/api/lists"]["post"]["responses"]["201"]["content"]
+    assert schema["application/json"]["schema"]["properties"]["created_at"]["format"] == (
+        "date-time"
+    )
+    # ISO 8601 with its offset, not an HTTP date ("Tue, 01 Dec 2026 22:03:29 GMT")
+    stamp = datetime.fromisoformat(created["created_at"])
+    assert stamp.tzinfo is not None
