@@ -51,7 +51,6 @@ REDACTED = "[redacted]"
 _SECRET_KEYS = (
     r"(?:access_token|refresh_token|token|password|passwd|secret_key|secret|api_key|sid|sig)"
 )
-
 # key=value in query strings, form bodies, "Authorization: x" style text
 _KV_RE = re.compile(rf"(\b{_SECRET_KEYS}=)[^&\s\"';,]*", re.IGNORECASE)
 # "key": "value" (JSON) and 'key': 'value' (Python reprs)
