@@ -124,18 +124,26 @@ COMMAND_SETTINGS: dict[str, str] = {
     "run": "VAR_DIR (state: SQLite, media, secret key, embedded Redis; default ./var),\n"
     "HOST, PORT, DATABASE_URL (default SQLite in VAR_DIR), REDIS_URL (default: an\n"
     "embedded redis-server started in VAR_DIR), RUN_WORKERS, RUN_STOP_GRACE,\n"
-    "SECRET_KEY, MEDIA_ROOT, IMPORT_ROOT, LOG_LEVEL, LOG_JSON",
-    "serve": "HOST, PORT, DATABASE_URL, REDIS_URL (required in production), SECRET_KEY,\n"
-    "CORS_ORIGINS, TRUSTED_PROXY_HOPS, MEDIA_ROOT, IMPORT_ROOT, MAX_UPLOAD_BYTES,\n"
-    "MAX_REQUEST_BYTES, RATE_LIMIT_PER_MINUTE, ALLOW_REGISTRATION, WS_* (Socket.IO),\n"
-    "LOG_LEVEL, LOG_JSON",
-    "worker": "DATABASE_URL, REDIS_URL, MEDIA_ROOT, IMPORT_ROOT, FETCH_TIMEOUT,\n"
-    "VIDEO_TIME_BUDGET, JOB_TIME_BUDGET, STALE_JOB_SECONDS,\n"
-    "PROGRESS_HISTORY_RETENTION_DAYS, LOG_LEVEL, LOG_JSON",
+    "SECRET_KEY, MEDIA_ROOT, IMPORT_ROOT, LOG_LEVEL, LOG_JSON; its web process and\n"
+    "workers read the settings of `serve` and `worker`",
+    "serve": "HOST, PORT, DATABASE_URL, REDIS_URL (required in production), REELTRACK_ENV,\n"
+    "SECRET_KEY, ACCESS_TOKEN_TTL, CORS_ORIGINS, TRUSTED_PROXY_HOPS, MEDIA_ROOT,\n"
+    "IMPORT_ROOT, MAX_UPLOAD_BYTES, MAX_REQUEST_BYTES, MAX_VIDEOS_PER_JOB,\n"
+    "BODY_READ_TIMEOUT, BODY_MIN_RATE, UPLOADS_PER_ADDRESS, HIGH_PRIORITY_MAX_ACTIVE,\n"
+    "RATE_LIMIT_PER_MINUTE, ALLOW_REGISTRATION, LOGIN_*, PASSWORD_HASH_WORKERS,\n"
+    "PASSWORD_HASH_QUEUE, REDIS_POOL_SIZE, REDIS_POOL_TIMEOUT, REDIS_PUBSUB_POOL_SIZE,\n"
+    "SOCKETIO_MANAGER, WEBSOCKET_PING_INTERVAL, WEBSOCKET_TIMEOUT, WS_* (Socket.IO),\n"
+    "RESUME_*, LOG_LEVEL, LOG_JSON",
+    "worker": "DATABASE_URL, REDIS_URL, SOCKETIO_MANAGER, MEDIA_ROOT, IMPORT_ROOT,\n"
+    "IMPORT_ALLOW_PRIVATE_HOSTS, MAX_UPLOAD_BYTES, FETCH_TIMEOUT, VIDEO_TIME_BUDGET,\n"
+    "JOB_TIME_BUDGET, SLICE_SECONDS, SLICE_VIDEOS, USER_MAX_ACTIVE_JOBS, THROTTLE_*,\n"
+    "RETRY_BUFFER_SIZE, STALE_JOB_SECONDS, PROGRESS_HISTORY_RETENTION_DAYS, LOG_LEVEL,\n"
+    "LOG_JSON",
     "migrate": "DATABASE_URL (default SQLite in VAR_DIR); a PostgreSQL URL applies the\n"
     "PostgreSQL migrations, a sqlite:// URL the SQLite ones",
     "create-user": "DATABASE_URL",
-    "demo": "DATABASE_URL, REDIS_URL (a worker must run to process the job), MEDIA_ROOT",
+    "demo": "DATABASE_URL, REDIS_URL (a worker must run to process the job), IMPORT_ROOT\n"
+    "(the samples go to IMPORT_ROOT/demo), SOCKETIO_MANAGER",
     "purge-history": "DATABASE_URL, PROGRESS_HISTORY_RETENTION_DAYS (used without --older-than)",
 }
 
@@ -171,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
-        "run": ("web + worker (+ embedded Redis), demo data on first start", _run),
+        "run": (
+            "one web process and RUN_WORKERS workers, restarted when they crash"
+            " (+ embedded Redis), demo data on first start",
+            _run,
+        ),
         "serve": ("one web process on HOST:PORT", _serve),
         "worker": (
             "an RQ worker on queues maintenance, videos-high, videos, videos-low (with cron)",

@@ -2,9 +2,9 @@
 
 Starts (when ``REDIS_URL`` is unset) a private Redis that persists into ``VAR_DIR``,
 applies migrations, starts one web process (``reeltrack serve``) and RUN_WORKERS workers
-(``reeltrack worker``, each on ``maintenance`` then ``videos``) as child processes,
-creates the demo user with sample videos on first start, and prints the URL and the
-login.
+(``reeltrack worker``, each on ``maintenance``, ``videos-high``, ``videos``, ``videos-low``
+in that order) as child processes, creates the demo user with sample videos on first
+start, and prints the URL and the login.
 
 Supervision: a child that exits is started again after 1 s, 2 s, 4 s ... (doubling per
 crash in a row, at most 30 s); the others go on meanwhile (the web serves while a worker

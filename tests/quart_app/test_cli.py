@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from quart_app.cli import COMMAND_SETTINGS, build_parser, main
+from quart_app.core.config import ENV_VARS
 from tasks.retention import days_text
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
@@ -63,6 +64,20 @@ def test_named_settings_exist() -> None:
         named = set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b|\b(?:HOST|PORT)\b", text))
         assert named, command
         assert named <= known, (command, named - known)
+
+
+def test_every_setting_is_named_by_a_command() -> None:
+    """Each setting in the declaration is named (or covered by a ``PREFIX_*``) in the
+    help of at least one command, so a new setting cannot be left out of the help."""
+    text = " ".join(COMMAND_SETTINGS.values())
+    prefixes = re.findall(r"\b([A-Z][A-Z0-9_]*_)\*", text)
+    named = set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", text))
+    missing = [
+        env for env in ENV_VARS if env not in named and not any(env.startswith(p) for p in prefixes)
+    ]
+    assert missing == []
+    for prefix in prefixes:  # a wildcard stands for at least one real setting
+        assert any(env.startswith(prefix) for env in ENV_VARS), prefix
 
 
 def test_defaults_are_shown(capsys: pytest.CaptureFixture[str]) -> None:
