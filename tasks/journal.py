@@ -39,6 +39,8 @@ from models.entities import JobProgressEvent, JobStatus, ProcessingJob
 from models.events import ProgressEvent
 from models.history import record_event
 from quart_app.core.config import REDIS_KEY_PREFIX
+from quart_app.core.redis_pools import PoolLimits, async_client
+from socket_layer.pooled_redis import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +93,11 @@ class RedisJournal:
         self._owned = owned
 
     @classmethod
-    def from_url(cls, redis_url: str, **kwargs: Any) -> RedisJournal:
+    def from_url(
+        cls, redis_url: str, *, limits: PoolLimits = DEFAULT_LIMITS, **kwargs: Any
+    ) -> RedisJournal:
         """A journal with its own client (connects lazily, on first use)."""
-        client = aioredis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        client = async_client(redis_url, limits, socket_timeout=2, socket_connect_timeout=2)
         return cls(client, owned=True, **kwargs)
 
     async def _run(self, what: str, coro: Any) -> Any:

@@ -42,8 +42,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
 from models.events import ProgressEvent, utcnow
@@ -51,6 +49,7 @@ from models.jobs import abandon_videos, plural
 from quart_app.core import metrics_multiprocess
 from quart_app.core.config import Config
 from quart_app.core.logs import bind_log_context, log_context
+from quart_app.core.redis_pools import PoolLimits, async_client, sync_client
 from tasks.journal import Journal, RedisJournal, recover
 from tasks.media import MediaError, ProcessedMedia, process_media
 from tasks.publisher import Emitter, JobPublisher, LostOwnership, make_emitter
@@ -158,7 +157,9 @@ async def run_job(
             return "skipped"
         bind_log_context(job_id=job_uuid, user_id=job.owner_id)
         if journal is None and config.redis_url:
-            own_journal = journal = RedisJournal.from_url(config.redis_url)
+            own_journal = journal = RedisJournal.from_url(
+                config.redis_url, limits=PoolLimits.of(config)
+            )
         recovered: list[ProgressEvent] = []
         if journal is not None:
             # a run that died while its DB writes failed may have published events the
@@ -265,6 +266,7 @@ class _Turns:
             lease_s=config.stale_job_seconds,
             # a deferred job asks every DEFER_S, but may wait behind a long queue
             forget_s=max(60.0, 2.0 * config.stale_job_seconds),
+            limits=PoolLimits.of(config),
         )
 
     async def admit(self) -> str:
@@ -320,11 +322,12 @@ class _Turns:
     async def _enqueue(self, rq_job_id: str, *, delay_s: float = 0.0) -> None:
         """Enqueue the job's next RQ job; when Redis refuses, the stale-job check
         enqueues it (the row names it)."""
-        from redis import Redis
 
         def enqueue() -> None:
             assert self.config.redis_url
-            client = Redis.from_url(self.config.redis_url, socket_timeout=5)
+            client = sync_client(
+                self.config.redis_url, PoolLimits(size=1, timeout=5.0), socket_timeout=5
+            )
             try:
                 enqueue_processing(
                     client,
@@ -410,7 +413,9 @@ async def _heartbeat_loop(
     ``on_beat``: also awaited each beat (the user slot's lease)."""
     alive = None
     if redis_url and alive_ttl > 0:
-        alive = aioredis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        alive = async_client(
+            redis_url, PoolLimits(size=1, timeout=5.0), socket_timeout=2, socket_connect_timeout=2
+        )
     try:
         while True:
             if alive is not None:

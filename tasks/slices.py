@@ -26,6 +26,8 @@ import uuid
 import redis.asyncio as aioredis
 
 from quart_app.core.config import REDIS_KEY_PREFIX
+from quart_app.core.redis_pools import PoolLimits, async_client
+from socket_layer.pooled_redis import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +102,16 @@ class UserSlots:
         self.forget_ms = int(forget_s * 1000)
 
     @classmethod
-    def from_url(cls, url: str, *, cap: int, lease_s: float, forget_s: float) -> UserSlots:
-        client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        cap: int,
+        lease_s: float,
+        forget_s: float,
+        limits: PoolLimits = DEFAULT_LIMITS,
+    ) -> UserSlots:
+        client = async_client(url, limits, socket_timeout=5, socket_connect_timeout=5)
         return cls(client, cap=cap, lease_s=lease_s, forget_s=forget_s)
 
     async def close(self) -> None:

@@ -48,6 +48,7 @@ from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
 from models.events import utcnow
 from quart_app.core.config import REDIS_KEY_PREFIX, Config
+from quart_app.core.redis_pools import PoolLimits, sync_client
 from tasks.journal import Journal, RedisJournal, recover
 from tasks.publisher import Emitter, JobPublisher, LostOwnership, make_emitter
 from tasks.queue import MAX_RETRIES, enqueue_processing, queue_for, rq_job_id_for
@@ -254,11 +255,12 @@ async def check_stale_jobs_job() -> dict[str, Any]:
     config = Config.from_env()
     if not config.redis_url:
         raise RuntimeError("REDIS_URL is required")
-    redis = Redis.from_url(config.redis_url)
+    limits = PoolLimits.of(config)
+    redis = sync_client(config.redis_url, limits, socket_timeout=5, socket_connect_timeout=5)
     if not redis.set(LOCK_KEY, "1", nx=True, ex=max(1, check_interval(config))):
         return {"skipped": "another check is running"}
     emitter = make_emitter(config)
-    journal = RedisJournal.from_url(config.redis_url)
+    journal = RedisJournal.from_url(config.redis_url, limits=limits)
     await open_db(config.database_url)
     try:
         report = await check_stale_jobs(config, redis, emitter, journal=journal)

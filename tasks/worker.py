@@ -34,6 +34,7 @@ from rq.exceptions import InvalidJobOperation
 
 import tasks.processing  # noqa: F401  (imported in the parent: forked horses start warm)
 from quart_app.core.config import Config
+from quart_app.core.redis_pools import PoolLimits, sync_client
 from tasks import retention
 from tasks.interrupted import requeue_dead_worker_jobs, requeue_interrupted
 from tasks.queue import MAINTENANCE_QUEUE, WORKER_QUEUES
@@ -55,10 +56,17 @@ def register_cron_jobs(scheduler: CronScheduler, config: Config) -> None:
     retention.register_cron(scheduler)
 
 
+def _client(config: Config) -> Redis:
+    """The worker's RQ connection (a plain or Sentinel-managed master). No read
+    timeout: RQ blocks in BZPOPMIN/BLMOVE for its dequeue timeout."""
+    assert config.redis_url
+    return sync_client(config.redis_url, PoolLimits.of(config), socket_connect_timeout=5)
+
+
 def _cron_main(config: Config, parent_pid: int) -> None:
     """The cron child: RQ's CronScheduler loop, stopping when the parent is gone."""
     assert config.redis_url
-    scheduler = CronScheduler(Redis.from_url(config.redis_url), logging_level=config.log_level)
+    scheduler = CronScheduler(_client(config), logging_level=config.log_level)
     register_cron_jobs(scheduler, config)
     scheduler.register_birth()
     try:
@@ -140,7 +148,7 @@ def run_worker(
         print("error: REDIS_URL is required for `reeltrack worker`")
         return 2
     retention.configure(config)
-    redis = Redis.from_url(config.redis_url)
+    redis = _client(config)
     if replaces:
         _take_over(redis, replaces)
     worker = ReeltrackWorker(

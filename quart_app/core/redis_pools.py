@@ -8,15 +8,35 @@ that let everything through.  Every Redis client of reeltrack is built here inst
 its pool holds at most ``size`` connections and a command that finds none free waits
 up to ``timeout`` seconds for one (then raises :class:`redis.exceptions.ConnectionError`
 "No connection available.").
+
+Sentinel.  ``REDIS_URL`` may name a Sentinel-managed master instead of one server::
+
+    redis+sentinel://[[username:]password@]host:port[,host:port...]/<master-name>[/<db>]
+
+e.g. ``redis+sentinel://s1:26379,s2:26379,s3:26379/reeltrack/0``.  The hosts are the
+Sentinels (asked without a password); ``username``/``password`` are the master's.
+Clients built from such a URL ask the Sentinels for the master's address on every
+new connection, so after a failover a command that met a dead or demoted master
+(connection error, ``READONLY``) is retried on the new master by redis-py's retry,
+and the next one connects there.  :func:`master_url` gives the current master as a
+plain ``redis://`` URL for connections built outside redis-py (the pub/sub listener),
+to be called again on every reconnect.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 import redis
+import redis.sentinel
 from redis import asyncio as aioredis
+from redis.asyncio import sentinel as aiosentinel
+
+SENTINEL_SCHEME = "redis+sentinel"
+#: connection options that also apply to the connections to the Sentinels themselves
+_SENTINEL_OPTIONS = ("socket_timeout", "socket_connect_timeout", "socket_keepalive")
 
 
 @dataclass(frozen=True)
@@ -33,11 +53,100 @@ class PoolLimits:
         return cls(size or config.redis_pool_size, config.redis_pool_timeout)
 
 
+@dataclass(frozen=True)
+class SentinelTarget:
+    """What a ``redis+sentinel://`` URL names."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    def master_options(self) -> dict[str, Any]:
+        """Connection options for the master's connections (db, credentials)."""
+        options: dict[str, Any] = {"db": self.db}
+        if self.username:
+            options["username"] = self.username
+        if self.password:
+            options["password"] = self.password
+        return options
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() == SENTINEL_SCHEME
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """Parse ``redis+sentinel://[[user:]password@]host:port[,host:port...]/<master>[/<db>]``.
+
+    Raises ValueError naming what is wrong (no host, a port that is not a number, no
+    master name, a db that is not a number, anything after the db)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    netloc = parts.netloc
+    username = password = None
+    if "@" in netloc:
+        creds, netloc = netloc.rsplit("@", 1)
+        user, sep, pw = creds.partition(":")
+        username, password = (unquote(user) or None, unquote(pw)) if sep else (None, unquote(user))
+    sentinels: list[tuple[str, int]] = []
+    for item in netloc.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"Sentinel address {item!r} is not host:port")
+        sentinels.append((host.strip("[]"), int(port)))
+    segments = [unquote(p) for p in parts.path.split("/")[1:]]
+    if not segments or not segments[0]:
+        raise ValueError("the URL names no master (redis+sentinel://host:port/<master-name>)")
+    if len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit()):
+        raise ValueError("after the master name only a db number may follow: /<master>/<db>")
+    db = int(segments[1]) if len(segments) == 2 else 0
+    return SentinelTarget(tuple(sentinels), segments[0], db, username, password or None)
+
+
+class _AsyncWaitingSentinelPool(
+    aiosentinel.SentinelConnectionPool, aioredis.BlockingConnectionPool
+):
+    """redis-py's Sentinel pool (connects to whichever server the Sentinels name
+    master), bounded and waiting like :class:`aioredis.BlockingConnectionPool`; a full
+    close (the client's ``aclose``) also closes the connections to the Sentinels."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:
+            await self.sentinel_manager.aclose()
+
+
+class _WaitingSentinelPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
+    """The blocking counterpart of :class:`_AsyncWaitingSentinelPool`."""
+
+
+def _sentinel_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k in _SENTINEL_OPTIONS}
+
+
 def async_client(url: str, limits: PoolLimits, **options: Any) -> aioredis.Redis:
     """An asyncio client on its own waiting pool (closed with the client's ``aclose``).
 
     ``options`` are connection options (``socket_timeout``...), as for ``from_url``.
+    A ``redis+sentinel://`` URL gives a client of the master the Sentinels name.
     """
+    if is_sentinel_url(url):
+        target = parse_sentinel_url(url)
+        manager = aiosentinel.Sentinel(
+            list(target.sentinels), sentinel_kwargs=_sentinel_options(options)
+        )
+        client: aioredis.Redis = manager.master_for(
+            target.master,
+            connection_pool_class=_AsyncWaitingSentinelPool,
+            max_connections=limits.size,
+            timeout=limits.timeout,
+            **target.master_options(),
+            **options,
+        )
+        return client
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=limits.size, timeout=limits.timeout, **options
     )
@@ -45,11 +154,51 @@ def async_client(url: str, limits: PoolLimits, **options: Any) -> aioredis.Redis
 
 
 def sync_client(url: str, limits: PoolLimits, **options: Any) -> redis.Redis:
-    """A blocking client (for threads) on its own waiting pool."""
+    """A blocking client (for threads, RQ) on its own waiting pool; a
+    ``redis+sentinel://`` URL gives a client of the master the Sentinels name."""
+    if is_sentinel_url(url):
+        target = parse_sentinel_url(url)
+        manager = redis.sentinel.Sentinel(
+            list(target.sentinels), sentinel_kwargs=_sentinel_options(options)
+        )
+        client: redis.Redis = manager.master_for(
+            target.master,
+            connection_pool_class=_WaitingSentinelPool,
+            max_connections=limits.size,
+            timeout=limits.timeout,
+            **target.master_options(),
+            **options,
+        )
+        return client
     pool = redis.BlockingConnectionPool.from_url(
         url, max_connections=limits.size, timeout=limits.timeout, **options
     )
     return redis.Redis.from_pool(pool)
+
+
+async def master_url(url: str, wait_s: float = 5.0) -> str:
+    """``url`` itself, or for a ``redis+sentinel://`` URL the master the Sentinels name
+    now, as ``redis://[user:password@]host:port/db``.
+
+    Raises :class:`redis.exceptions.ConnectionError` (``MasterNotFoundError``) when no
+    Sentinel answers or none knows a healthy master (e.g. mid-failover)."""
+    if not is_sentinel_url(url):
+        return url
+    target = parse_sentinel_url(url)
+    manager = aiosentinel.Sentinel(
+        list(target.sentinels),
+        sentinel_kwargs={"socket_timeout": wait_s, "socket_connect_timeout": wait_s},
+    )
+    try:
+        host, port = await manager.discover_master(target.master)
+    finally:
+        await manager.aclose()
+    creds = ""
+    if target.password:
+        user = quote(target.username, safe="") if target.username else ""
+        creds = f"{user}:{quote(target.password, safe='')}@"
+    host_text = f"[{host}]" if ":" in str(host) else str(host)
+    return f"redis://{creds}{host_text}:{port}/{target.db}"
 
 
 def pool_exhausted(exc: BaseException) -> bool:

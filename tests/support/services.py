@@ -23,6 +23,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import redis
 from aiohttp import web
 
 from quart_app.devserver import redis_server_binary
@@ -59,11 +60,13 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> 
 
 
 class RedisServer:
-    """A private redis-server on a fixed free port; restartable on the same port."""
+    """A private redis-server on a fixed free port; restartable on the same port.
+    ``args``: more server options (e.g. ``("--replicaof", "127.0.0.1", "6390")``)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="rt-redis-")
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,6 +89,7 @@ class RedisServer:
                 self.dir,
                 "--loglevel",
                 "warning",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -102,6 +106,131 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class SentinelRig:
+    """A Sentinel-managed Redis on free ports: a master, ``replicas`` replicas and
+    ``sentinels`` Sentinels (quorum: a majority), failing over fast (the master is
+    judged down after ``down_after_ms``).  :attr:`url` is the ``redis+sentinel://``
+    URL reeltrack takes; :meth:`kill_master` SIGKILLs the current master and
+    :meth:`wait_promoted` waits for the Sentinels to name another."""
+
+    MASTER = "reeltrack"
+
+    def __init__(self, *, replicas: int = 1, sentinels: int = 3, down_after_ms: int = 1000) -> None:
+        self.master = RedisServer()
+        self.replicas = [
+            RedisServer(args=("--replicaof", "127.0.0.1", str(self.master.port)))
+            for _ in range(replicas)
+        ]
+        self.servers = [self.master, *self.replicas]
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.down_after_ms = down_after_ms
+        self.dir = tempfile.mkdtemp(prefix="rt-sentinel-")
+        self.sentinel_procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.MASTER}/0"
+
+    @staticmethod
+    def _ask(port: int, *args: str) -> Any:
+        """One command to the server on ``port``; None when it does not answer."""
+        client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return client.execute_command(*args)
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+
+    def _master_of(self, sentinel_port: int) -> int | None:
+        addr = self._ask(sentinel_port, "SENTINEL", "get-master-addr-by-name", self.MASTER)
+        return int(addr[1]) if addr else None
+
+    def start(self, timeout: float = 30.0) -> SentinelRig:
+        """Start everything; returns once every Sentinel knows the master, every replica
+        and the other Sentinels, and every replica is in sync.  Raises TimeoutError."""
+        for server in self.servers:
+            server.start()
+        quorum = len(self.sentinel_ports) // 2 + 1
+        for port in self.sentinel_ports:
+            conf = os.path.join(self.dir, f"sentinel-{port}.conf")
+            with open(conf, "w", encoding="utf-8") as f:
+                f.write(
+                    f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                    f"sentinel monitor {self.MASTER} 127.0.0.1 {self.master.port} {quorum}\n"
+                    f"sentinel down-after-milliseconds {self.MASTER} {self.down_after_ms}\n"
+                    f"sentinel failover-timeout {self.MASTER} 10000\n"
+                    f"sentinel parallel-syncs {self.MASTER} 1\n"
+                )
+            self.sentinel_procs.append(
+                subprocess.Popen(
+                    [redis_server_binary(), conf, "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port in self.sentinel_ports:
+            wait_for_port(port)
+        deadline = time.monotonic() + timeout
+        others = len(self.sentinel_ports) - 1
+        while time.monotonic() < deadline:
+            info = self._ask(self.master.port, "INFO", "replication") or {}
+            synced = sum(1 for k in info if k.startswith("slave")) == len(self.replicas) and all(
+                v.get("state") == "online"
+                for k, v in info.items()
+                if k.startswith("slave") and isinstance(v, dict)
+            )
+            known = all(
+                len(self._ask(p, "SENTINEL", "replicas", self.MASTER) or []) >= len(self.replicas)
+                and len(self._ask(p, "SENTINEL", "sentinels", self.MASTER) or []) >= others
+                for p in self.sentinel_ports
+            )
+            if synced and known:
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError("the Sentinel rig did not settle")
+
+    def master_port(self) -> int | None:
+        """The master's port as the first Sentinel that answers names it."""
+        for port in self.sentinel_ports:
+            master = self._master_of(port)
+            if master is not None:
+                return master
+        return None
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the current master; returns it (not restarted)."""
+        port = self.master_port()
+        victim = next(s for s in self.servers if s.port == port)
+        victim.stop(kill=True)
+        return victim
+
+    def wait_promoted(self, old_port: int, timeout: float = 30.0) -> int:
+        """Block until every Sentinel names a master other than ``old_port`` that answers
+        as master; returns its port.  Raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ports = {self._master_of(p) for p in self.sentinel_ports}
+            if len(ports) == 1 and (new := ports.pop()) not in (None, old_port):
+                role = self._ask(new, "ROLE")
+                if role and role[0] in (b"master", "master"):
+                    return new
+            time.sleep(0.05)
+        raise TimeoutError(f"no replica promoted within {timeout}s")
+
+    def stop(self) -> None:
+        for proc in self.sentinel_procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        self.sentinel_procs.clear()
+        for server in self.servers:
+            server.stop(kill=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _pg_bin(name: str) -> str:
