@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from fractions import Fraction
 from pathlib import Path
 
-import av
 from redis import Redis
 
 from models.db import close_db, open_db
@@ -26,6 +24,7 @@ from models.entities import JobSource, User, VideoList
 from models.jobs import JobSpec, NewVideo
 from quart_app.core.accounts import create_user
 from quart_app.core.config import Config
+from quart_app.sample_video import make_video
 from tasks.publisher import make_emitter
 from tasks.submission import QueueUnavailable, submit_job
 
@@ -45,56 +44,6 @@ FAILURE_EVERY = 60
 DEFAULT_DURATION_S = 60.0
 CORRUPT_TITLE = "A corrupt file (fails on purpose)"
 PLAYLIST_TITLE = "A playlist, not a video (fails on purpose)"
-
-#: fastest settings: the demo must be ready within seconds on a small machine
-ENCODER_OPTIONS = {
-    "libx264": {"preset": "ultrafast"},
-    "libvpx": {"deadline": "realtime", "cpu-used": "8"},
-}
-PALETTE = [
-    (235, 64, 52),
-    (245, 166, 35),
-    (248, 231, 28),
-    (126, 211, 33),
-    (74, 144, 226),
-    (144, 19, 254),
-    (255, 255, 255),
-    (30, 30, 30),
-]
-
-
-def _frame(width: int, height: int, index: int) -> av.VideoFrame:
-    """Colour bars sliding one step per frame (cheap: one row built, repeated)."""
-    band = max(1, width // len(PALETTE))
-    row = b"".join(bytes(c) * band for c in PALETTE)
-    row = (row * 2)[: width * 3] if len(row) >= width * 3 else (row * (width // band + 2))
-    shift = (index * 3 % width) * 3
-    row = (row[shift:] + row[:shift])[: width * 3]
-    frame = av.VideoFrame(width, height, "rgb24")
-    plane = frame.planes[0]
-    line = row + b"\0" * (plane.line_size - width * 3)
-    plane.update(line * height)
-    return frame
-
-
-def synthesise(path: Path, width: int, height: int, fps: int, seconds: float, codec: str) -> Path:
-    """Write one sample video (blocking, a fraction of a second)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps, options=ENCODER_OPTIONS.get(codec, {}))
-        assert isinstance(stream, av.VideoStream)
-        stream.width = width
-        stream.height = height
-        stream.pix_fmt = "yuv420p"
-        for i in range(max(1, int(fps * seconds))):
-            frame = _frame(width, height, i)
-            frame.pts = i
-            frame.time_base = Fraction(1, fps)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
 
 
 def _failing(directory: Path, nth: int) -> NewVideo:
@@ -125,7 +74,9 @@ def make_samples(import_root: Path, count: int) -> list[NewVideo]:
         width, height, fps, seconds, codec, suffix = VARIANTS[k % len(VARIANTS)]
         name = f"sample-{k + 1:02d}-{width}x{height}-{codec}{suffix}"
         if not (directory / name).exists():
-            synthesise(directory / name, width, height, fps, seconds, codec)
+            make_video(
+                directory / name, width=width, height=height, fps=fps, seconds=seconds, codec=codec
+            )
         items.append(NewVideo(f"import:demo/{name}", f"Sample {i + 1} ({width}x{height}, {codec})"))
     if count > 0:
         items.append(NewVideo("import:demo/corrupt-sample.mp4", CORRUPT_TITLE))
