@@ -248,6 +248,10 @@ class Supervisor:
     """Starts the processes, restarts a crashed one (:class:`RestartPolicy`), stops all.
 
     ``log``: where the supervisor's own lines go (stderr by default).
+    ``reap_orphans``: also SIGKILL children of this process that it did not start (the
+    orphans a dead child leaves when this process is their subreaper). Only for a process
+    that owns all its children, as ``reeltrack run`` does; off, the supervisor touches
+    nothing but what it started (a test runner's own children stay alive).
     """
 
     def __init__(
@@ -255,9 +259,12 @@ class Supervisor:
         env: dict[str, str],
         stop_grace: float,
         log: Callable[[str], None] | None = None,
+        *,
+        reap_orphans: bool = False,
     ) -> None:
         self.env = env
         self.stop_grace = stop_grace
+        self.owns_orphans = reap_orphans
         self.procs: list[Supervised] = []
         self.log = log or (
             lambda line: print(f"reeltrack run: {line}", file=sys.stderr, flush=True)
@@ -305,7 +312,10 @@ class Supervisor:
 
     def reap_orphans(self) -> list[int]:
         """SIGKILL and reap every child of ours that we did not start (orphans of a dead
-        child, reparented to us as a subreaper); returns their pids."""
+        child, reparented to us as a subreaper); returns their pids.  Does nothing unless
+        the supervisor was made with ``reap_orphans=True``."""
+        if not self.owns_orphans:
+            return []
         ours = {sup.proc.pid for sup in self.procs if sup.proc is not None}
         orphans = [pid for pid in child_pids(os.getpid()) if pid not in ours]
         for pid in orphans:
@@ -427,7 +437,8 @@ def run_all(config: Config) -> int:
         PYTHONUNBUFFERED="1",
     )
     exe = [sys.executable, "-m", "quart_app.cli"]
-    supervisor = Supervisor(env, config.run_stop_grace)
+    subreaper = become_subreaper()
+    supervisor = Supervisor(env, config.run_stop_grace, reap_orphans=subreaper)
     signals = 0
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -441,7 +452,7 @@ def run_all(config: Config) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    if not become_subreaper():
+    if not subreaper:
         supervisor.log("no subreaper here: a crashed worker's work-horse may outlive it")
     try:
         if config.redis_url is None:

@@ -86,12 +86,33 @@ def test_supervisor_restarts_a_crashing_child_then_gives_up_naming_it() -> None:
     assert stable.proc.pid == web_pid and stable.proc.returncode == -signal.SIGTERM
 
 
+def test_a_supervisor_that_does_not_own_its_process_leaves_other_children_alone() -> None:
+    """Only ``reeltrack run`` (the subreaper) reaps children it did not start: a supervisor
+    inside another program (this test runner, with its Redis) must not kill them."""
+    import subprocess
+
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    sup = Supervisor(dict(os.environ), stop_grace=1.0, log=lambda _l: None)
+    sup.add(Supervised("worker-1", lambda _g: [sys.executable, "-c", "import sys; sys.exit(3)"]))
+    try:
+        deadline = time.monotonic() + 10
+        while sup.procs[0].restart_at is None and time.monotonic() < deadline:
+            sup.tick()  # notices the crash: the moment a dead child's orphans are reaped
+            time.sleep(0.02)
+        assert sup.procs[0].restart_at is not None, "the crash was not noticed"
+        sup.stop_all()
+        assert bystander.poll() is None, "the supervisor killed a process it did not start"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 #: run in a process of its own: becoming a subreaper is for the rest of a process's life
 _STUBBORN_SCENARIO = """
 import json, os, signal, sys, time
 from quart_app.devserver import Supervised, Supervisor, become_subreaper, child_pids
 assert become_subreaper()
-sup = Supervisor(dict(os.environ), stop_grace=1.5, log=lambda _l: None)
+sup = Supervisor(dict(os.environ), stop_grace=1.5, log=lambda _l: None, reap_orphans=True)
 code = (
     "import signal, subprocess, sys, time\\n"
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
