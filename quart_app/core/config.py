@@ -206,6 +206,13 @@ class Config(BaseSettings):
         "engine.io sessions per web process waiting for their Socket.IO connect",
         ge=1,
     )
+    ws_send_buffer_bytes: int = _setting(
+        1048576,
+        "WS_SEND_BUFFER_BYTES",
+        "bytes waiting for one socket that does not read (queued, in flight, buffered) "
+        "past which the next message closes it",
+        ge=65536,
+    )
     resume_max_jobs: int = _setting(
         200, "RESUME_MAX_JOBS", "job ids accepted in one `resume`", ge=1
     )

@@ -19,6 +19,7 @@ Metric names, with the process that moves them:
 ``reeltrack_socketio_disconnects_total{reason}`` web    sockets ended, by engine.io reason
 ``reeltrack_socketio_resyncs_total``            web     ``resync`` messages sent to sockets
 ``reeltrack_socketio_packets_refused_total``    web     {reason}: client input refused
+``reeltrack_socketio_slow_consumers_closed_total`` web {transport}: closed, too much unread
 ``reeltrack_progress_forward_lag_seconds``      web     event ``created_at`` -> forwarded
 ``reeltrack_progress_events_published_total``   worker  events accepted by Redis
 ``reeltrack_progress_publish_failures_total``   worker  events Redis did not accept
@@ -115,6 +116,12 @@ class _Metrics:
             "Socket.IO input refused from clients (the socket is closed, or the ack is an "
             "error), by reason",
             ["reason"],
+        )
+        self.slow_consumers = Counter(
+            "reeltrack_socketio_slow_consumers_closed",
+            "sockets closed because more than WS_SEND_BUFFER_BYTES waited for them to read, "
+            "by transport",
+            ["transport"],
         )
         self.resyncs = Counter(
             "reeltrack_socketio_resyncs",
@@ -244,6 +251,12 @@ def packet_refused(reason: str) -> None:
     """Client input the socket layer refused (``malformed``, ``reserved_event``,
     ``binary``, ``resume_arguments``, ``resume_in_progress``, ``resume_rate_limited``)."""
     _safely(lambda: m().packets_refused.labels(reason).inc())
+
+
+def slow_consumer_closed(transport: str) -> None:
+    """A socket (``websocket`` or ``polling``) was closed because more than its send
+    buffer waited for it to read."""
+    _safely(lambda: m().slow_consumers.labels(transport).inc())
 
 
 def connection_closed(sid: str, reason: object = None) -> None:
