@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 
 from models.entities import Video
-from tests.ops.test_http_abuse import HealthWatch, bearer
-from tests.support.builders import make_list, make_user
+from tests.support.builders import bearer, make_list, make_user
+from tests.support.health_watch import HealthWatch
 from tests.support.live import LiveServer
 from tests.support.media import make_video
 

@@ -32,6 +32,7 @@ from quart_app.core.tokens import issue_token
 from socket_layer.protocol import EVENT_PROGRESS, REDIS_CHANNEL, user_room
 from tasks.publisher import Emitter, JobPublisher
 from tasks.submission import submit_job
+from tests.conftest import TEST_SECRET
 from tests.support.media import make_corrupt
 from tests.support.media import make_video as make_video_file
 from tests.support.waiting import wait_for
@@ -60,6 +61,12 @@ def token_for(config: Config, user: User) -> str:
 
 def auth_headers(config: Config, user: User) -> dict[str, str]:
     return {"Authorization": f"Bearer {token_for(config, user)}"}
+
+
+def bearer(user_id: uuid.UUID) -> dict[str, str]:
+    """The Authorization header of ``user_id`` for a live server (signed with the test
+    secret the live fixtures configure)."""
+    return {"Authorization": f"Bearer {issue_token(TEST_SECRET, user_id)}"}
 
 
 async def make_list(owner: User, name: str = "my list") -> VideoList:
