@@ -19,7 +19,7 @@ import pytest
 
 from models.db import close_db, open_db
 from quart_app.core.config import ENV_FILE_VAR, Config
-from tests.support.live import LiveServer
+from tests.support.live import TEST_SECRET, LiveServer
 from tests.support.services import (
     PostgresServer,
     RedisServer,
@@ -29,7 +29,6 @@ from tests.support.services import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_SECRET = "test-secret-key-0123456789abcdef"
 
 # no test (nor a process it starts) reads a developer's .env: the settings are explicit
 os.environ[ENV_FILE_VAR] = ""

@@ -32,7 +32,7 @@ from quart_app.core.tokens import issue_token
 from socket_layer.protocol import EVENT_PROGRESS, REDIS_CHANNEL, user_room
 from tasks.publisher import Emitter, JobPublisher
 from tasks.submission import submit_job
-from tests.conftest import TEST_SECRET
+from tests.support.live import TEST_SECRET
 from tests.support.media import make_corrupt
 from tests.support.media import make_video as make_video_file
 from tests.support.waiting import wait_for

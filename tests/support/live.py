@@ -29,6 +29,8 @@ from quart_app.core.config import ENV_VARS, FIELD_ENV, Config
 from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the SECRET_KEY of every test process (tokens the tests issue are signed with it)
+TEST_SECRET = "test-secret-key-0123456789abcdef"
 
 #: Config field -> environment variable read by Config.from_env
 CONFIG_ENV: dict[str, str] = dict(FIELD_ENV)
