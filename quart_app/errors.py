@@ -33,6 +33,18 @@ class ApiError(Exception):
         self.details = details
 
 
+def try_later(status: int, code: str, message: str, retry_after: int) -> ApiError:
+    """A refusal the client may retry (429, 503): ``retry_after`` seconds both in the
+    ``Retry-After`` header and in the body."""
+    return ApiError(
+        status,
+        code,
+        message,
+        headers={"Retry-After": str(retry_after)},
+        retry_after=retry_after,
+    )
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
 ) -> Any:
@@ -42,6 +54,11 @@ def error_response(
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def api_error_response(exc: ApiError) -> Any:
+    """The JSON answer of ``exc`` (for code that answers instead of raising)."""
+    return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.details)
 
 
 def validation_details(exc: Exception) -> list[dict[str, Any]]:
@@ -57,7 +74,7 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Any:
-        return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.details)
+        return api_error_response(exc)
 
     @app.errorhandler(RequestSchemaValidationError)
     async def _schema_error(exc: RequestSchemaValidationError) -> Any:

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from quart_app.core import metrics
 from quart_app.core.accounts import normalise_username
 from quart_app.core.config import Config
-from quart_app.errors import ApiError
+from quart_app.errors import ApiError, try_later
 from quart_app.services import REDIS_KEY_PREFIX, services
 
 #: KEYS: the counters; ARGV: window seconds, then one limit per key.
@@ -124,12 +124,8 @@ class LoginThrottle:
             raise _unavailable() from None
         if wait > 0:
             metrics.rate_limited("login")
-            raise ApiError(
-                429,
-                "too_many_attempts",
-                f"too many failed logins; try again in {wait} s",
-                headers={"Retry-After": str(wait)},
-                retry_after=wait,
+            raise try_later(
+                429, "too_many_attempts", f"too many failed logins; try again in {wait} s", wait
             )
         return Attempt(keys)
 

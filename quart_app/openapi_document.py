@@ -101,6 +101,17 @@ CSV_EXAMPLE = (
     "https://example.com/talks/keynote.mp4,Keynote\n"
     "talks/day1/panel.mp4,Panel (a file under IMPORT_ROOT)\n"
 )
+
+
+def _file_form(file: dict[str, Any], *, content_type: str) -> dict[str, Any]:
+    """A multipart/form-data body whose one required field ``file`` has the schema
+    ``file`` and parts of ``content_type``."""
+    return {
+        "schema": {"type": "object", "required": ["file"], "properties": {"file": file}},
+        "encoding": {"file": {"contentType": content_type}},
+    }
+
+
 #: operationId -> extra request body content types the view reads by hand
 EXTRA_REQUEST_CONTENT: dict[str, dict[str, Any]] = {
     "post_bulk_import": {
@@ -111,39 +122,27 @@ EXTRA_REQUEST_CONTENT: dict[str, dict[str, Any]] = {
             },
             "example": CSV_EXAMPLE,
         },
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "file": {
-                        "type": "string",
-                        "format": "binary",
-                        "contentMediaType": "text/csv",
-                        "description": "the CSV file (same format as a text/csv body)",
-                    }
-                },
+        "multipart/form-data": _file_form(
+            {
+                "type": "string",
+                "format": "binary",
+                "contentMediaType": "text/csv",
+                "description": "the CSV file (same format as a text/csv body)",
             },
-            "encoding": {"file": {"contentType": "text/csv"}},
-        },
+            content_type="text/csv",
+        ),
     },
     "post_upload": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "file": {
-                        "type": "array",
-                        "items": {"type": "string", "format": "binary"},
-                        "description": "video files, one part each (field name `file`, "
-                        "repeated); each becomes a video of the new job. The job's name "
-                        "and priority are query parameters",
-                    }
-                },
+        "multipart/form-data": _file_form(
+            {
+                "type": "array",
+                "items": {"type": "string", "format": "binary"},
+                "description": "video files, one part each (field name `file`, "
+                "repeated); each becomes a video of the new job. The job's name "
+                "and priority are query parameters",
             },
-            "encoding": {"file": {"contentType": "video/*, application/octet-stream"}},
-        },
+            content_type="video/*, application/octet-stream",
+        ),
     },
 }
 #: operationId -> responses that are not JSON

@@ -37,7 +37,7 @@ from quart_app.core.config import Config
 from quart_app.core.origins import origin_allowed
 from quart_app.core.redis_pools import pool_exhausted
 from quart_app.core.tokens import InvalidToken, verify_token
-from quart_app.errors import error_response
+from quart_app.errors import api_error_response, error_response, try_later
 from quart_app.services import REDIS_KEY_PREFIX, services
 
 log = logging.getLogger(__name__)
@@ -111,12 +111,8 @@ async def check_rate_limit(config: Config) -> Any:
             # REDIS_POOL_TIMEOUT: this process is saturated, so refuse (letting the
             # burst through is what the limit exists to prevent)
             metrics.rate_limited("rest")
-            return error_response(
-                429,
-                "rate_limited",
-                "too many requests at once; retry after 1 s",
-                headers={"Retry-After": "1"},
-                retry_after=1,
+            return api_error_response(
+                try_later(429, "rate_limited", "too many requests at once; retry after 1 s", 1)
             )
         # Redis unreachable: fail open (the limit protects capacity, not secrets), counted
         metrics.redis_failure("web", "rate_limit")
@@ -124,12 +120,13 @@ async def check_rate_limit(config: Config) -> Any:
         return None
     retry_after = _retry_after(int(previous or 0), int(current) - 1, limit, elapsed)
     metrics.rate_limited("rest")
-    return error_response(
-        429,
-        "rate_limited",
-        f"more than {limit} requests per minute; retry after {retry_after} s",
-        headers={"Retry-After": str(retry_after)},
-        retry_after=retry_after,
+    return api_error_response(
+        try_later(
+            429,
+            "rate_limited",
+            f"more than {limit} requests per minute; retry after {retry_after} s",
+            retry_after,
+        )
     )
 
 

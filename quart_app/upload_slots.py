@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from quart import current_app
 
-from quart_app.errors import ApiError
+from quart_app.errors import try_later
 
 #: what a refused upload is told to wait: slots free as uploads end, not on a clock
 RETRY_AFTER_S = 5
@@ -42,13 +42,12 @@ class UploadSlots:
         """
         held = self._in_flight.get(address, 0)
         if held >= self.per_address:
-            raise ApiError(
+            raise try_later(
                 429,
                 "too_many_uploads",
                 f"at most {self.per_address} uploads at once from one address;"
                 " try again when one has finished",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-                retry_after=RETRY_AFTER_S,
+                RETRY_AFTER_S,
             )
         self._in_flight[address] = held + 1
         try:

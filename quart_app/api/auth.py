@@ -16,7 +16,7 @@ from quart_app.core.accounts import (
     find_user,
 )
 from quart_app.core.tokens import issue_token
-from quart_app.errors import ApiError
+from quart_app.errors import ApiError, try_later
 from quart_app.login_throttle import LoginThrottle, client_address
 from quart_app.request_auth import current_user, require_user
 from quart_app.request_body import body_limit
@@ -29,13 +29,7 @@ bp = Blueprint("auth", __name__, url_prefix="/api")
 
 
 def busy(exc: HashingBusy) -> ApiError:
-    return ApiError(
-        503,
-        "busy",
-        "too many logins at once; try again shortly",
-        headers={"Retry-After": str(exc.retry_after)},
-        retry_after=exc.retry_after,
-    )
+    return try_later(503, "busy", "too many logins at once; try again shortly", exc.retry_after)
 
 
 def user_out(user: Any) -> UserOut:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -28,6 +28,16 @@ _EXAMPLE_CURSOR = (
     "WyIyMDI2LTEyLTAxVDEwOjAwOjAwLjEyMzQ1NiswMDowMCIsIjNmMmI4YzFlLTlhNGQtNGU1Ny1iMWMy"
     "LTZkMGY4ZTdhNWIzNCJd"
 )
+
+#: the ``cursor`` query parameter of a paginated list
+PageCursor = Annotated[
+    str | None,
+    Field(
+        max_length=MAX_CURSOR_LENGTH,
+        description="next_cursor of the previous page",
+        examples=[_EXAMPLE_CURSOR],
+    ),
+]
 
 
 def _split_repeated(value: Any) -> Any:
@@ -155,12 +165,7 @@ class VideosQuery(BaseModel):
         examples=[["failed"], ["pending", "processing"]],
     )
     limit: int = Field(default=50, ge=1, le=200, description="videos per page")
-    cursor: str | None = Field(
-        default=None,
-        max_length=MAX_CURSOR_LENGTH,
-        description="next_cursor of the previous page",
-        examples=[_EXAMPLE_CURSOR],
-    )
+    cursor: PageCursor = None
 
     _split_status = field_validator("status", mode="before")(_split_repeated)
 
@@ -302,12 +307,7 @@ class JobsQuery(BaseModel):
         examples=["talks"],
     )
     limit: int = Field(default=20, ge=1, le=100, description="jobs per page")
-    cursor: str | None = Field(
-        default=None,
-        max_length=MAX_CURSOR_LENGTH,
-        description="next_cursor of the previous page",
-        examples=[_EXAMPLE_CURSOR],
-    )
+    cursor: PageCursor = None
 
     _split_status = field_validator("status", mode="before")(_split_repeated)
 
