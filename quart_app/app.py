@@ -13,6 +13,7 @@ from quart_app.core.accounts import configure_hashing
 from quart_app.core.config import Config
 from quart_app.docs_ui import register_docs
 from quart_app.errors import register_error_handlers
+from quart_app.http_metrics import install_http_metrics
 from quart_app.json_body import install_json_policy
 from quart_app.metrics_view import register_metrics
 from quart_app.openapi_document import ApiDocument
@@ -50,6 +51,7 @@ def create_app(config: Config | None = None) -> Quart:
         pydantic_dump_options=cast(PydanticDumpOptions, {"mode": "json"}),
     )
     register_error_handlers(app)
+    install_http_metrics(app)  # every answer counted by URL rule and status class
     install_json_policy(app)  # deep nesting, NUL characters: 400
     install_body_limits(app, config)  # bounded buffers, a body limit per route
 
@@ -66,7 +68,7 @@ def create_app(config: Config | None = None) -> Quart:
         await close_db()
 
     register_blueprints(app)
-    register_metrics(app)
+    register_metrics(app, config)
     register_docs(app)
     register_web(app)
     return app

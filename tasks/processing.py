@@ -46,7 +46,7 @@ from models.db import close_db, open_db
 from models.entities import JobStatus, ProcessingJob, Video, VideoStatus
 from models.events import ProgressEvent, utcnow
 from models.jobs import abandon_videos, plural
-from quart_app.core import metrics_multiprocess
+from quart_app.core import metrics, metrics_multiprocess
 from quart_app.core.config import Config
 from quart_app.core.logs import bind_log_context, log_context
 from quart_app.core.redis_pools import PoolLimits, async_client, sync_client
@@ -95,10 +95,16 @@ async def process_video_list(job_id: str, pace_s: float = 0.0) -> str:
         current = get_current_job()
         rq_job_id = current.id if current is not None else None
     metrics_multiprocess.compact_now()  # fold the files earlier work-horses left
-    with log_context(job_id=job_id):  # every log line of this run names the job
-        return await run_job(
-            job_id, config, rq_job_id=rq_job_id, manage_db=True, rq_job=current, pace_s=pace_s
-        )
+    started = time.perf_counter()
+    outcome = "error"  # what an exception out of run_job counts as
+    try:
+        with log_context(job_id=job_id):  # every log line of this run names the job
+            outcome = await run_job(
+                job_id, config, rq_job_id=rq_job_id, manage_db=True, rq_job=current, pace_s=pace_s
+            )
+            return outcome
+    finally:
+        metrics.job_run_ended(outcome, time.perf_counter() - started)
 
 
 async def run_job(
@@ -171,6 +177,7 @@ async def run_job(
             recovered = recovery.recovered
             if recovery.last_event is not None and recovery.last_event.is_final:
                 log.warning("job %s: the recovered history ends the job", job_uuid)
+                _count_finished(job, str(recovery.last_event.status))
                 return str(recovery.last_event.status)
         if emitter is None:
             own_emitter = make_emitter(config)
@@ -227,6 +234,7 @@ async def run_job(
                 outcome = await turns.hand_over(job)
                 if outcome == "deleted":
                     await run.deleted()
+        _count_finished(job, outcome)
         return outcome
     finally:
         if turns is not None:
@@ -361,6 +369,15 @@ class _Turns:
         if self.holding and self.owner_id is not None:
             await self.slots.release(self.owner_id, self.job_id)
         await self.slots.close()
+
+
+def _count_finished(job: ProcessingJob, outcome: str) -> None:
+    """Count a job that ended (completed, failed, cancelled) with its duration since its
+    first start; other outcomes (a slice that yielded, a lost job) are not an end."""
+    if outcome in metrics.JOB_END_STATUSES:
+        started = job.started_at
+        seconds = (utcnow() - started).total_seconds() if started is not None else None
+        metrics.job_finished(outcome, seconds)
 
 
 async def claim(job_id: uuid.UUID, config: Config, rq_job_id: str | None) -> ProcessingJob | None:
@@ -618,7 +635,8 @@ class _Run:
         error: str | None = None
         result: ProcessedMedia | None = None
         budget = asyncio.timeout_at(self.job_deadline)
-        spent = asyncio.get_running_loop().time() >= self.job_deadline
+        began = asyncio.get_running_loop().time()
+        spent = began >= self.job_deadline
         try:
             if spent:
                 raise TimeoutError  # not started: the job's budget is already used up
@@ -633,6 +651,8 @@ class _Run:
             else:
                 log.exception("job %s: video %s failed unexpectedly", self.job.id, video_id)
                 error = "internal error while processing this video"
+        if not spent:  # a video never started (budget used up) took no time to process
+            metrics.video_processed(result is not None, asyncio.get_running_loop().time() - began)
         fields: dict[str, Any] = {"processed_at": utcnow()}
         if result is not None:
             fields.update(

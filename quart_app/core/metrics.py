@@ -32,7 +32,21 @@ Metric names, with the process that moves them:
 ``reeltrack_progress_retry_backlog``            worker  gauge: events waiting for the DB
 ``reeltrack_redis_connection_failures_total``   both    {process,operation}: Redis errors
 ``reeltrack_http_rate_limited_total{kind}``     web     requests answered 429
+``reeltrack_http_requests_total``               web     {route,method,status}: answered
+``reeltrack_http_request_duration_seconds``     web     {route,method}: to the response head
+``reeltrack_socketio_upgrades_total``           web     polling sockets that moved to websocket
+``reeltrack_job_runs_total{outcome}``           worker  RQ runs (slices) of jobs, by outcome
+``reeltrack_job_run_seconds{outcome}``          worker  one run (slice), claim to end
+``reeltrack_jobs_finished_total{status}``       worker  jobs ended completed/failed/cancelled
+``reeltrack_job_duration_seconds{status}``      worker  a job's first start -> its end
+``reeltrack_videos_processed_total{outcome}``   worker  videos processed: ready/failed
+``reeltrack_video_processing_seconds{outcome}`` worker  one video's fetch + probe + thumbnail
 =============================================  ======  ===================================
+
+Read at scrape time (:mod:`quart_app.core.metrics_scrape`), not moved by anyone: the
+RQ queues (``reeltrack_queue_jobs``, ``reeltrack_queue_oldest_job_age_seconds``,
+``reeltrack_queue_workers``, ``reeltrack_workers``, ``reeltrack_queue_stats_up``) and
+the ``process_*`` figures of every live process of this host.
 """
 
 from __future__ import annotations
@@ -41,7 +55,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from quart_app.core.metrics_multiprocess import exposition
@@ -72,9 +86,33 @@ REDIS_OPERATIONS = (
 SLOT_RELEASE_OUTCOMES = ("retried", "given_up")
 #: kinds of reeltrack_http_rate_limited_total: the per-user REST limit, login throttling
 RATE_LIMIT_KINDS = ("rest", "login")
+#: status label of reeltrack_http_requests_total: the class, never the code (bounded)
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+#: route label of a request no URL rule matched (404s of scanners, 405s): one series
+UNMATCHED_ROUTE = "unmatched"
+#: how a run (one RQ job: one slice) of a processing job ended (tasks.processing.run_job)
+RUN_OUTCOMES = (
+    "completed",
+    "failed",
+    "cancelled",
+    "deleted",
+    "skipped",
+    "lost",
+    "yielded",
+    "deferred",
+    "error",
+)
+#: how a job ended (its final status)
+JOB_END_STATUSES = ("completed", "failed", "cancelled")
+VIDEO_OUTCOMES = ("ready", "failed")
 
 _PERSIST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_VIDEO_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_RUN_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 21600)
+_JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
 
 # --- the metrics -------------------------------------------------------------------------
@@ -185,6 +223,54 @@ class _Metrics:
             "HTTP requests answered 429, by limit",
             ["kind"],
         )
+        self.upgrades = Counter(
+            "reeltrack_socketio_upgrades",
+            "Socket.IO connections accepted on polling that upgraded to websocket",
+        )
+        self.http_requests = Counter(
+            "reeltrack_http_requests",
+            "HTTP requests answered by the REST/web app, by URL rule, method and status class",
+            ["route", "method", "status"],
+        )
+        self.http_duration = Histogram(
+            "reeltrack_http_request_duration_seconds",
+            "From a request's first hook to its response head, by URL rule and method",
+            ["route", "method"],
+            buckets=_HTTP_BUCKETS,
+        )
+        self.job_runs = Counter(
+            "reeltrack_job_runs",
+            "Runs (RQ jobs: one slice each) of processing jobs, by how they ended",
+            ["outcome"],
+        )
+        self.job_run_seconds = Histogram(
+            "reeltrack_job_run_seconds",
+            "Duration of one run (slice) of a processing job, by how it ended",
+            ["outcome"],
+            buckets=_RUN_BUCKETS,
+        )
+        self.jobs_finished = Counter(
+            "reeltrack_jobs_finished",
+            "Processing jobs that reached a final status",
+            ["status"],
+        )
+        self.job_duration = Histogram(
+            "reeltrack_job_duration_seconds",
+            "From a job's first start to its final status (every slice and the waits between them)",
+            ["status"],
+            buckets=_JOB_BUCKETS,
+        )
+        self.videos = Counter(
+            "reeltrack_videos_processed",
+            "Videos processed, by outcome (ready or failed)",
+            ["outcome"],
+        )
+        self.video_seconds = Histogram(
+            "reeltrack_video_processing_seconds",
+            "One video's processing (fetch, probe, thumbnail), by outcome",
+            ["outcome"],
+            buckets=_VIDEO_BUCKETS,
+        )
         # every labelled series exists from the start (at 0): rate() and the alerts
         # see a series before its first increment
         for transport in TRANSPORTS:
@@ -198,6 +284,14 @@ class _Metrics:
             self.rate_limited.labels(kind)
         for outcome in SLOT_RELEASE_OUTCOMES:
             self.slot_release_failures.labels(outcome)
+        for outcome in RUN_OUTCOMES:
+            self.job_runs.labels(outcome)
+        for status in JOB_END_STATUSES:
+            self.jobs_finished.labels(status)
+            self.job_duration.labels(status)
+        for outcome in VIDEO_OUTCOMES:
+            self.videos.labels(outcome)
+            self.video_seconds.labels(outcome)
 
 
 _metrics: _Metrics | None = None
@@ -259,14 +353,18 @@ def slow_consumer_closed(transport: str) -> None:
     _safely(lambda: m().slow_consumers.labels(transport).inc())
 
 
-def connection_closed(sid: str, reason: object = None) -> None:
-    """A socket that :func:`connection_opened` counted is gone (``reason``: engine.io's)."""
+def connection_closed(sid: str, reason: object = None, transport: str | None = None) -> None:
+    """A socket that :func:`connection_opened` counted is gone (``reason``: engine.io's;
+    ``transport``: the one it ended on, when known, so an upgrade the periodic refresh
+    did not see yet is still counted)."""
 
     def update() -> None:
         label = _counted.pop(sid, None)
         if label is None:
             return
         m().connections.labels(label).dec()
+        if label == "polling" and transport == "websocket":
+            m().upgrades.inc()
         text = str(reason) if reason is not None else "server disconnect"
         m().disconnects.labels(DISCONNECT_REASONS.get(text, "other")).inc()
 
@@ -290,6 +388,8 @@ def refresh_transports(current: Callable[[str], str | None]) -> None:
                 _counted[sid] = now
                 m().connections.labels(label).dec()
                 m().connections.labels(now).inc()
+                if now == "websocket":
+                    m().upgrades.inc()
 
     _safely(update)
 
@@ -425,14 +525,76 @@ def rate_limited(kind: str) -> None:
     _safely(lambda: m().rate_limited.labels(kind).inc())
 
 
+# --- web: HTTP ---------------------------------------------------------------------------
+
+
+def _status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 600 else "5xx"
+
+
+def observe_http(route: str | None, method: str, status: int, seconds: float) -> None:
+    """One answered HTTP request: ``route`` is the URL rule that matched (``None``: no
+    rule, counted as :data:`UNMATCHED_ROUTE`), never the path, so the label set stays
+    the size of the route table."""
+
+    def update() -> None:
+        label = route if route else UNMATCHED_ROUTE
+        verb = method.upper() if method.upper() in HTTP_METHODS else "other"
+        m().http_requests.labels(label, verb, _status_class(status)).inc()
+        m().http_duration.labels(label, verb).observe(max(0.0, seconds))
+
+    _safely(update)
+
+
+# --- worker: jobs and videos --------------------------------------------------------------
+
+
+def video_processed(ok: bool, seconds: float) -> None:
+    """One video was processed (``ok``: it is ready) in ``seconds``."""
+
+    def update() -> None:
+        outcome = "ready" if ok else "failed"
+        m().videos.labels(outcome).inc()
+        m().video_seconds.labels(outcome).observe(max(0.0, seconds))
+
+    _safely(update)
+
+
+def job_run_ended(outcome: str, seconds: float) -> None:
+    """One run (slice) of a job ended with ``outcome`` (:data:`RUN_OUTCOMES`; anything
+    else counts as ``error``)."""
+
+    def update() -> None:
+        label = outcome if outcome in RUN_OUTCOMES else "error"
+        m().job_runs.labels(label).inc()
+        m().job_run_seconds.labels(label).observe(max(0.0, seconds))
+
+    _safely(update)
+
+
+def job_finished(status: str, seconds: float | None) -> None:
+    """A job reached final ``status``; ``seconds`` since its first start (None when it
+    never started: only counted)."""
+
+    def update() -> None:
+        if status not in JOB_END_STATUSES:
+            return
+        m().jobs_finished.labels(status).inc()
+        if seconds is not None:
+            m().job_duration.labels(status).observe(max(0.0, seconds))
+
+    _safely(update)
+
+
 # --- exposition --------------------------------------------------------------------------
 
 
-def generate() -> tuple[bytes, str]:
-    """The exposition text of every process (multiprocess) or this one; and its
+def generate(collectors: Iterable[object] = ()) -> tuple[bytes, str]:
+    """The exposition text of every process (multiprocess) or this one, then what the
+    scrape-time ``collectors`` yield (:mod:`quart_app.core.metrics_scrape`); and its
     content type."""
     m()  # our metrics exist (at 0) even before anything happened in this process
-    return exposition()
+    return exposition(collectors)
 
 
 def sample_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:

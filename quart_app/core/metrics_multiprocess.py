@@ -24,7 +24,8 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,11 @@ ARCHIVE_ID = "archive"
 LOCK_NAME = ".lock"
 #: every metric of reeltrack's catalogue is named with this prefix
 METRIC_PREFIX = "reeltrack_"
+#: ``<host>-<pid>.process`` files: the kind (web, worker) of each live process, for the
+#: ``process_*`` figures read at scrape time (quart_app.core.metrics_scrape)
+MARKER_SUFFIX = ".process"
+#: the CLI command -> the kind of process it is
+COMMAND_KINDS = {"serve": "web", "worker": "worker"}
 
 _multiproc_dir: Path | None = None
 _host_tag = ""
@@ -69,14 +75,23 @@ def _metrics_created() -> bool:
     return any(family.name.startswith(METRIC_PREFIX) for family in REGISTRY.collect())
 
 
-def setup_process_metrics(config: Config) -> Path:
+def _kind_from_argv(argv: list[str]) -> str:
+    for arg in argv[1:]:
+        if arg in COMMAND_KINDS:
+            return COMMAND_KINDS[arg]
+    return "other"
+
+
+def setup_process_metrics(config: Config, kind: str | None = None) -> Path:
     """Switch this process to multiprocess metrics in ``VAR_DIR/metrics``; returns it.
 
     Call once per process before any metric is touched (``reeltrack serve`` and
     ``reeltrack worker`` do, right after reading the config); children forked later
     (RQ work-horses) inherit it and write files of their own.  Also folds the files
     of dead processes into the archive.  Raises RuntimeError if reeltrack's metrics
-    were already created in single-process mode (set-up came too late).
+    were already created in single-process mode (set-up came too late).  ``kind``
+    (default: from the CLI command in ``sys.argv``: ``web`` for serve, ``worker``) is
+    recorded in a marker file so a scrape can report this process's ``process_*``.
     """
     global _multiproc_dir, _host_tag
     directory = metrics_dir(config)
@@ -98,7 +113,31 @@ def setup_process_metrics(config: Config) -> Path:
         compact(directory, also_dead=_process_identifier())
     except OSError:  # a read-only or racing directory must not stop the process
         log.exception("compacting metrics files failed")
+    try:
+        marker = directory / f"{_process_identifier()}{MARKER_SUFFIX}"
+        marker.write_text(kind or _kind_from_argv(sys.argv))
+    except OSError:
+        log.exception("writing the process marker failed")
     return directory
+
+
+def marked_processes() -> dict[int, str]:
+    """pid -> kind of the live processes of THIS host that set up multiprocess metrics
+    in the same directory (empty in single-process mode)."""
+    directory = _multiproc_dir
+    found: dict[int, str] = {}
+    if directory is None:
+        return found
+    for path in directory.glob(f"*{MARKER_SUFFIX}"):
+        identifier = path.name[: -len(MARKER_SUFFIX)]
+        host, _, pid = identifier.rpartition("-")
+        if host != _host_tag or not pid.isdigit() or not _pid_alive(int(pid)):
+            continue
+        try:
+            found[int(pid)] = path.read_text().strip() or "other"
+        except OSError:
+            continue
+    return found
 
 
 def compact_now() -> None:
@@ -183,22 +222,31 @@ def compact(directory: Path, also_dead: str | None = None) -> int:
                     archive.close()
             os.remove(path)
             removed += 1
+        for path in glob.glob(str(directory / f"*{MARKER_SUFFIX}")):
+            identifier = os.path.basename(path)[: -len(MARKER_SUFFIX)]
+            if _dead_identifier(identifier):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
     return removed
 
 
 # --- exposition ---------------------------------------------------------------------------
 
 
-def exposition() -> tuple[bytes, str]:
-    """The exposition text of every process (multiprocess) or this one; and its
+def exposition(collectors: Iterable[object] = ()) -> tuple[bytes, str]:
+    """The exposition text of every process (multiprocess) or this one, followed by
+    what ``collectors`` (objects with ``collect()``, read at scrape time) yield; and its
     content type."""
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry
     from prometheus_client import generate_latest as _generate
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    extra = CollectorRegistry(auto_describe=False)
+    for collector in collectors:
+        extra.register(collector)  # type: ignore[arg-type]
     directory = _multiproc_dir
     if directory is None:
-        return _generate(REGISTRY), CONTENT_TYPE_LATEST
+        return _generate(REGISTRY) + _generate(extra), CONTENT_TYPE_LATEST
     try:
         compact(directory)
     except OSError:
@@ -206,4 +254,5 @@ def exposition() -> tuple[bytes, str]:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))
     with _dir_lock(directory):
-        return _generate(registry), CONTENT_TYPE_LATEST
+        merged = _generate(registry)
+    return merged + _generate(extra), CONTENT_TYPE_LATEST
