@@ -25,14 +25,13 @@ from tests.support.services import RedisServer
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_demo_command_imports_samples_and_they_process(
-    db: str, config: Callable[..., Config], own_redis: RedisServer
-) -> None:
-    cfg = config(redis_url=own_redis.url)
+async def _demo(cfg: Config, *args: str) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """Run ``reeltrack demo`` for a new username with ``args``; asserts it exits 0 and
+    returns the username and the run."""
     username = f"demo{uuid.uuid4().hex[:8]}"
     run = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "quart_app.cli", "demo", "--username", username, "--count", "6"],
+        [sys.executable, "-m", "quart_app.cli", "demo", "--username", username, *args],
         cwd=ROOT,
         env=child_environ(cfg),
         capture_output=True,
@@ -40,6 +39,14 @@ async def test_demo_command_imports_samples_and_they_process(
         timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+    return username, run
+
+
+async def test_demo_command_imports_samples_and_they_process(
+    db: str, config: Callable[..., Config], own_redis: RedisServer
+) -> None:
+    cfg = config(redis_url=own_redis.url)
+    username, run = await _demo(cfg, "--count", "6")
     assert "created user" in run.stdout
     user = await User.get(username=username)
     job = await ProcessingJob.get(owner_id=user.id)
@@ -60,17 +67,7 @@ async def test_demo_job_is_paced_to_about_a_minute_with_a_few_failures(
     db: str, config: Callable[..., Config], own_redis: RedisServer
 ) -> None:
     cfg = config(redis_url=own_redis.url)
-    username = f"demo{uuid.uuid4().hex[:8]}"
-    run = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "quart_app.cli", "demo", "--username", username, "--count", "130"],
-        cwd=ROOT,
-        env=child_environ(cfg),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    username, _run = await _demo(cfg, "--count", "130")
     job = await ProcessingJob.get(owner__username=username)
     assert job.name == "Demo · 130 videos" and job.source == JobSource.DEMO
     rq_job = Queue(QUEUE_NAME, connection=Redis.from_url(own_redis.url)).fetch_job(job.rq_job_id)
@@ -85,18 +82,7 @@ async def test_a_paced_run_gives_each_video_its_time(
     db: str, config: Callable[..., Config], own_redis: RedisServer
 ) -> None:
     cfg = config(redis_url=own_redis.url)
-    username = f"demo{uuid.uuid4().hex[:8]}"
-    args = ["demo", "--username", username, "--count", "3", "--duration", "0"]
-    run = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "quart_app.cli", *args],
-        cwd=ROOT,
-        env=child_environ(cfg),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    username, _run = await _demo(cfg, "--count", "3", "--duration", "0")
     job = await ProcessingJob.get(owner__username=username)
     rq_job = Queue(QUEUE_NAME, connection=Redis.from_url(own_redis.url)).fetch_job(job.rq_job_id)
     assert rq_job is not None and rq_job.kwargs == {}  # --duration 0: full speed

@@ -51,6 +51,20 @@ async def trickle() -> AsyncIterator[tuple[str, list[str]]]:
         await runner.cleanup()
 
 
+def _job_budget(config: Callable[..., Config], seconds: float) -> Config:
+    """Settings where only JOB_TIME_BUDGET (``seconds``) can stop a trickling row."""
+    return config(
+        import_allow_private_hosts=True,
+        fetch_timeout=FETCH_TIMEOUT,
+        video_time_budget=FETCH_TIMEOUT,
+        job_time_budget=seconds,
+    )
+
+
+def _slow_rows(origin: str, count: int) -> list[NewVideo]:
+    return [NewVideo(source=f"http://{origin}/slow/{i}", title=f"Slow {i}") for i in range(count)]
+
+
 async def _run(cfg: Config, items: list[NewVideo]) -> tuple[ProcessingJob, list[dict], float, str]:
     user = await make_user()
     assert cfg.redis_url
@@ -99,14 +113,8 @@ async def test_job_over_its_budget_fails_the_rest_with_one_event_each(
     db: str, config: Callable[..., Config], samples: Path, trickle: tuple[str, list[str]]
 ) -> None:
     origin, hits = trickle
-    cfg = config(
-        import_allow_private_hosts=True,
-        fetch_timeout=FETCH_TIMEOUT,
-        video_time_budget=FETCH_TIMEOUT,
-        job_time_budget=2.0,
-    )
-    items = place_videos(samples, cfg.import_root, 1)
-    items += [NewVideo(source=f"http://{origin}/slow/{i}", title=f"Slow {i}") for i in range(5)]
+    cfg = _job_budget(config, 2.0)
+    items = place_videos(samples, cfg.import_root, 1) + _slow_rows(origin, 5)
     job, published, elapsed, outcome = await _run(cfg, items)
     assert outcome == "completed"  # one video is ready
     assert elapsed < 7, f"{elapsed:.1f}s: the job budget (2 s) did not stop the run"
@@ -132,13 +140,8 @@ async def test_job_whose_every_video_runs_out_ends_failed_with_the_budget_error(
     db: str, config: Callable[..., Config], trickle: tuple[str, list[str]]
 ) -> None:
     origin, _hits = trickle
-    cfg = config(
-        import_allow_private_hosts=True,
-        fetch_timeout=FETCH_TIMEOUT,
-        video_time_budget=FETCH_TIMEOUT,
-        job_time_budget=1.0,
-    )
-    items = [NewVideo(source=f"http://{origin}/slow/{i}", title=f"Slow {i}") for i in range(3)]
+    cfg = _job_budget(config, 1.0)
+    items = _slow_rows(origin, 3)
     job, published, elapsed, outcome = await _run(cfg, items)
     assert outcome == "failed" and elapsed < 6
     final = published[-1]
