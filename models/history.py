@@ -7,15 +7,17 @@ row and its job's counters (``last_seq`` and the video counts) always change tog
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
+from tortoise import connections
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from models.entities import JobProgressEvent, JobStatus, ProcessingJob
+from models.entities import ACTIVE_JOB_STATUSES, JobProgressEvent, JobStatus, ProcessingJob
 from models.events import ProgressEvent
 
 MAX_PAGE = 1000
@@ -112,3 +114,54 @@ async def latest_events(jobs: Iterable[tuple[uuid.UUID, int]]) -> dict[str, dict
         condition |= Q(job_id=jid, seq=seq)
     rows = await JobProgressEvent.filter(condition).values_list("job_id", "progress_data")
     return {str(jid): data for jid, data in rows}
+
+
+#: the user (a row even without jobs), each job of theirs that is active or finished
+#: since the cutoff, and its latest event: the ``(owner_id, created_at)`` index on the
+#: jobs and the unique ``(job_id, seq)`` index on the events, one statement
+_SNAPSHOT_SQL = (
+    "SELECT j.id AS job_id, e.progress_data AS data FROM users u"
+    " LEFT JOIN processing_jobs j ON j.owner_id = u.id"
+    " AND (j.status IN ({statuses}) OR j.finished_at >= {cutoff})"
+    " LEFT JOIN job_progress_events e ON e.job_id = j.id AND e.seq = j.last_seq"
+    " WHERE u.id = {owner} ORDER BY j.created_at, j.id"
+)
+_ACTIVE = sorted(str(s) for s in ACTIVE_JOB_STATUSES)
+
+
+def _snapshot_sql(dialect: str) -> str:
+    if dialect == "postgres":
+        marks = [f"${i}" for i in range(1, len(_ACTIVE) + 3)]
+    else:
+        marks = ["?"] * (len(_ACTIVE) + 2)
+    return _SNAPSHOT_SQL.format(
+        statuses=", ".join(marks[: len(_ACTIVE)]), cutoff=marks[-2], owner=marks[-1]
+    )
+
+
+_SNAPSHOT_SQL_BY_DIALECT: dict[str, str] = {}
+
+
+async def connect_snapshot(owner_id: uuid.UUID, finished_since: datetime) -> list[Any] | None:
+    """The latest event of each of ``owner_id``'s jobs that is active or finished at or
+    after ``finished_since``, oldest job first (jobs without an event yet are left out);
+    None when the user does not exist.  One SQL statement: the connect path's only one.
+    """
+    client = connections.get("default")
+    dialect = client.capabilities.dialect
+    sql = _SNAPSHOT_SQL_BY_DIALECT.get(dialect)
+    if sql is None:
+        sql = _SNAPSHOT_SQL_BY_DIALECT[dialect] = _snapshot_sql(dialect)
+    # PostgreSQL columns are uuid; SQLite stores the text form (and its adapter writes
+    # datetimes as the same ISO text the ORM stored, which compares in time order)
+    owner: Any = owner_id if dialect == "postgres" else str(owner_id)
+    rows = await client.execute_query_dict(sql, [*_ACTIVE, finished_since, owner])
+    if not rows:
+        return None
+    out = []
+    for row in rows:
+        data = row["data"]
+        if data is None:  # no job, or a job with no event yet
+            continue
+        out.append(json.loads(data) if isinstance(data, str | bytes) else data)
+    return out

@@ -6,7 +6,8 @@ holds the sockets.  On either signal: stop accepting, close every Socket.IO conn
 the graceful timeout, then run the lifespan shutdown (registry slots released, Redis
 and the database closed).
 
-The access log never contains a ``token=``, ``sid=`` (engine.io session) or ``sig=``
+Requests are logged only with ``ACCESS_LOG=true`` or ``LOG_LEVEL=DEBUG``.  The access
+log never contains a ``token=``, ``sid=`` (engine.io session) or ``sig=``
 (thumbnail capability) value nor an ``Authorization`` or ``Cookie`` header:
 hypercorn's access atoms are rebuilt by :class:`RedactingAccessLogger`.
 """
@@ -26,7 +27,13 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.logging import Logger as HyperLogger
 
 from quart_app.core.config import Config
-from quart_app.core.logs import REDACTED, RedactingFilter, configure_logging, redact
+from quart_app.core.logs import (
+    REDACTED,
+    JsonFormatter,
+    RedactingFilter,
+    configure_logging,
+    redact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +93,27 @@ class RedactingAccessLogger(HyperLogger):
         return RedactedAccessLogAtoms(request, response, request_time)
 
 
-def access_logger() -> logging.Logger:
-    """``reeltrack.access`` on stdout, redacting (a second guard) and not propagating."""
+def access_log_enabled(config: Config) -> bool:
+    """Whether requests are logged: ``ACCESS_LOG=true`` or ``LOG_LEVEL=DEBUG``.
+
+    Off by default: hypercorn logs at INFO whatever the app's level is, and a line per
+    Socket.IO connect and long-poll cost ~4 % of a connect's CPU.
+    """
+    return config.access_log or config.log_level == "DEBUG"
+
+
+def access_logger(config: Config) -> logging.Logger:
+    """``reeltrack.access`` on stdout, redacting (a second guard) and not propagating;
+    one JSON object per line with ``LOG_JSON=true`` (the other lines' format)."""
     logger = logging.getLogger("reeltrack.access")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.addFilter(RedactingFilter())
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(message)s"))
+        handler.setFormatter(
+            JsonFormatter()
+            if config.log_json
+            else logging.Formatter("%(asctime)s [%(process)d] %(message)s")
+        )
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -105,7 +126,8 @@ def hypercorn_config(config: Config) -> HyperConfig:
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"{host}:{config.port}"]
     hc.logger_class = RedactingAccessLogger
-    hc.accesslog = access_logger()
+    # None: hypercorn then builds no atoms and formats nothing per request
+    hc.accesslog = access_logger(config) if access_log_enabled(config) else None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.access_log_format = ACCESS_LOG_FORMAT
     hc.graceful_timeout = GRACEFUL_TIMEOUT_S

@@ -29,10 +29,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import socketio
-from tortoise.expressions import Q
 
-from models.entities import ACTIVE_JOB_STATUSES, ProcessingJob, User
-from models.history import latest_events, missed_events
+from models.history import connect_snapshot, missed_events
 from quart_app.core import metrics
 from quart_app.core.config import Config
 from quart_app.core.logs import bind_log_context
@@ -41,6 +39,7 @@ from quart_app.core.redis_pools import PoolLimits
 from quart_app.core.tokens import InvalidToken, verify_token
 from socket_layer.connection_limit import ConnectionRegistry
 from socket_layer.input_guards import guard_polling_posts, guard_socketio_packets
+from socket_layer.ping_wheel import PingWheel
 from socket_layer.pooled_redis import DEFAULT_LIMITS
 from socket_layer.protocol import (
     EVENT_RESUME,
@@ -57,6 +56,7 @@ from socket_layer.protocol import (
     user_room,
 )
 from socket_layer.resume_limit import ResumeLimiter, ResumeRefused
+from socket_layer.send_buffer import bound_send_buffers
 from socket_layer.sessions import guard_sessions
 from socket_layer.stock_manager import make_manager
 from socket_layer.user_channels import UserChannelManager
@@ -81,6 +81,14 @@ def refused(reason: str) -> socketio.exceptions.ConnectionRefusedError:
     """
     metrics.connection_refused(reason)
     return socketio.exceptions.ConnectionRefusedError(reason, refusal(reason))
+
+
+class _Refusal(Exception):
+    """Raised inside the connect handler once the slot is held: release, then refuse."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ResumeRequestError(ValueError):
@@ -119,18 +127,14 @@ def parse_resume(payload: Any, max_jobs: int) -> dict[uuid.UUID, int]:
     return parsed
 
 
-async def build_snapshot(user_id: uuid.UUID) -> dict[str, Any]:
+async def build_snapshot(user_id: uuid.UUID) -> dict[str, Any] | None:
     """``{"jobs": [...]}``: the latest event of each of the user's jobs that is active or
-    finished less than :data:`SNAPSHOT_FINISHED_WINDOW_S` ago, oldest job first."""
+    finished less than :data:`SNAPSHOT_FINISHED_WINDOW_S` ago, oldest job first; None
+    when the user does not exist (deleted: the token is dead too).  One SQL statement
+    answers both, so a connect makes one database round trip."""
     cutoff = datetime.now(UTC) - timedelta(seconds=SNAPSHOT_FINISHED_WINDOW_S)
-    rows = (
-        await ProcessingJob.filter(owner_id=user_id)
-        .filter(Q(status__in=list(ACTIVE_JOB_STATUSES)) | Q(finished_at__gte=cutoff))
-        .order_by("created_at", "id")
-        .values_list("id", "last_seq")
-    )
-    latest = await latest_events((jid, seq) for jid, seq in rows)
-    return {"jobs": [latest[str(jid)] for jid, _ in rows if str(jid) in latest]}
+    jobs = await connect_snapshot(user_id, cutoff)
+    return None if jobs is None else {"jobs": jobs}
 
 
 class SocketLayer:
@@ -159,15 +163,11 @@ class SocketLayer:
             )
         except InvalidToken:
             raise refused(REASON_INVALID_TOKEN) from None
-        try:
-            exists = await User.exists(id=user_id)
-        except Exception:  # the DB is down: a retry later may work, the token is fine
-            log.exception("connect: user lookup failed")
-            raise refused(REASON_UNAVAILABLE) from None
-        if not exists:  # a deleted user's token is dead too
-            raise refused(REASON_INVALID_TOKEN)
         uid = str(user_id)
         bind_log_context(user_id=uid)
+        # one Redis round trip (the slot), one SQL statement (user check + snapshot):
+        # the user check rides on the snapshot query, so a deleted user's token takes a
+        # slot for the length of that query and is then refused
         if not await self.registry.reserve(uid, sid):
             raise refused(REASON_TOO_MANY_CONNECTIONS)
         try:
@@ -175,7 +175,13 @@ class SocketLayer:
             # the snapshot (and any resume) cannot leave a hole before the live stream
             await self.sio.enter_room(sid, user_room(uid), namespace=NAMESPACE)
             self.users[sid] = uid
-            snapshot = await build_snapshot(user_id)
+            try:
+                snapshot = await build_snapshot(user_id)
+            except Exception:  # the DB is down: a retry later may work, the token is fine
+                log.exception("connect: snapshot failed")
+                raise _Refusal(REASON_UNAVAILABLE) from None
+            if snapshot is None:  # a deleted user's token is dead too
+                raise _Refusal(REASON_INVALID_TOKEN)
             await self.sio.emit(
                 EVENT_SNAPSHOT, snapshot, to=sid, namespace=NAMESPACE, ignore_queue=True
             )
@@ -190,6 +196,8 @@ class SocketLayer:
         except BaseException as exc:
             self.users.pop(sid, None)
             await self.registry.release(sid)
+            if isinstance(exc, _Refusal):
+                raise refused(exc.reason) from None
             if isinstance(exc, Exception):  # not cancellation: refuse instead of hanging
                 log.exception("connect: snapshot failed")
                 raise refused(REASON_UNAVAILABLE) from exc
@@ -197,7 +205,8 @@ class SocketLayer:
         return None
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        metrics.connection_closed(sid, reason)
+        # the transport it ends on: an upgrade the periodic refresh has not seen yet
+        metrics.connection_closed(sid, reason, self._transport(sid))
         self.users.pop(sid, None)
         await self.registry.release(sid)
 
@@ -302,6 +311,9 @@ class SocketLayer:
         except Exception:  # shutting down anyway
             log.exception("socket server shutdown")
         await self.registry.stop()
+        wheel = getattr(self.sio.eio, "ping_wheel", None)
+        if wheel is not None:
+            await wheel.stop()
         close = getattr(self.sio.manager, "close", None)
         if close is not None:
             await close()
@@ -380,7 +392,11 @@ def create_sio(
     # malformed or oversize input that python-engineio/socketio handle badly: refuse it
     # in front of them (socket_layer/input_guards.py)
     guard_polling_posts(sio.eio, config.ws_max_message_bytes)
+    # one ping timer per process, not a task per socket per interval
+    PingWheel.install(sio.eio)
     guard_socketio_packets(sio)
+    # what may wait for a client that does not read is bounded per socket
+    bound_send_buffers(sio.eio, config.ws_send_buffer_bytes)
     # each session bound to the client that opened it; anonymous ones capped and timed out
     guard_sessions(
         sio,

@@ -397,6 +397,11 @@ class Config(BaseSettings):
         "INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR or CRITICAL"
     )
     log_json: Flag = _setting(False, "LOG_JSON", "log JSON lines instead of text")
+    access_log: Flag = _setting(
+        False,
+        "ACCESS_LOG",
+        "log one line per HTTP request and websocket handshake (on anyway at LOG_LEVEL=DEBUG)",
+    )
 
     @field_validator("env", "socketio_manager", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from tests.benchmarks.common import load_average
 #: name -> (module, coroutine function called without arguments: full-size defaults)
 BENCHMARKS = {
     "connections": ("tests.benchmarks.connections", "run"),
+    "connection-costs": ("tests.benchmarks.connection_costs", "run"),
     "fanout": ("tests.benchmarks.fanout", "run"),
     "scaleout": ("tests.benchmarks.scaleout", "run"),
     "publisher": ("tests.benchmarks.publisher", "main_async"),

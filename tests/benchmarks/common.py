@@ -142,8 +142,10 @@ class ServerProc:
         env: dict[str, str] | None = None,
         name: str = "server",
         log_path: Path | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.argv = argv
+        self.cwd = cwd or ROOT
         self.port = port
         self.env = {**os.environ, **(env or {})}
         self.name = name
@@ -153,7 +155,7 @@ class ServerProc:
     def start(self, timeout: float = 30.0) -> ServerProc:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            self.argv, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT
         )
         try:
             wait_for_port(self.port, timeout=timeout)
