@@ -49,6 +49,15 @@ class Api:
             return response.status_code, json.loads(raw)
         return response.status_code, raw
 
+    async def import_videos(self, user: User, list_id: object, body: dict[str, Any]) -> Any:
+        """POST ``body`` (``{"videos": [...]}``, optionally name/priority) as a JSON
+        import into the list; asserts it is accepted (202) and returns the answer."""
+        status, answer = await self.call(
+            "POST", f"/api/lists/{list_id}/videos/bulk", user, json=body
+        )
+        assert status == 202, answer
+        return answer
+
     async def assert_not_found(self, user: User, requests: Iterable[tuple[str, str]]) -> None:
         """Every ``(method, path)`` answers ``user`` with the JSON 404 ``not_found`` (what
         a stranger, an unknown id and a malformed id all get)."""

@@ -36,6 +36,17 @@ async def upload(api: Api, user: User, vlist: VideoList, parts: list) -> Process
     return await ProcessingJob.get(id=answer["job_id"])
 
 
+async def processed_upload(
+    api: Api, directory: Path, count: int
+) -> tuple[User, VideoList, ProcessingJob]:
+    """A new user's list with ``count`` uploaded clips, their job run to completion."""
+    user = await make_user()
+    vlist = await make_list(user)
+    job = await upload(api, user, vlist, clips(directory, count))
+    assert await run_job(job.id, api.config) == "completed"
+    return user, vlist, job
+
+
 def files_under(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file()}
 
@@ -60,13 +71,9 @@ async def test_deleting_a_list_removes_its_uploads_and_thumbnails(
     other = await upload(api, user, kept, clips(tmp_path / "b", 1))
     # a video of the doomed list read from IMPORT_ROOT: the operator's file stays
     imported = make_video(config.import_root / "operator.mp4")
-    status, answer = await api.call(
-        "POST",
-        f"/api/lists/{doomed.id}/videos/bulk",
-        user,
-        json={"videos": [{"url": "operator.mp4", "title": "mine"}]},
+    answer = await api.import_videos(
+        user, doomed.id, {"videos": [{"url": "operator.mp4", "title": "mine"}]}
     )
-    assert status == 202, answer
     for job_id in (job.id, other.id, answer["job_id"]):
         assert await run_job(job_id, config) == "completed"
 
@@ -87,10 +94,7 @@ async def test_deleting_a_list_removes_its_uploads_and_thumbnails(
 async def test_deleting_a_job_keeps_its_videos_and_their_files(pg_api: Api, tmp_path: Path) -> None:
     """Videos belong to their list: deleting a job deletes its history only."""
     api, config = pg_api, pg_api.config
-    user = await make_user()
-    vlist = await make_list(user)
-    job = await upload(api, user, vlist, clips(tmp_path, 2))
-    assert await run_job(job.id, config) == "completed"
+    user, vlist, job = await processed_upload(api, tmp_path, 2)
     videos = await Video.filter(list_id=vlist.id)
     owned = files_of(config, videos)
     assert len(owned) == 4
@@ -150,10 +154,7 @@ async def test_a_file_that_cannot_be_removed_is_logged_not_500(
     pg_api: Api, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     api, config = pg_api, pg_api.config
-    user = await make_user()
-    vlist = await make_list(user)
-    job = await upload(api, user, vlist, clips(tmp_path, 1))
-    assert await run_job(job.id, config) == "completed"
+    user, vlist, _job = await processed_upload(api, tmp_path, 1)
     video = await Video.get(list_id=vlist.id)
     # a directory where the thumbnail should be: unlink fails (also for root)
     thumb = config.media_root / str(video.thumbnail_path)

@@ -62,10 +62,7 @@ async def test_import_creates_videos_job_first_event_and_rq_job(
     user = await make_user()
     vlist = await make_list(user)
     async with Published(api) as published:
-        status, body = await api.call(
-            "POST", f"/api/lists/{vlist.id}/videos/bulk", user, json=_videos(3)
-        )
-        assert status == 202, body
+        body = await api.import_videos(user, vlist.id, _videos(3))
         assert body["total_videos"] == 3
         message = await published.next()
     job_id = body["job_id"]

@@ -28,13 +28,9 @@ async def test_import_publishes_pending_on_the_configured_wire(
         try:
             await pubsub.psubscribe(f"{REDIS_CHANNEL}*")
             await pubsub.get_message(timeout=1)  # the psubscribe confirmation
-            status, body = await api.call(
-                "POST",
-                f"/api/lists/{vlist.id}/videos/bulk",
-                user,
-                json={"videos": [{"url": "https://example.com/a.mp4", "title": "A"}]},
+            body = await api.import_videos(
+                user, vlist.id, {"videos": [{"url": "https://example.com/a.mp4", "title": "A"}]}
             )
-            assert status == 202, body
             async with asyncio.timeout(5):
                 while True:
                     message = await pubsub.get_message(timeout=1)

@@ -81,10 +81,7 @@ async def test_retry_of_a_url_that_now_answers_makes_the_video_ready(
                 {"url": origin.url("flaky.mp4"), "title": "Flaky"},
             ],
         }
-        status, created = await api.call(
-            "POST", f"/api/lists/{vlist.id}/videos/bulk", user, json=body
-        )
-        assert status == 202, created
+        created = await api.import_videos(user, vlist.id, body)
         first_id = created["job_id"]
 
         status, answer = await api.call("POST", f"/api/jobs/{first_id}/retry", user)

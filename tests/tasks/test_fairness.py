@@ -103,6 +103,21 @@ async def _started(job_id: uuid.UUID) -> None:
     await wait_for(moving, 30, f"job {job_id} moving")
 
 
+async def _other_user_first(
+    redis: Redis, origin: Origin, a: User, b: User, within: float
+) -> tuple[uuid.UUID, float]:
+    """A's 40-video job is moving when B submits a 1-video job: B's completes within
+    ``within`` s while A's is still processing.  Returns A's job and B's wait."""
+    big = await _submit(redis, origin, a, 40)
+    await _started(big)
+    t0 = time.monotonic()
+    small = await _submit(redis, origin, b, 1)
+    finished = await _final(small, within)
+    assert await _status(small) == JobStatus.COMPLETED
+    assert await _status(big) == JobStatus.PROCESSING  # B's finished before A's
+    return big, finished - t0
+
+
 async def _cancel_and_check(job_id: uuid.UUID) -> None:
     """Cancel a job (between or inside slices) and check its history."""
     await ProcessingJob.filter(id=job_id).update(cancel_requested=True)
@@ -126,14 +141,8 @@ async def test_make_run_defaults_other_user_first_and_high_before_low(
     a, b = await make_user(), await make_user()
     workers = _workers(cfg, 2)
     try:
-        big = await _submit(redis, origin, a, 40)
-        await _started(big)
-        t0 = time.monotonic()
-        small = await _submit(redis, origin, b, 1)
-        finished = await _final(small, 30)
-        assert await _status(small) == JobStatus.COMPLETED
-        assert await _status(big) == JobStatus.PROCESSING  # B's finished before A's
-        print(f"\nB's 1-video job completed {finished - t0:.1f}s after submission")
+        big, took = await _other_user_first(redis, origin, a, b, 30)
+        print(f"\nB's 1-video job completed {took:.1f}s after submission")
         await _cancel_and_check(big)
 
         low = await _submit(redis, origin, a, 20, "low")
@@ -165,14 +174,8 @@ async def test_one_worker_takes_turns_between_users_and_priorities(
     a, b = await make_user(), await make_user()
     (worker,) = _workers(cfg, 1)
     try:
-        big = await _submit(redis, origin, a, 40)
-        await _started(big)
-        t0 = time.monotonic()
-        small = await _submit(redis, origin, b, 1)
-        finished = await _final(small, 20)
-        assert await _status(small) == JobStatus.COMPLETED
-        assert await _status(big) == JobStatus.PROCESSING
-        print(f"\none worker: B's job completed {finished - t0:.1f}s after submission")
+        big, took = await _other_user_first(redis, origin, a, b, 20)
+        print(f"\none worker: B's job completed {took:.1f}s after submission")
         low = await _submit(redis, origin, a, 20, "low")
         high = await _submit(redis, origin, a, 1, "high")
         await _final(high, 30)
