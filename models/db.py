@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -9,6 +10,9 @@ from urllib.parse import urlsplit
 from tortoise import Tortoise
 
 MODEL_MODULES = ["models.entities"]
+#: Tortoise's own INFO line of every close_connections(): a worker closes the database
+#: after every job (RQ runs each job in a fresh event loop), so it was one line per job
+SHUTDOWN_MESSAGE = "Tortoise-ORM shutdown"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
@@ -56,8 +60,27 @@ def tortoise_config(database_url: str, *, with_aerich: bool = False) -> dict[str
     }
 
 
+class QuietShutdown(logging.Filter):
+    """Keeps Tortoise's per-close shutdown line out of the log unless the process logs at
+    DEBUG (then it is a DEBUG record); every other record of the logger passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != SHUTDOWN_MESSAGE:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def quiet_shutdown_log() -> None:
+    """Install :class:`QuietShutdown` on Tortoise's logger (once)."""
+    logger = logging.getLogger("tortoise")
+    if not any(isinstance(f, QuietShutdown) for f in logger.filters):
+        logger.addFilter(QuietShutdown())
+
+
 async def open_db(database_url: str) -> None:
     """Initialise Tortoise for this event loop. Does not create tables (migrations do)."""
+    quiet_shutdown_log()
     await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from quart import Blueprint
@@ -15,6 +16,7 @@ from quart_app.core.accounts import (
     create_user,
     find_user,
 )
+from quart_app.core.logs import printable
 from quart_app.core.tokens import issue_token
 from quart_app.errors import ApiError, try_later
 from quart_app.login_throttle import LoginThrottle, client_address
@@ -26,6 +28,22 @@ from quart_app.services import services
 AUTH_BODY_BYTES = 4 * 1024
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
+log = logging.getLogger(__name__)
+#: characters of a username a failed-login line keeps (usernames are not secret)
+LOGGED_USERNAME_CHARS = 64
+
+
+def log_failed_login(username: str, address: str, reason: str) -> None:
+    """A WARNING naming the username (printable, capped), the client address and why:
+    ``unknown_user``, ``wrong_password`` or ``throttled``.  Never the password."""
+    name = printable(username, LOGGED_USERNAME_CHARS)
+    log.warning(
+        "failed login for %r from %s: %s",
+        name,
+        address,
+        reason,
+        extra={"username": name, "client": address, "reason": reason},
+    )
 
 
 def busy(exc: HashingBusy) -> ApiError:
@@ -87,7 +105,13 @@ async def login(data: Credentials) -> TokenOut:
     """
     config = services().config
     throttle = LoginThrottle(config)
-    attempt = await throttle.reserve(data.username, client_address())
+    address = client_address()
+    try:
+        attempt = await throttle.reserve(data.username, address)
+    except ApiError as exc:
+        if exc.status == 429:
+            log_failed_login(data.username, address, "throttled")
+        raise
     user = await find_user(data.username)
     try:
         ok = await averify_password(user.password_hash if user else None, data.password)
@@ -95,6 +119,9 @@ async def login(data: Credentials) -> TokenOut:
         await throttle.not_checked(attempt)
         raise busy(exc) from None
     if user is None or not ok:
+        log_failed_login(
+            data.username, address, "unknown_user" if user is None else "wrong_password"
+        )
         raise ApiError(401, "invalid_login", "wrong username or password")
     await throttle.succeeded(attempt)
     return TokenOut(

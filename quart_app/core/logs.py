@@ -38,6 +38,7 @@ import json
 import logging
 import re
 import sys
+import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -86,6 +87,16 @@ def redact(text: str) -> str:
     text = _EIO_SESSION_RE.sub(rf"\1{REDACTED}", text)
     text = _JSON_RE.sub(rf'\1"{REDACTED}"', text)
     return _BEARER_RE.sub(rf"\1{REDACTED}", text)
+
+
+def printable(text: object, limit: int = 64) -> str:
+    """``text`` safe to put in a log line: every control or format character (C0, C1,
+    line separators, bidi overrides) replaced by ``?``, cut to ``limit`` characters
+    (``...`` marks a cut).  For user input such as a login's username."""
+    value = str(text)
+    cut = len(value) > limit
+    cleaned = "".join("?" if unicodedata.category(c)[0] == "C" else c for c in value[:limit])
+    return cleaned + ("..." if cut else "")
 
 
 # --- context --------------------------------------------------------------------------

@@ -34,7 +34,7 @@ Metric names, with the process that moves them:
 ``reeltrack_http_rate_limited_total{kind}``     web     requests answered 429
 ``reeltrack_http_requests_total``               web     {route,method,status}: answered
 ``reeltrack_http_request_duration_seconds``     web     {route,method}: to the response head
-``reeltrack_socketio_upgrades_total``           web     polling sockets that moved to websocket
+``reeltrack_socketio_upgrades_total``           web     sockets opened on polling, now websocket
 ``reeltrack_job_runs_total{outcome}``           worker  RQ runs (slices) of jobs, by outcome
 ``reeltrack_job_run_seconds{outcome}``          worker  one run (slice), claim to end
 ``reeltrack_jobs_finished_total{status}``       worker  jobs ended completed/failed/cancelled
@@ -136,7 +136,7 @@ class _Metrics:
         )
         self.connects = Counter(
             "reeltrack_socketio_connects",
-            "Socket.IO connections accepted, by transport at connect",
+            "Socket.IO connections accepted, by the transport their session opened on",
             ["transport"],
         )
         self.refusals = Counter(
@@ -317,22 +317,47 @@ def _safely(fn: Callable[[], object]) -> None:
 
 #: sid -> transport it is counted under in the connections gauge (this process)
 _counted: dict[str, str] = {}
+#: sockets of this process that opened on polling and have not been seen on websocket
+_may_upgrade: set[str] = set()
 
 
 def _transport_label(transport: str | None) -> str:
     return transport if transport in TRANSPORTS else "polling"
 
 
-def connection_opened(sid: str, transport: str | None) -> None:
-    """A socket passed connect (counted under ``transport`` until it closes)."""
+def opening_transport(query_string: str) -> str:
+    """The transport an engine.io session opened on, from its handshake's query string
+    (``transport=polling|websocket``; what the connect handler's environ holds)."""
+    from urllib.parse import parse_qs
+
+    found = parse_qs(query_string).get("transport", ["polling"])[0]
+    return _transport_label(found)
+
+
+def _upgraded(sid: str) -> None:
+    if sid in _may_upgrade:
+        _may_upgrade.discard(sid)
+        m().upgrades.inc()
+
+
+def connection_opened(sid: str, transport: str | None, opened_on: str | None = None) -> None:
+    """A socket passed connect: counted in the gauge under its ``transport`` now until
+    it moves or closes; in ``connects_total`` under the transport it ``opened_on`` (the
+    handshake's; default ``transport``).  One that opened on polling and is already on
+    websocket (a fast client upgrades before the connect handler ends) is an upgrade."""
 
     def update() -> None:
         label = _transport_label(transport)
         if sid in _counted:
             return
+        opened = _transport_label(opened_on) if opened_on is not None else label
         _counted[sid] = label
         m().connections.labels(label).inc()
-        m().connects.labels(label).inc()
+        m().connects.labels(opened).inc()
+        if opened == "polling":
+            _may_upgrade.add(sid)
+            if label == "websocket":
+                _upgraded(sid)
 
     _safely(update)
 
@@ -363,8 +388,9 @@ def connection_closed(sid: str, reason: object = None, transport: str | None = N
         if label is None:
             return
         m().connections.labels(label).dec()
-        if label == "polling" and transport == "websocket":
-            m().upgrades.inc()
+        if transport == "websocket":
+            _upgraded(sid)
+        _may_upgrade.discard(sid)
         text = str(reason) if reason is not None else "server disconnect"
         m().disconnects.labels(DISCONNECT_REASONS.get(text, "other")).inc()
 
@@ -389,7 +415,7 @@ def refresh_transports(current: Callable[[str], str | None]) -> None:
                 m().connections.labels(label).dec()
                 m().connections.labels(now).inc()
                 if now == "websocket":
-                    m().upgrades.inc()
+                    _upgraded(sid)
 
     _safely(update)
 
