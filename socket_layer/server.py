@@ -192,7 +192,8 @@ class SocketLayer:
                 self.users.pop(sid, None)
                 await self.registry.release(sid)
                 return False
-            metrics.connection_opened(sid, self._transport(sid))
+            opened_on = metrics.opening_transport(environ.get("QUERY_STRING", ""))
+            metrics.connection_opened(sid, self._transport(sid), opened_on)
         except BaseException as exc:
             self.users.pop(sid, None)
             await self.registry.release(sid)
