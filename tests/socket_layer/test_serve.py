@@ -47,9 +47,26 @@ def test_access_log_atoms_hold_no_secret(monkeypatch: pytest.MonkeyPatch) -> Non
     assert atoms["{rt_test_secret_env}e"] == "-"
 
 
-async def test_access_log_of_a_live_server_never_contains_the_token(
-    live_server: LiveServer, db: str
+async def test_no_access_log_by_default_at_info(
+    start_live_server: Callable[..., Awaitable[LiveServer]], db: str
 ) -> None:
+    live_server = await start_live_server(log_level="INFO")
+    user = await make_user()
+    client = await connect_client(live_server.url, token=token_for(user), transports=["websocket"])
+    await client.wait_for("snapshot")
+    await client.close()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{live_server.url}/api/health?probe=quiet") as response:
+            assert response.status == 200
+    out = live_server.output()
+    assert "probe=quiet" not in out
+    assert SOCKETIO_PATH not in out
+
+
+async def test_access_log_of_a_live_server_never_contains_the_token(
+    start_live_server: Callable[..., Awaitable[LiveServer]], db: str
+) -> None:
+    live_server = await start_live_server(access_log=True)
     user = await make_user()
     token = token_for(user)
     async with aiohttp.ClientSession() as http:
