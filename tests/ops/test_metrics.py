@@ -213,3 +213,38 @@ def test_upgraded_sockets_move_to_the_websocket_count_and_leave_once() -> None:
     metrics.connection_closed("up-1", "transport close")  # only once
     metrics.connection_closed("up-2", "ping timeout")
     assert gauge("polling") == before["polling"] and gauge("websocket") == before["websocket"]
+
+
+def test_the_operations_doc_lists_every_metric(redis_url: str) -> None:
+    """docs/operations.md's metrics table names every family ``/metrics`` serves
+    (reeltrack's catalogue, the scrape-time queue and process figures), and nothing else."""
+    import re
+
+    from quart_app.core import metrics
+    from quart_app.core.metrics_scrape import ProcessesCollector, QueueCollector
+    from tasks.queue import WORKER_QUEUES
+
+    queues = QueueCollector(redis_url, WORKER_QUEUES)
+    processes = ProcessesCollector(lambda: {os.getpid(): "web"})
+    try:
+        text = metrics.generate([queues, processes])[0].decode()
+    finally:
+        queues.close()
+    process_names = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in processes.collect()
+    }
+    served = {
+        name
+        for name in re.findall(r"^# TYPE (\w+) ", text, re.MULTILINE)
+        if name.startswith("reeltrack_") or name in process_names
+    }
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    table = doc[doc.index("### What they are") : doc.index("## 2. Alerts")]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    documented = {
+        name for cell in rows for name in re.findall(r"`((?:reeltrack|process)_[a-z_]+)", cell)
+    }
+    assert len(served) > 30, served
+    assert served - documented == set(), "served but not in docs/operations.md"
+    assert documented - served == set(), "in docs/operations.md but not served"
