@@ -10,6 +10,13 @@ from playwright.async_api import BrowserContext, Locator, Page, expect
 from tests.e2e.support import GREEN, Account, Stack
 
 
+async def wait_connected(page: Page) -> None:
+    """Until the page's connection status says the live connection is up."""
+    await expect(page.get_by_test_id("connection-status")).to_have_attribute(
+        "data-connected", "true"
+    )
+
+
 async def login(page: Page, stack: Stack, account: Account, path: str) -> None:
     """Log in through the login page and land on ``path`` (which may carry a query)."""
     target, _, query = path.partition("?")

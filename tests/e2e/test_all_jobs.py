@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from playwright.async_api import BrowserContext, Page, expect
+from playwright.async_api import BrowserContext, expect
 
 from tests.e2e.pages import (
     assert_no_horizontal_scroll,
@@ -20,6 +20,7 @@ from tests.e2e.pages import (
     import_csv,
     job_card,
     open_logged_in,
+    wait_connected,
 )
 from tests.e2e.support import SCREENSHOTS, Account, Stack
 from tests.support.waiting import wait_for
@@ -27,12 +28,6 @@ from tests.support.waiting import wait_for
 #: the page background of web/src/styles.css, light and dark
 LIGHT_BG = "rgb(249, 250, 251)"
 DARK_BG = "rgb(15, 23, 42)"
-
-
-async def wait_connected(page: Page) -> None:
-    await expect(page.get_by_test_id("connection-status")).to_have_attribute(
-        "data-connected", "true"
-    )
 
 
 async def finished_job(stack: Stack, account: Account, list_id: str, names: list[str]) -> str:

@@ -23,6 +23,7 @@ from tests.e2e.pages import (
     import_csv,
     login,
     open_logged_in,
+    wait_connected,
 )
 from tests.e2e.support import AMBER, BLUE, SCREENSHOTS, Account, Stack
 from tests.support.waiting import wait_for
@@ -165,9 +166,7 @@ async def test_a_failed_video_shows_its_error(stack: Stack, browser: BrowserCont
     account = await stack.account()
     list_id = await stack.create_list(account, "With a broken file")
     page = await open_logged_in(browser, stack, account, f"/lists/{list_id}")
-    await expect(page.get_by_test_id("connection-status")).to_have_attribute(
-        "data-connected", "true"
-    )
+    await wait_connected(page)
     names = stack.add_videos("broken", 4, broken={2})
     stack.media.hold(names[2])
     await import_csv(stack, account, list_id, names)
@@ -227,9 +226,7 @@ async def test_web_server_restart_mid_job_shows_the_banner_then_the_complete_sta
     account = await stack.account()
     list_id = await stack.create_list(account, "Server restart")
     page = await open_logged_in(browser, stack, account, f"/lists/{list_id}")
-    await expect(page.get_by_test_id("connection-status")).to_have_attribute(
-        "data-connected", "true"
-    )
+    await wait_connected(page)
     names = stack.add_videos("restart", 10)
     stack.media.hold(*names[5:])
     await import_csv(stack, account, list_id, names)
@@ -323,6 +320,4 @@ async def test_a_refused_token_sends_the_user_to_the_login_page(
     await page.get_by_label("Password").fill(account.password)
     await page.get_by_role("button", name="Log in").click()
     await page.wait_for_url(re.compile(r"/lists$"))
-    await expect(page.get_by_test_id("connection-status")).to_have_attribute(
-        "data-connected", "true"
-    )
+    await wait_connected(page)

@@ -4,6 +4,7 @@ import { useCallback, useEffect, useState } from "react";
 import { api, fetchHistoryEvents, onUnauthorized } from "./api";
 import { clearSession, currentToken, loadSession, saveSession, type Session } from "./auth";
 import { Link } from "./components/Link";
+import { NotFound } from "./components/NotFound";
 import { ReconnectBanner } from "./components/ReconnectBanner";
 import { jobName } from "./jobView";
 import {
@@ -100,13 +101,7 @@ function Page({ route }: { route: Route }) {
     case "lists":
       return <ListsPage />;
     case "notfound":
-      return (
-        <div className="page" data-testid="not-found">
-          <h1>Not found</h1>
-          <p>There is no page at this address.</p>
-          <Link to="/jobs">All jobs</Link>
-        </div>
-      );
+      return <NotFound title="Not found" text="There is no page at this address." back={{ to: "/jobs", label: "All jobs" }} />;
     default:
       return <JobsPage />;
   }

@@ -5,6 +5,7 @@ import { useEffect, useMemo } from "react";
 import { ApiError } from "../api";
 import { JobActions } from "../components/JobActions";
 import { Link } from "../components/Link";
+import { NotFound } from "../components/NotFound";
 import { ProgressBar, STATUS_COLORS } from "../components/ProgressBar";
 import { formatDateTime } from "../format";
 import { describeError, jobView, plural } from "../jobView";
@@ -27,13 +28,7 @@ export function JobPage({ jobId }: { jobId: string }) {
 
   const notFound = job.error instanceof ApiError && job.error.status === 404;
   if (notFound) {
-    return (
-      <div className="page" data-testid="not-found">
-        <h1>Job not found</h1>
-        <p>This job does not exist or was deleted.</p>
-        <Link to="/jobs">All jobs</Link>
-      </div>
-    );
+    return <NotFound title="Job not found" text="This job does not exist or was deleted." back={{ to: "/jobs", label: "All jobs" }} />;
   }
 
   const latestEvent = events.length ? events[events.length - 1] : undefined;

@@ -60,6 +60,43 @@ function byNewest(a: JobView, b: JobView): number {
   return (b.createdAt ?? "").localeCompare(a.createdAt ?? "");
 }
 
+/** A titled list of job cards (``empty`` when there is none) and a button for the listing's next page. */
+function JobSection({
+  id,
+  title,
+  views,
+  empty,
+  listing,
+  more,
+}: {
+  id: string;
+  title: string;
+  views: JobView[];
+  empty: string;
+  listing: { hasNextPage: boolean; isFetchingNextPage: boolean; fetchNextPage: () => unknown };
+  more: string;
+}) {
+  return (
+    <section aria-labelledby={id} data-testid={id}>
+      <h2 id={id}>{title}</h2>
+      {views.length === 0 ? (
+        <p className="muted">{empty}</p>
+      ) : (
+        <ul className="job-list">
+          {views.map((v) => (
+            <JobCard key={v.id} view={v} />
+          ))}
+        </ul>
+      )}
+      {listing.hasNextPage && (
+        <button type="button" disabled={listing.isFetchingNextPage} onClick={() => void listing.fetchNextPage()}>
+          {more}
+        </button>
+      )}
+    </section>
+  );
+}
+
 export function JobsPage() {
   const [filters, setFilters] = useState<Filters>(readFilters);
   const q = useDebounced(filters.q.trim(), 250);
@@ -127,42 +164,24 @@ export function JobsPage() {
         </p>
       )}
       {showActive && (
-        <section aria-labelledby="active-jobs" data-testid="active-jobs">
-          <h2 id="active-jobs">Active</h2>
-          {activeViews.length === 0 ? (
-            <p className="muted">{loading ? "Loading..." : "No job is running."}</p>
-          ) : (
-            <ul className="job-list">
-              {activeViews.map((v) => (
-                <JobCard key={v.id} view={v} />
-              ))}
-            </ul>
-          )}
-          {active.hasNextPage && (
-            <button type="button" disabled={active.isFetchingNextPage} onClick={() => void active.fetchNextPage()}>
-              More active jobs
-            </button>
-          )}
-        </section>
+        <JobSection
+          id="active-jobs"
+          title="Active"
+          views={activeViews}
+          empty={loading ? "Loading..." : "No job is running."}
+          listing={active}
+          more="More active jobs"
+        />
       )}
       {showFinished && (
-        <section aria-labelledby="finished-jobs" data-testid="finished-jobs">
-          <h2 id="finished-jobs">{filters.status === "" ? "Finished" : STATUS_OPTIONS.find(([v]) => v === filters.status)?.[1]}</h2>
-          {finishedViews.length === 0 ? (
-            <p className="muted">{loading ? "Loading..." : filtered ? "No job matches these filters." : "No finished job yet."}</p>
-          ) : (
-            <ul className="job-list">
-              {finishedViews.map((v) => (
-                <JobCard key={v.id} view={v} />
-              ))}
-            </ul>
-          )}
-          {finished.hasNextPage && (
-            <button type="button" disabled={finished.isFetchingNextPage} onClick={() => void finished.fetchNextPage()}>
-              {finished.isFetchingNextPage ? "Loading..." : "Load more"}
-            </button>
-          )}
-        </section>
+        <JobSection
+          id="finished-jobs"
+          title={filters.status === "" ? "Finished" : (STATUS_OPTIONS.find(([v]) => v === filters.status)?.[1] ?? "")}
+          views={finishedViews}
+          empty={loading ? "Loading..." : filtered ? "No job matches these filters." : "No finished job yet."}
+          listing={finished}
+          more={finished.isFetchingNextPage ? "Loading..." : "Load more"}
+        />
       )}
     </div>
   );

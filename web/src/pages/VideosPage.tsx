@@ -6,6 +6,7 @@ import { ApiError } from "../api";
 import { ImportPanel } from "../components/ImportPanel";
 import { JobCard } from "../components/JobCard";
 import { Link } from "../components/Link";
+import { NotFound } from "../components/NotFound";
 import { VideoTable } from "../components/VideoTable";
 import { describeError, jobView } from "../jobView";
 import { useJobProgress } from "../progress/useJobProgress";
@@ -77,13 +78,7 @@ export function VideosPage({ listId }: { listId: string }) {
   );
 
   if (missing) {
-    return (
-      <div className="page" data-testid="not-found">
-        <h1>List not found</h1>
-        <p>This list does not exist or was deleted.</p>
-        <Link to="/lists">All lists</Link>
-      </div>
-    );
+    return <NotFound title="List not found" text="This list does not exist or was deleted." back={{ to: "/lists", label: "All lists" }} />;
   }
 
   const error = list.error ?? videos.error ?? jobs.error;
