@@ -14,6 +14,8 @@ from typing import Any
 import hiredis
 from redis.connection import parse_url
 
+from quart_app.core.redis_pools import master_url
+
 #: seconds to connect (and to authenticate) before giving up
 CONNECT_TIMEOUT_S = 5.0
 
@@ -75,11 +77,13 @@ class RedisSubscriber(asyncio.Protocol):
 async def open_subscriber(
     redis_url: str, on_message: OnMessage, on_control: OnControl
 ) -> RedisSubscriber:
-    """Connect (TCP, TLS for ``rediss://``, or a unix socket) and authenticate.
+    """Connect (TCP, TLS for ``rediss://``, or a unix socket) and authenticate; a
+    ``redis+sentinel://`` URL connects to the master its Sentinels name now (asked on
+    every call, so a reconnect follows a failover).
 
     Raises OSError/TimeoutError when Redis cannot be reached, ConnectionError when AUTH
-    is refused."""
-    params = parse_url(redis_url)
+    is refused or no Sentinel names a master."""
+    params = parse_url(await master_url(redis_url))
     loop = asyncio.get_running_loop()
     conn_class = params.get("connection_class")
     proto = RedisSubscriber(on_message, on_control)

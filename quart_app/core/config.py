@@ -130,7 +130,8 @@ class Config(BaseSettings):
     redis_url: str | None = _setting(
         None,
         "REDIS_URL",
-        "redis://host:6379/0; unset: `reeltrack run` starts a private Redis",
+        "redis://host:6379/0, or redis+sentinel://host:port[,host:port...]/<master>[/<db>]; "
+        "unset: `reeltrack run` starts a private Redis",
         shown="(embedded)",
         empty_is_default=True,
     )
@@ -176,6 +177,12 @@ class Config(BaseSettings):
         "WS_PRESENCE_TTL",
         "seconds a dead web process's sockets keep counting toward the per-user limit",
         gt=0,
+    )
+    serve_role: Literal["all", "sockets", "api"] = _setting(
+        "all",
+        "SERVE_ROLE",
+        "what `reeltrack serve` serves: `all`, `sockets` (Socket.IO, /api/health, /metrics) "
+        "or `api` (REST, the web app, /metrics); `--role` overrides it",
     )
     socketio_manager: Literal["user-channels", "stock"] = _setting(
         "user-channels",
@@ -245,6 +252,13 @@ class Config(BaseSettings):
         "REDIS_POOL_TIMEOUT",
         "seconds a Redis command waits for a free pooled connection before it fails",
         gt=0,
+    )
+    redis_failover_wait: float = _setting(
+        15.0,
+        "REDIS_FAILOVER_WAIT",
+        "with a `redis+sentinel://` REDIS_URL: seconds a command keeps reconnecting "
+        "(asking the Sentinels for the master) before it fails",
+        ge=0,
     )
     retention_days: int = _setting(
         30,
@@ -403,7 +417,7 @@ class Config(BaseSettings):
         "log one line per HTTP request and websocket handshake (on anyway at LOG_LEVEL=DEBUG)",
     )
 
-    @field_validator("env", "socketio_manager", mode="before")
+    @field_validator("env", "socketio_manager", "serve_role", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

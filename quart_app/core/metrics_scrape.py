@@ -136,11 +136,13 @@ class QueueCollector:
     ``redis_url`` (read at most every :data:`CACHE_S` seconds)."""
 
     def __init__(self, redis_url: str, queues: Sequence[str]) -> None:
-        from redis import Redis
+        from quart_app.core.redis_pools import PoolLimits, sync_client
 
         self.queues = tuple(queues)
-        self._redis = Redis.from_url(
+        # one scrape at a time reads; a Sentinel URL is followed to its master
+        self._redis = sync_client(
             redis_url,
+            PoolLimits(size=2, timeout=REDIS_TIMEOUT_S, failover_wait=REDIS_TIMEOUT_S),
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
         )

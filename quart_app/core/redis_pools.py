@@ -25,6 +25,7 @@ to be called again on every reconnect.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -33,8 +34,13 @@ import redis
 import redis.sentinel
 from redis import asyncio as aioredis
 from redis.asyncio import sentinel as aiosentinel
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ConstantBackoff
+from redis.retry import Retry
 
 SENTINEL_SCHEME = "redis+sentinel"
+#: seconds between two attempts of a command while the master fails over
+FAILOVER_RETRY_S = 0.25
 #: connection options that also apply to the connections to the Sentinels themselves
 _SENTINEL_OPTIONS = ("socket_timeout", "socket_connect_timeout", "socket_keepalive")
 
@@ -45,12 +51,17 @@ class PoolLimits:
 
     size: int
     timeout: float
+    #: Sentinel only: how long a command keeps reconnecting to whichever server the
+    #: Sentinels name master (a failover takes a few seconds) before it fails
+    failover_wait: float = 15.0
 
     @classmethod
     def of(cls, config: Any, size: int | None = None) -> PoolLimits:
-        """``REDIS_POOL_SIZE`` / ``REDIS_POOL_TIMEOUT`` of ``config`` (``size`` overrides
-        the size, e.g. with ``REDIS_PUBSUB_POOL_SIZE``)."""
-        return cls(size or config.redis_pool_size, config.redis_pool_timeout)
+        """``REDIS_POOL_SIZE`` / ``REDIS_POOL_TIMEOUT`` / ``REDIS_FAILOVER_WAIT`` of
+        ``config`` (``size`` overrides the size, e.g. with ``REDIS_PUBSUB_POOL_SIZE``)."""
+        return cls(
+            size or config.redis_pool_size, config.redis_pool_timeout, config.redis_failover_wait
+        )
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,13 @@ def _sentinel_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in _SENTINEL_OPTIONS}
 
 
+def _failover_retries(limits: PoolLimits) -> int:
+    """Attempts (after the first) that span ``limits.failover_wait``: each reconnect asks
+    the Sentinels again, so a command issued mid-failover lands on the new master.
+    (RQ, for one, quits when a command fails after its job ran.)"""
+    return max(3, math.ceil(limits.failover_wait / FAILOVER_RETRY_S))
+
+
 def async_client(url: str, limits: PoolLimits, **options: Any) -> aioredis.Redis:
     """An asyncio client on its own waiting pool (closed with the client's ``aclose``).
 
@@ -141,6 +159,7 @@ def async_client(url: str, limits: PoolLimits, **options: Any) -> aioredis.Redis
         client: aioredis.Redis = manager.master_for(
             target.master,
             connection_pool_class=_AsyncWaitingSentinelPool,
+            retry=AsyncRetry(ConstantBackoff(FAILOVER_RETRY_S), _failover_retries(limits)),
             max_connections=limits.size,
             timeout=limits.timeout,
             **target.master_options(),
@@ -164,6 +183,7 @@ def sync_client(url: str, limits: PoolLimits, **options: Any) -> redis.Redis:
         client: redis.Redis = manager.master_for(
             target.master,
             connection_pool_class=_WaitingSentinelPool,
+            retry=Retry(ConstantBackoff(FAILOVER_RETRY_S), _failover_retries(limits)),
             max_connections=limits.size,
             timeout=limits.timeout,
             **target.master_options(),
