@@ -24,7 +24,7 @@ import pytest
 
 from quart_app.core.metrics import sample_value
 from tests.conftest import TEST_SECRET, live_config
-from tests.support.live import LiveServer
+from tests.support.live import LiveServer, sign_up
 from tests.support.media import make_video
 from tests.support.services import RedisServer
 from tests.support.sio_client import RecordingClient, connect_client
@@ -78,20 +78,11 @@ async def flow(
         wrong_password = f"Wrong-{uuid.uuid4().hex}"
         username = f"ops{uuid.uuid4().hex[:8]}"
         async with httpx.AsyncClient(base_url=web.url, timeout=20) as http:
-            r = await http.post(
-                "/api/auth/register", json={"username": username, "password": password}
-            )
-            assert r.status_code == 201, r.text
-            user_id = r.json()["id"]
+            user_id, token = await sign_up(http, username, password)
             r = await http.post(
                 "/api/auth/login", json={"username": username, "password": wrong_password}
             )
             assert r.status_code == 401, r.text
-            r = await http.post(
-                "/api/auth/login", json={"username": username, "password": password}
-            )
-            assert r.status_code == 200, r.text
-            token = r.json()["access_token"]
             headers = {"Authorization": f"Bearer {token}"}
             assert (await http.get("/api/me", headers=headers)).status_code == 200
             # the token in a query string of a REST call, too (must not be logged)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from quart_app.core.logs import SQL_PARAMETERS_DROPPED
-from tests.support.live import LiveServer
+from tests.support.live import LiveServer, sign_up
 
 
 async def test_debug_log_holds_no_password_hash(
@@ -19,15 +19,9 @@ async def test_debug_log_holds_no_password_hash(
     username = f"dbg{uuid.uuid4().hex[:10]}"
     password = f"pw-{uuid.uuid4().hex}"
     async with httpx.AsyncClient(base_url=web.url, timeout=20) as http:
-        created = await http.post(
-            "/api/auth/register", json={"username": username, "password": password}
-        )
-        assert created.status_code == 201, created.text
-        ok = await http.post("/api/auth/login", json={"username": username, "password": password})
-        assert ok.status_code == 200, ok.text
+        _user_id, token = await sign_up(http, username, password)
         bad = await http.post("/api/auth/login", json={"username": username, "password": "nope"})
         assert bad.status_code == 401
-        token = ok.json()["access_token"]
         me = await http.get("/api/me", headers={"Authorization": f"Bearer {token}"})
         assert me.status_code == 200
     log = web.output()

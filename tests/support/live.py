@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 from quart_app.core.config import ENV_VARS, FIELD_ENV, Config
 from tests.support.services import free_port
 
@@ -138,3 +140,15 @@ class LiveServer:
         self._log.close()
         with contextlib.suppress(OSError):
             os.unlink(self._log.name)
+
+
+async def sign_up(http: httpx.AsyncClient, username: str, password: str) -> tuple[str, str]:
+    """Register ``username`` and log in over REST (``http`` is a client of a live
+    server); asserts both succeed and returns (the user's id, the access token)."""
+    body = {"username": username, "password": password}
+    r = await http.post("/api/auth/register", json=body)
+    assert r.status_code == 201, r.text
+    user_id = r.json()["id"]
+    r = await http.post("/api/auth/login", json=body)
+    assert r.status_code == 200, r.text
+    return user_id, r.json()["access_token"]
