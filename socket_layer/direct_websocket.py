@@ -9,26 +9,44 @@ This is the one module of the socket layer that imports hypercorn (the forbidden
 contract in setup.cfg names it as its only exception): it must recognise hypercorn's
 HTTP/1.1 websocket stream to find the transport under it.  Under any other server the
 writer falls back to the ASGI path.
+
+It also keeps the websocket's share of the socket's send backlog
+(:mod:`socket_layer.send_buffer`): the bytes of sends handed to hypercorn that have not
+returned (hypercorn waits in its drain while the client does not read) plus the TCP
+transport's buffer; a ``send_text`` that finds the backlog over the bound closes the
+socket instead.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
 from typing import Any
 
 from engineio.async_drivers import asgi as eio_asgi
 from wsproto.connection import ConnectionState
 
+from socket_layer.send_buffer import SendQueue
+
 _WS_OPEN = ConnectionState.OPEN
+#: SO_LINGER on, 0 s: close() resets the connection instead of draining the send queue
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
     """engine.io's ASGI websocket wrapper, reachable from its socket (``_rt_ws``) so the
-    manager can write to it directly, and knowing whether a send is in flight."""
+    manager can write to it directly, knowing whether a send is in flight and how many
+    bytes wait for the client."""
 
     def __init__(self, handler: Any, server: Any) -> None:
         super().__init__(handler, server)
-        self.busy = False
+        #: sends handed to hypercorn that have not returned, and their bytes
+        self.in_flight = 0
+        self.in_flight_bytes = 0
         self.socket = getattr(handler, "__self__", None)
+        queue = getattr(self.socket, "queue", None)
+        #: the socket's bounded queue (None: no bound installed)
+        self.queue: SendQueue | None = queue if isinstance(queue, SendQueue) else None
         #: (hypercorn WSStream, its TCP transport, its send lock); None: not resolved
         #: yet; False: not a hypercorn HTTP/1.1 websocket, always use the ASGI path
         self._raw: tuple[Any, Any, Any] | None | bool = None
@@ -75,28 +93,81 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         transport.write(frame)
         return True
 
+    @property
+    def busy(self) -> bool:
+        """A send is in flight: a direct write now would overtake it."""
+        return self.in_flight > 0
+
+    def unread_bytes(self) -> int:
+        """Bytes given to hypercorn that have not reached the kernel: sends in flight
+        plus the TCP transport's buffer (a sent message already in that buffer counts
+        twice until hypercorn's drain returns)."""
+        buffered = 0
+        if self.asgi_send is not None:  # before the accept there is nothing to resolve
+            raw = self._raw
+            if raw is None:
+                raw = self._raw = self._resolve_raw()
+            if raw is not False:
+                buffered = raw[1].get_write_buffer_size()  # type: ignore[index]
+        return self.in_flight_bytes + buffered
+
+    def abort(self) -> None:
+        """Reset the TCP connection, unsent bytes dropped: every send waiting in
+        hypercorn's drain ends and hypercorn tells the handler the client is gone.  The
+        zero linger makes the kernel send a RST and free its send queue at once (a plain
+        close would leave the socket lingering in FIN_WAIT1 with megabytes queued for a
+        peer that never reads)."""
+        raw = self._raw
+        if raw is None and self.asgi_send is not None:
+            raw = self._raw = self._resolve_raw()
+        if not raw:
+            return
+        transport = raw[1]  # type: ignore[index]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:  # already closed: nothing left to reset
+                pass
+        transport.abort()
+
     async def __call__(self, environ: dict[str, Any]) -> Any:
         if self.socket is not None:
             self.socket._rt_ws = self
+        if self.queue is not None:
+            self.queue.writer = self
         try:
             return await super().__call__(environ)
         finally:
             if self.socket is not None:
                 self.socket._rt_ws = None
+            if self.queue is not None and self.queue.writer is self:
+                self.queue.writer = None
+
+    async def _handed_over(self, message: dict[str, Any], size: int) -> None:
+        self.in_flight += 1
+        self.in_flight_bytes += size
+        try:
+            await self.asgi_send(message)
+        finally:
+            self.in_flight -= 1
+            self.in_flight_bytes -= size
 
     async def send(self, message: Any) -> None:
-        self.busy = True
-        try:
-            await super().send(message)
-        finally:
-            self.busy = False
+        """engine.io's own writes (its queue's packets, already admitted there)."""
+        if isinstance(message, bytes):
+            event = {"type": "websocket.send", "bytes": message, "text": None}
+        else:
+            event = {"type": "websocket.send", "bytes": None, "text": message}
+        await self._handed_over(event, len(message))
 
     async def send_text(self, text: str) -> None:
-        self.busy = True
-        try:
-            await self.asgi_send({"type": "websocket.send", "bytes": None, "text": text})
-        finally:
-            self.busy = False
+        """A pre-encoded message, past engine.io's queue; when more than the bound
+        already waits for this client the socket is closed instead (see
+        :mod:`socket_layer.send_buffer`)."""
+        if self.queue is not None and not self.queue.admit():
+            return
+        await self._handed_over({"type": "websocket.send", "bytes": None, "text": text}, len(text))
 
 
 def text_frame(text: str) -> bytes:
@@ -111,7 +182,9 @@ def text_frame(text: str) -> bytes:
 
 
 def install_direct_websockets(eio: Any) -> None:
-    """Make ``eio`` (an engineio.AsyncServer in ASGI mode) use :class:`DirectWebSocket`.
+    """Make ``eio`` (an engineio.AsyncServer in ASGI mode) use :class:`DirectWebSocket`
+    (idempotent: a subclass already installed, the input guard's wrapper of it, stays).
     The driver table is copied: other servers in the process keep theirs."""
-    if eio._async.get("websocket") is not DirectWebSocket:
+    current = eio._async.get("websocket")
+    if not (isinstance(current, type) and issubclass(current, DirectWebSocket)):
         eio._async = {**eio._async, "websocket": DirectWebSocket}

@@ -38,6 +38,7 @@ from quart_app.core.origins import origin_allowed
 from quart_app.core.redis_pools import PoolLimits
 from quart_app.core.tokens import InvalidToken, verify_token
 from socket_layer.connection_limit import ConnectionRegistry
+from socket_layer.direct_websocket import install_direct_websockets
 from socket_layer.input_guards import guard_polling_posts, guard_socketio_packets
 from socket_layer.ping_wheel import PingWheel
 from socket_layer.pooled_redis import DEFAULT_LIMITS
@@ -396,7 +397,9 @@ def create_sio(
     # one ping timer per process, not a task per socket per interval
     PingWheel.install(sio.eio)
     guard_socketio_packets(sio)
-    # what may wait for a client that does not read is bounded per socket
+    # what may wait for a client that does not read is bounded per socket; the websocket
+    # writer (whichever manager) counts its share and can reset the connection
+    install_direct_websockets(sio.eio)
     bound_send_buffers(sio.eio, config.ws_send_buffer_bytes)
     # each session bound to the client that opened it; anonymous ones capped and timed out
     guard_sessions(
