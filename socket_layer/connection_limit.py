@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 REFRESH_CHUNK = 5000
 #: backoff between attempts to release one slot (seconds), doubling
 RELEASE_RETRY_FIRST_S = 0.2
+#: slot releases per pipeline when many arrive at once
+RELEASE_CHUNK = 1000
 RELEASE_RETRY_MAX_S = 5.0
 
 # redis.replicate_commands() lets Redis < 7 run a write after TIME; Redis 7 always does.
@@ -107,6 +109,9 @@ class ConnectionRegistry:
         )
         #: releases that failed once and are being retried in the background
         self._retrying: set[asyncio.Task[None]] = set()
+        #: releases waiting for the next pipelined flush, and the future it resolves
+        self._removals: list[tuple[str, str]] = []
+        self._removal_batch: asyncio.Future[None] | None = None
         self._reserve = self._redis.register_script(_RESERVE)
         self._refresh = self._redis.register_script(_REFRESH)
         #: sid -> user id of every socket this process counts
@@ -148,20 +153,47 @@ class ConnectionRegistry:
         await self._remove(user_id, sid)
 
     async def _remove(self, user_id: str, sid: str) -> None:
+        # releases that arrive together (a mass disconnect: thousands in one moment)
+        # share one pipelined round trip instead of one pooled connection each, which
+        # exhausted the pool's wait and turned into thousands of retries
+        self._removals.append((user_id, sid))
+        batch = self._removal_batch
+        if batch is None or batch.done():
+            batch = self._removal_batch = asyncio.get_running_loop().create_future()
+            task = asyncio.get_running_loop().create_task(
+                self._flush_removals(batch), name="ws-slot-release"
+            )
+            self._retrying.add(task)
+            task.add_done_callback(self._retrying.discard)
+        await asyncio.shield(batch)
+
+    async def _flush_removals(self, batch: asyncio.Future[None]) -> None:
+        await asyncio.sleep(0)  # let the other releases of this moment join
+        items, self._removals = self._removals, []
+        self._removal_batch = None
         # the member's expiry is at most ttl ahead (set by reserve or the last refresh)
         moot_at = time.monotonic() + self.ttl
+        done = 0
         try:
-            await self._redis.zrem(presence_key(user_id), self.member(sid))
-            return
+            for start in range(0, len(items), RELEASE_CHUNK):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for user_id, sid in items[start : start + RELEASE_CHUNK]:
+                        pipe.zrem(presence_key(user_id), self.member(sid))
+                    await pipe.execute()
+                done = start + RELEASE_CHUNK
         except Exception as exc:  # redis raises several unrelated types
-            error = exc
-        metrics.slot_release_failed("retried")
-        log.warning("connection slot release failed, retrying: %s", error)
-        task = asyncio.get_running_loop().create_task(
-            self._retry_remove(user_id, sid, moot_at), name="ws-slot-release"
-        )
-        self._retrying.add(task)
-        task.add_done_callback(self._retrying.discard)
+            log.warning("connection slot release failed, retrying: %s", exc)
+            left = items[done:]
+            for user_id, sid in left:
+                metrics.slot_release_failed("retried")
+                task = asyncio.get_running_loop().create_task(
+                    self._retry_remove(user_id, sid, moot_at), name="ws-slot-release-retry"
+                )
+                self._retrying.add(task)
+                task.add_done_callback(self._retrying.discard)
+        finally:
+            if not batch.done():
+                batch.set_result(None)
 
     async def _retry_remove(self, user_id: str, sid: str, moot_at: float) -> None:
         delay = RELEASE_RETRY_FIRST_S
@@ -234,8 +266,8 @@ class ConnectionRegistry:
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None
-        for sid in list(self._local):
-            await self.release(sid)
+        # together: one pipelined batch, not a round trip per socket
+        await asyncio.gather(*(self.release(sid) for sid in list(self._local)))
         for task in list(self._retrying):  # the slots expire within ttl on their own
             task.cancel()
         try:

@@ -300,8 +300,8 @@ class SocketLayer:
             pass
         for s in sockets:
             eio.sockets.pop(s.sid, None)
-        for sid in list(self.users):
-            await self.on_disconnect(sid)
+        # together, so their slot releases share pipelined round trips
+        await asyncio.gather(*(self.on_disconnect(sid) for sid in list(self.users)))
 
     async def stop(self) -> None:
         """Disconnect every local socket, release its slots, stop background tasks."""
