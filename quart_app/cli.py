@@ -61,6 +61,8 @@ def _read_password() -> str:
 def _serve(config: Config, args: argparse.Namespace) -> int:
     from quart_app.serve import serve
 
+    if args.role is not None:
+        config = config.with_overrides(serve_role=args.role)
     return serve(config)
 
 
@@ -133,12 +135,12 @@ COMMAND_SETTINGS: dict[str, str] = {
     "RATE_LIMIT_PER_MINUTE, ALLOW_REGISTRATION, LOGIN_*, PASSWORD_HASH_WORKERS,\n"
     "PASSWORD_HASH_QUEUE, REDIS_POOL_SIZE, REDIS_POOL_TIMEOUT, REDIS_PUBSUB_POOL_SIZE,\n"
     "SOCKETIO_MANAGER, WEBSOCKET_PING_INTERVAL, WEBSOCKET_TIMEOUT, WS_* (Socket.IO),\n"
-    "RESUME_*, LOG_LEVEL, LOG_JSON",
+    "RESUME_*, SERVE_ROLE (or --role), REDIS_FAILOVER_WAIT, ACCESS_LOG, LOG_LEVEL, LOG_JSON",
     "worker": "DATABASE_URL, REDIS_URL, SOCKETIO_MANAGER, MEDIA_ROOT, IMPORT_ROOT,\n"
     "IMPORT_ALLOW_PRIVATE_HOSTS, MAX_UPLOAD_BYTES, FETCH_TIMEOUT, VIDEO_TIME_BUDGET,\n"
     "JOB_TIME_BUDGET, SLICE_SECONDS, SLICE_VIDEOS, USER_MAX_ACTIVE_JOBS, THROTTLE_*,\n"
-    "RETRY_BUFFER_SIZE, STALE_JOB_SECONDS, PROGRESS_HISTORY_RETENTION_DAYS, LOG_LEVEL,\n"
-    "LOG_JSON",
+    "RETRY_BUFFER_SIZE, STALE_JOB_SECONDS, PROGRESS_HISTORY_RETENTION_DAYS,\n"
+    "REDIS_FAILOVER_WAIT, LOG_LEVEL, LOG_JSON",
     "migrate": "DATABASE_URL (default SQLite in VAR_DIR); a PostgreSQL URL applies the\n"
     "PostgreSQL migrations, a sqlite:// URL the SQLite ones",
     "create-user": "DATABASE_URL",
@@ -209,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "--password",
                 help="the password (default: prompt, or read one line from stdin; "
                 "prefer that: arguments are visible to other local users)",
+            )
+        elif name == "serve":
+            p.add_argument(
+                "--role",
+                choices=("all", "sockets", "api"),
+                default=None,
+                help="sockets: only Socket.IO (+ /api/health, /metrics); api: only REST and "
+                "the web app (+ /metrics); all: both (default: SERVE_ROLE, all)",
             )
         elif name == "worker":
             p.add_argument("--burst", action="store_true", help="exit when the queues are empty")

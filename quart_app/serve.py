@@ -193,8 +193,7 @@ def behind_proxies(app: Any, trusted_hops: int) -> Any:
 
 async def serve_async(config: Config, shutdown: asyncio.Event) -> None:
     """Serve until ``shutdown`` is set, then shut down gracefully."""
-    from quart_app.asgi import create_asgi_app
-    from socket_layer.server import layer_of
+    from quart_app.asgi import create_asgi_app, disconnect_sockets
 
     configure_websockets(config.ws_permessage_deflate)
     asgi = create_asgi_app(config)
@@ -205,7 +204,7 @@ async def serve_async(config: Config, shutdown: asyncio.Event) -> None:
         log.info("shutting down: closing Socket.IO connections")
         # hypercorn waits for open connections before the lifespan shutdown; close
         # the long-lived sockets now so it does not sit out the graceful timeout
-        await layer_of(asgi.engineio_server).disconnect_all()
+        await disconnect_sockets(asgi)
 
     await hypercorn_serve(
         behind_proxies(asgi, config.trusted_proxy_hops),
@@ -226,7 +225,12 @@ def serve(config: Config) -> int:
             loop.add_signal_handler(sig, shutdown.set)
         await serve_async(config, shutdown)
 
-    log.info("reeltrack web process on http://%s:%s", config.host, config.port)
+    log.info(
+        "reeltrack web process on http://%s:%s (role %s)",
+        config.host,
+        config.port,
+        config.serve_role,
+    )
     asyncio.run(main())
     log.info("web process stopped")
     return 0

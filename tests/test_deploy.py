@@ -45,12 +45,23 @@ def test_compose_sets_only_settings_the_config_reads() -> None:
         assert not unknown, f"{name} sets {unknown}, which quart_app/core/config.py does not read"
 
 
-def test_nginx_upstream_lists_exactly_the_compose_web_services() -> None:
-    web = {n for n, s in _reeltrack_services().items() if s["command"][1:2] == ["serve"]}
-    upstream = set(
-        re.findall(r"^\s*server\s+([\w-]+):8000\b", (DEPLOY / "nginx.conf").read_text(), re.M)
-    )
-    assert upstream == web
+def _role(command: list[str]) -> str:
+    return command[command.index("--role") + 1] if "--role" in command else "all"
+
+
+def test_nginx_upstreams_list_exactly_the_compose_web_services_of_their_role() -> None:
+    conf = (DEPLOY / "nginx.conf").read_text()
+    for upstream, role in (("reeltrack_sockets", "sockets"), ("reeltrack_api", "api")):
+        block = conf.split(f"upstream {upstream} {{", 1)[1].split("}", 1)[0]
+        listed = set(re.findall(r"^\s*server\s+([\w-]+):8000\b", block, re.M))
+        serving = {
+            n
+            for n, s in _reeltrack_services().items()
+            if s["command"][1:2] == ["serve"] and _role(s["command"]) in (role, "all")
+        }
+        assert listed == serving, upstream
+    assert "location /api/ws/progress/ {\n            proxy_pass http://reeltrack_sockets;" in conf
+    assert "location / {\n            proxy_pass http://reeltrack_api;" in conf
     nginx = _compose()["services"]["nginx"]
     assert "./nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
 

@@ -26,10 +26,19 @@ def nginx_binary() -> str | None:
     )
 
 
-def render(upstreams: list[int], port: int, workdir: Path, workers: int = 1) -> str:
-    """deploy/nginx.conf for upstreams on 127.0.0.1:<port> and nginx on ``port``."""
+def render(
+    upstreams: list[int],
+    port: int,
+    workdir: Path,
+    workers: int = 1,
+    api_upstreams: list[int] | None = None,
+) -> str:
+    """deploy/nginx.conf for socket servers ``upstreams`` and API servers
+    ``api_upstreams`` (default: the same, i.e. ``--role all`` processes) on
+    127.0.0.1:<port>, and nginx on ``port``."""
     out: list[str] = []
-    servers_done = False
+    lists = {"sockets_servers": upstreams, "api_servers": api_upstreams or upstreams}
+    done: set[str] = set()
     for line in DEPLOY_CONF.read_text().splitlines():
         m = re.search(r"#\s*topology:\s*(\w+)", line)
         if m is None:
@@ -52,11 +61,11 @@ def render(upstreams: list[int], port: int, workdir: Path, workers: int = 1) -> 
             out.append(f"{indent}{key} {workdir / key.replace('_path', '')};")
         elif what == "listen":
             out.append(f"{indent}listen 127.0.0.1:{port};")
-        elif what == "servers" and not servers_done:
-            servers_done = True
-            for p in upstreams:
+        elif what in lists and what not in done:
+            done.add(what)
+            for p in lists[what]:
                 out.append(f"{indent}server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;")
-        elif what == "servers":
+        elif what in lists:
             continue
         else:
             raise ValueError(f"unknown topology marker {what!r}")
@@ -66,7 +75,9 @@ def render(upstreams: list[int], port: int, workdir: Path, workers: int = 1) -> 
 class Nginx:
     """nginx in the foreground (``daemon off``) with a rendered config on a free port."""
 
-    def __init__(self, upstreams: list[int], workers: int = 1) -> None:
+    def __init__(
+        self, upstreams: list[int], workers: int = 1, api_upstreams: list[int] | None = None
+    ) -> None:
         binary = nginx_binary()
         if binary is None:
             raise RuntimeError("nginx is not installed (make system-deps installs it)")
@@ -74,7 +85,7 @@ class Nginx:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="rt-nginx-"))
         self.conf = self.dir / "nginx.conf"
-        self.conf.write_text(render(upstreams, self.port, self.dir, workers))
+        self.conf.write_text(render(upstreams, self.port, self.dir, workers, api_upstreams))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
