@@ -65,7 +65,7 @@ def fuzz_server(
             assert r.status_code == 202, r.text
             job_id = r.json()["job_id"]
             videos = http.get(f"/api/lists/{list_id}/videos", headers=headers).json()
-            video_id = videos["videos"][0]["id"]
+            video_id = videos["items"][0]["id"]
         ids = {"list_id": list_id, "job_id": job_id, "video_id": video_id}
         yield {"server": server, "headers": headers, "output": server.output, "ids": ids}
     finally:
