@@ -16,11 +16,12 @@ Sentinel.  ``REDIS_URL`` may name a Sentinel-managed master instead of one serve
 e.g. ``redis+sentinel://s1:26379,s2:26379,s3:26379/reeltrack/0``.  The hosts are the
 Sentinels (asked without a password); ``username``/``password`` are the master's.
 Clients built from such a URL ask the Sentinels for the master's address on every
-new connection, so after a failover a command that met a dead or demoted master
-(connection error, ``READONLY``) is retried on the new master by redis-py's retry,
-and the next one connects there.  :func:`master_url` gives the current master as a
-plain ``redis://`` URL for connections built outside redis-py (the pub/sub listener),
-to be called again on every reconnect.
+new connection, and a command that met a dead or demoted master (connection error,
+``READONLY``) is retried every ``FAILOVER_RETRY_S`` for ``REDIS_FAILOVER_WAIT``
+seconds, reconnecting each time: it lands on the new master once one is promoted.
+:func:`master_url` gives the current master as a plain ``redis://`` URL for
+connections built outside redis-py (the pub/sub listener), to be called again on
+every reconnect.
 """
 
 from __future__ import annotations
