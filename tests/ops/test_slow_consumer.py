@@ -24,12 +24,16 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+import engineio
 import httpx
 import pytest
+from engineio.async_socket import AsyncSocket
+from engineio.packet import MESSAGE, Packet
 
 from models.entities import ProcessingJob
 from quart_app.core.tokens import issue_token
 from socket_layer.protocol import SOCKETIO_PATH
+from socket_layer.send_buffer import SendQueue, bound_send_buffers
 from tasks.publisher import make_emitter
 from tests.benchmarks.common import rss_bytes
 from tests.conftest import TEST_SECRET
@@ -261,3 +265,21 @@ async def test_a_polling_client_that_stops_polling_is_closed_past_the_bound(
     assert max(peak, after) - before < RSS_GROWTH_LIMIT, (before, peak, after)
     assert seqs == list(range(1, sent + 1))
     assert stayed
+
+
+async def test_one_large_message_passes_an_empty_backlog_and_the_next_closes() -> None:
+    """The bound is checked before a message is added: a message larger than the bound
+    reaches a socket with nothing waiting (a large resume answer); the next one finds
+    the backlog over the bound and closes the session, its queue emptied."""
+    eio = engineio.AsyncServer(async_mode="asgi")
+    bound_send_buffers(eio, 100)
+    sock = AsyncSocket(eio, "s1")
+    eio.sockets["s1"] = sock
+    queue = sock.queue
+    assert isinstance(queue, SendQueue)
+    await sock.send(Packet(MESSAGE, data="x" * 1000))
+    assert (queue.qsize(), queue.queued_bytes) == (1, 1001)
+    await sock.send(Packet(MESSAGE, data="y"))
+    assert queue.overflowed and queue.queued_bytes == 0
+    assert await wait_until(lambda: "s1" not in eio.sockets, 2)
+    assert sock.closed and queue.get_nowait() is None  # the writer's wake-up, nothing else
