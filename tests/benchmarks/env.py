@@ -146,13 +146,15 @@ class BenchEnv:
         finally:
             await conn.close()
 
-    def target(self, name: str) -> Target:
-        target = self._target(name)
+    def target(self, name: str, settings: dict[str, str] | None = None) -> Target:
+        """The target ``name``; ``settings`` (environment variables) are added to a
+        reeltrack target's own."""
+        target = self._target(name, settings or {})
         assert self.redis is not None and self.redis.proc is not None
         target.redis_pid = self.redis.proc.pid
         return target
 
-    def _target(self, name: str) -> Target:
+    def _target(self, name: str, settings: dict[str, str]) -> Target:
         if name == "stock":
             return StockTarget(self.redis_url)
         if name == "tiny-fast":
@@ -163,7 +165,7 @@ class BenchEnv:
                 self.redis_url,
                 self.database_url,
                 self.tmp / name,
-                env=TARGET_ENVS[name],
+                env={**TARGET_ENVS[name], **settings},
                 name=name,
             )
         raise ValueError(f"unknown target {name!r}")

@@ -27,6 +27,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
 
+from socket_layer.protocol import ERROR_RESUME_RATE_LIMITED
+
 _OPEN_TIMEOUT = 60.0
 
 
@@ -101,6 +103,7 @@ class Client(asyncio.Protocol):
         self.error: str | None = None
         self.ack_id = 0
         self.pending_resume: int | None = None
+        self.resume_again = False  # asked for while one was in flight
         self.want_reconnect = False
         self.closing = False
         self.frag: list[bytes] = []
@@ -162,6 +165,9 @@ class Client(asyncio.Protocol):
         self.is_open = False
         self.connected = False
         self.transport = None
+        # an unanswered resume died with the connection: the next one asks afresh
+        self.pending_resume = None
+        self.resume_again = False
         if self.opened is not None and not self.opened.done():
             self.error = self.error or "connection lost during handshake"
             self.opened.set_result(False)
@@ -293,6 +299,14 @@ class Client(asyncio.Protocol):
             self.send_resume()
 
     def send_resume(self) -> None:
+        """Ask for what this client missed.  One resume in flight at a time, as the
+        browser does (the server answers a second one ``resume_in_progress``): asked
+        for while one is in flight, it is sent when that one is answered."""
+        if not self.connected:
+            return
+        if self.pending_resume is not None:
+            self.resume_again = True
+            return
         self.ack_id += 1
         self.pending_resume = self.ack_id
         jobs = {j: self.last_seq.get(j, 0) for j in self.jobs}
@@ -307,6 +321,10 @@ class Client(asyncio.Protocol):
             return
         self.pending_resume = None
         (reply,) = json.loads(body[i:])
+        if reply.get("error") == ERROR_RESUME_RATE_LIMITED:  # the user's allowance is spent
+            delay = float(reply.get("retry_after") or 1.0)
+            asyncio.get_running_loop().call_later(delay, self.send_resume)
+            return
         for ev in reply.get("events", []):
             job, seq = ev["job_id"], ev["seq"]
             if job in self.jobs and seq > self.last_seq.get(job, 0):
@@ -315,6 +333,9 @@ class Client(asyncio.Protocol):
         stats.resumed += 1
         if self.complete():
             stats.last_resume_at = time.time()
+        if self.resume_again:
+            self.resume_again = False
+            self.send_resume()
 
     def complete(self) -> bool:
         return all(self.last_seq.get(j, 0) >= s for j, s in self.expected_seq.items())
