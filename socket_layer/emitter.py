@@ -10,6 +10,10 @@ Two wires, matching the web processes' client manager (``SOCKETIO_MANAGER``):
 - ``stock``: python-socketio's own pub/sub message on its one channel, as its
   write-only ``AsyncRedisManager`` publishes it (for ``SOCKETIO_MANAGER=stock``).
 
+With ``FANOUT_REDIS_CLUSTER`` the ``user-channels`` packet goes with SPUBLISH to the
+user's sharded channel on that Redis Cluster instead (``reeltrack:socketio:{user:<id>}``,
+:class:`socket_layer.sharded_channels.ShardedChannelManager` on the web side).
+
 python-socketio's write-only manager only logs "giving up" when a publish fails;
 :class:`ProgressEmitter` raises :class:`PublishError` instead so the publisher knows
 (DESIGN section 4, rule 4).
@@ -23,8 +27,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import socketio
+from redis.asyncio.cluster import RedisCluster
 
 from quart_app.core.redis_pools import PoolLimits, async_client
+from socket_layer.cluster_pubsub import cluster_client, parse_nodes
 from socket_layer.pooled_redis import DEFAULT_LIMITS, WaitingPool
 from socket_layer.protocol import (
     EVENT_PROGRESS,
@@ -34,6 +40,7 @@ from socket_layer.protocol import (
     WIRE_USER_CHANNELS,
     WIRES,
     room_channel,
+    sharded_channel,
     user_room,
 )
 
@@ -84,9 +91,16 @@ class ProgressEmitter:
         channel: str = REDIS_CHANNEL,
         wire: str = WIRE_USER_CHANNELS,
         pool_limits: PoolLimits = DEFAULT_LIMITS,
+        cluster_nodes: tuple[str, ...] = (),
     ) -> None:
+        """``cluster_nodes`` (``host:port`` items): publish with SPUBLISH on that Redis
+        Cluster (``user-channels`` wire only, else ValueError)."""
         if wire not in WIRES:
             raise ValueError(f"wire must be one of {WIRES}, got {wire!r}")
+        if cluster_nodes and wire != WIRE_USER_CHANNELS:
+            raise ValueError(f"a Redis Cluster fan-out needs the {WIRE_USER_CHANNELS} wire")
+        self._cluster_nodes = parse_nodes(cluster_nodes) if cluster_nodes else []
+        self._cluster: RedisCluster | None = None
         self.channel = channel
         self.wire = wire
         self._redis_url = redis_url
@@ -108,6 +122,7 @@ class ProgressEmitter:
             config.redis_url,
             wire=WIRE_STOCK if kind == WIRE_STOCK else kind,
             pool_limits=PoolLimits.of(config),
+            cluster_nodes=getattr(config, "fanout_redis_cluster", ()),
         )
 
     async def emit_to_user(self, user_id: object, event: str, data: Any) -> None:
@@ -117,6 +132,9 @@ class ProgressEmitter:
         """
         if self._manager is not None:
             await self._manager.emit(event, data, namespace=NAMESPACE, room=user_room(user_id))
+            return
+        if self._cluster_nodes:
+            await self._spublish(user_id, event, data)
             return
         channel, message = encode_user_emit(user_id, event, data, self.channel)
         last: Exception | None = None
@@ -131,17 +149,36 @@ class ProgressEmitter:
                 await self._drop()
         raise PublishError(f"publish to Redis failed: {type(last).__name__}: {last}") from last
 
+    async def _spublish(self, user_id: object, event: str, data: Any) -> None:
+        channel = sharded_channel(user_room(user_id), self.channel)
+        message = encode_event_packet(event, data)
+        last: Exception | None = None
+        for _attempt in range(2):
+            try:
+                if self._cluster is None:
+                    self._cluster = cluster_client(self._cluster_nodes, self._pool_limits.size)
+                await self._cluster.spublish(channel, message)
+                return
+            except Exception as exc:  # redis raises several unrelated types
+                last = exc
+                await self._drop()
+        raise PublishError(
+            f"spublish to Redis Cluster failed: {type(last).__name__}: {last}"
+        ) from last
+
     async def publish_progress(self, user_id: object, event: dict[str, Any]) -> None:
         """Publish one progress event (already validated and persisted)."""
         await self.emit_to_user(user_id, EVENT_PROGRESS, event)
 
     async def _drop(self) -> None:
         redis, self._redis = self._redis, None
-        if redis is not None:
-            try:
-                await asyncio.wait_for(redis.aclose(), timeout=2)
-            except Exception:  # closing a dead connection is not an error worth raising
-                pass
+        cluster, self._cluster = self._cluster, None
+        for client in (redis, cluster):
+            if client is not None:
+                try:
+                    await asyncio.wait_for(client.aclose(), timeout=2)
+                except Exception:  # closing a dead connection is not an error worth raising
+                    pass
 
     async def close(self) -> None:
         await self._drop()

@@ -86,6 +86,20 @@ def room_channel(room: str, channel: str = REDIS_CHANNEL) -> str:
     return f"{channel}:{room}"
 
 
+def sharded_channel(room: str, channel: str = REDIS_CHANNEL) -> str:
+    """The Redis Cluster channel of one (user) room: the room is its hash tag
+    (``<channel>:{user:<id>}``), so each user's channel lives on one slot."""
+    return f"{channel}:{{{room}}}"
+
+
+def sharded_room(name: str, channel: str = REDIS_CHANNEL) -> str | None:
+    """The room of a :func:`sharded_channel` name; None for any other name."""
+    prefix = f"{channel}:{{"
+    if name.startswith(prefix) and name.endswith("}"):
+        return name[len(prefix) : -1]
+    return None
+
+
 def refusal(reason: str) -> dict[str, object]:
     """The data of a ``connect_error`` refusal (code 1008; 1011 for ``unavailable``)."""
     code = UNAVAILABLE_CODE if reason == REASON_UNAVAILABLE else REFUSAL_CODE

@@ -37,6 +37,7 @@ from quart_app.core.logs import bind_log_context
 from quart_app.core.origins import origin_allowed
 from quart_app.core.redis_pools import PoolLimits
 from quart_app.core.tokens import InvalidToken, verify_token
+from socket_layer.cluster_pubsub import parse_nodes
 from socket_layer.connection_limit import ConnectionRegistry
 from socket_layer.direct_websocket import install_direct_websockets
 from socket_layer.input_guards import guard_polling_posts, guard_socketio_packets
@@ -59,6 +60,7 @@ from socket_layer.protocol import (
 from socket_layer.resume_limit import ResumeLimiter, ResumeRefused
 from socket_layer.send_buffer import bound_send_buffers
 from socket_layer.sessions import guard_sessions
+from socket_layer.sharded_channels import ShardedChannelManager
 from socket_layer.stock_manager import make_manager
 from socket_layer.user_channels import UserChannelManager
 
@@ -327,12 +329,22 @@ def make_fanout_manager(
     *,
     channel: str = REDIS_CHANNEL,
     pool_limits: PoolLimits = DEFAULT_LIMITS,
+    cluster: tuple[str, ...] = (),
 ) -> socketio.AsyncManager:
     """The client manager for ``SOCKETIO_MANAGER``: ``user-channels`` (default,
-    :class:`~socket_layer.user_channels.UserChannelManager`) or ``stock``
+    :class:`~socket_layer.user_channels.UserChannelManager`; with ``cluster`` nodes
+    (``FANOUT_REDIS_CLUSTER``) its user rooms on that Redis Cluster,
+    :class:`~socket_layer.sharded_channels.ShardedChannelManager`) or ``stock``
     (python-socketio's AsyncRedisManager with resync; the baseline).  ``pool_limits``
     bound its publish pool (``REDIS_PUBSUB_POOL_SIZE``, ``REDIS_POOL_TIMEOUT``: a
-    publish waits for a free connection); an unknown ``kind`` raises ValueError."""
+    publish waits for a free connection); an unknown ``kind``, or ``stock`` with a
+    cluster, raises ValueError."""
+    if cluster:
+        if kind != WIRE_USER_CHANNELS:
+            raise ValueError(f"FANOUT_REDIS_CLUSTER needs SOCKETIO_MANAGER={WIRE_USER_CHANNELS}")
+        return ShardedChannelManager(
+            redis_url, parse_nodes(cluster), channel=channel, pool_limits=pool_limits
+        )
     if kind == WIRE_STOCK:
         return make_manager(redis_url, channel=channel, pool_limits=pool_limits)
     if kind == WIRE_USER_CHANNELS:
@@ -358,6 +370,7 @@ def create_sio(
         redis_url,
         config.socketio_manager,
         pool_limits=PoolLimits.of(config, config.redis_pubsub_pool_size),
+        cluster=config.fanout_redis_cluster,
     )
     # the token may sit in engineio's request logs: keep both loggers quiet
     for name in ("socketio", "socketio.server", "engineio", "engineio.server"):

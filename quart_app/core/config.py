@@ -189,6 +189,15 @@ class Config(BaseSettings):
         "SOCKETIO_MANAGER",
         "`user-channels` (a Redis channel per user; fast) or `stock` (python-socketio's)",
     )
+    fanout_redis_cluster: Annotated[tuple[str, ...], NoDecode] = _setting(
+        (),
+        "FANOUT_REDIS_CLUSTER",
+        "Redis Cluster nodes `host:port,host:port` (any of its nodes) carrying the progress "
+        "fan-out as sharded pub/sub (a channel per user, SPUBLISH/SSUBSCRIBE on the shard "
+        "owning it); unset: the fan-out stays on REDIS_URL",
+        shown="(unset)",
+        empty_is_default=True,
+    )
     ws_permessage_deflate: Flag = _setting(
         False, "WS_PERMESSAGE_DEFLATE", "compress websocket messages (costs ~90 KB/connection)"
     )
@@ -435,6 +444,20 @@ class Config(BaseSettings):
         if isinstance(items, list | tuple):
             return tuple(str(o).strip().rstrip("/") for o in items if str(o).strip())
         return value
+
+    @field_validator("fanout_redis_cluster", mode="before")
+    @classmethod
+    def _cluster_nodes(cls, value: object) -> object:
+        """Comma-separated ``host:port`` items (blanks dropped); a bad item raises."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        nodes = tuple(str(n).strip() for n in items if str(n).strip())
+        for node in nodes:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{node!r} is not host:port")
+        return nodes
 
     @classmethod
     def settings_customise_sources(
