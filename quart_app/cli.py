@@ -1,4 +1,5 @@
-"""The ``reeltrack`` command: run, serve, worker, migrate, create-user, demo, purge-history.
+"""The ``reeltrack`` command: run, serve, worker, migrate, create-user, demo, purge-history,
+status.
 
 Help texts are plain text (what ``--help`` prints): each command names the settings
 (environment variables, or a ``.env`` file) that change what it does, with defaults.
@@ -107,6 +108,12 @@ def _purge(config: Config, args: argparse.Namespace) -> int:
     return purge_history_command(config, older_than_days=args.older_than, dry_run=args.dry_run)
 
 
+def _status(config: Config, args: argparse.Namespace) -> int:
+    from quart_app.status import status_command
+
+    return status_command(config)
+
+
 #: long-running processes whose metrics GET /metrics aggregates
 PROCESS_METRICS_COMMANDS = frozenset({"serve", "worker"})
 #: commands whose log records go through quart_app.core.logs (the others print to a terminal)
@@ -148,6 +155,8 @@ COMMAND_SETTINGS: dict[str, str] = {
     "demo": "DATABASE_URL, REDIS_URL (a worker must run to process the job), IMPORT_ROOT\n"
     "(the samples go to IMPORT_ROOT/demo), SOCKETIO_MANAGER",
     "purge-history": "DATABASE_URL, PROGRESS_HISTORY_RETENTION_DAYS (used without --older-than)",
+    "status": "REDIS_URL (default: the embedded Redis's URL in VAR_DIR/redis/url), VAR_DIR,\n"
+    "HOST, PORT (the web process asked for /api/health), DATABASE_URL",
 }
 
 
@@ -196,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
         "create-user": ("create a user", _create_user),
         "demo": ("synthesise sample videos and import them for a user", _demo),
         "purge-history": ("delete progress events older than the retention", _purge),
+        "status": (
+            "show Redis, the web process, live workers, queue depths and versions"
+            " (exit 0 when web, Redis and a worker are up, else 1)",
+            _status,
+        ),
     }
     for name, (help_text, handler) in commands.items():
         p = sub.add_parser(
