@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -43,6 +44,14 @@ from socket_layer.protocol import (
     sharded_channel,
     user_room,
 )
+
+log = logging.getLogger(__name__)
+
+#: how long one SPUBLISH is retried while the cluster moves (a master's replica was
+#: promoted 2.1-2.6 s after the kill on loopback), and the pauses between attempts
+PUBLISH_RETRY_S = 6.0
+PUBLISH_RETRY_FIRST_S = 0.05
+PUBLISH_RETRY_MAX_S = 0.5
 
 
 class PublishError(RuntimeError):
@@ -101,6 +110,9 @@ class ProgressEmitter:
             raise ValueError(f"a Redis Cluster fan-out needs the {WIRE_USER_CHANNELS} wire")
         self._cluster_nodes = parse_nodes(cluster_nodes) if cluster_nodes else []
         self._cluster: RedisCluster | None = None
+        self._cluster_failing = False
+        #: SPUBLISH attempts that failed and were retried
+        self.publish_retries = 0
         self.channel = channel
         self.wire = wire
         self._redis_url = redis_url
@@ -150,20 +162,49 @@ class ProgressEmitter:
         raise PublishError(f"publish to Redis failed: {type(last).__name__}: {last}") from last
 
     async def _spublish(self, user_id: object, event: str, data: Any) -> None:
+        """SPUBLISH, retried for up to PUBLISH_RETRY_S while the cluster moves (MOVED
+        past redis-py's own attempts, CLUSTERDOWN, a lost or not yet promoted master).
+        The event is persisted before it is published, so a retry never duplicates the
+        history; a message that did reach Redis before the error is delivered twice,
+        which clients drop by seq.  After a publish has given up, the next ones try once
+        until one goes through: a cluster that stays down costs one attempt per event."""
         channel = sharded_channel(user_room(user_id), self.channel)
         message = encode_event_packet(event, data)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + (0.0 if self._cluster_failing else PUBLISH_RETRY_S)
+        delay = PUBLISH_RETRY_FIRST_S
+        attempts = 0
         last: Exception | None = None
-        for _attempt in range(2):
+        while True:
+            attempts += 1
             try:
                 if self._cluster is None:
                     self._cluster = cluster_client(self._cluster_nodes, self._pool_limits.size)
                 await self._cluster.spublish(channel, message)
-                return
             except Exception as exc:  # redis raises several unrelated types
                 last = exc
                 await self._drop()
+                if loop.time() + delay > deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, PUBLISH_RETRY_MAX_S)
+                continue
+            self._cluster_failing = False
+            if attempts > 1:
+                self.publish_retries += attempts - 1
+                log.warning(
+                    "spublish to %s went through after %d attempts (%.1f s): %s",
+                    channel,
+                    attempts,
+                    loop.time() - started,
+                    type(last).__name__,
+                )
+            return
+        self._cluster_failing = True
         raise PublishError(
-            f"spublish to Redis Cluster failed: {type(last).__name__}: {last}"
+            f"spublish to Redis Cluster failed after {attempts} attempts: "
+            f"{type(last).__name__}: {last}"
         ) from last
 
     async def publish_progress(self, user_id: object, event: dict[str, Any]) -> None:

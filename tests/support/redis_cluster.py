@@ -3,7 +3,8 @@ ports of loopback, created with ``redis-cli --cluster create``, in temp dirs.
 
 :meth:`RedisClusterRig.migrate_slot` moves one slot to another master (the
 SETSLOT IMPORTING / MIGRATING / MIGRATE / SETSLOT NODE sequence ``redis-cli --cluster
-reshard`` runs); :meth:`RedisClusterRig.kill_master` SIGKILLs a master and
+reshard`` runs); :meth:`RedisClusterRig.kill_subscribers` cuts a node's sharded subscribers;
+:meth:`RedisClusterRig.kill_master` SIGKILLs a master and
 :meth:`RedisClusterRig.wait_owner_changed` waits for its replica to be promoted.
 """
 
@@ -172,6 +173,17 @@ class RedisClusterRig:
         for port in [to_port, src, *(p for p in self.alive_ports() if p not in (src, to_port))]:
             self.ask(port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
         return src
+
+    def kill_subscribers(self, port: int) -> int:
+        """CLIENT KILL every connection on the node on ``port`` holding a sharded
+        subscription (the node itself keeps running); returns how many."""
+        reply = self.ask(port, "CLIENT", "LIST") or b""
+        killed = 0
+        for line in reply.decode().splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            if int(fields.get("ssub", 0)) > 0:
+                killed += int(self.ask(port, "CLIENT", "KILL", "ID", fields["id"]) or 0)
+        return killed
 
     def kill_master(self, port: int) -> None:
         """SIGKILL the node on ``port`` (not restarted)."""
