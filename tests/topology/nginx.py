@@ -1,7 +1,8 @@
 """deploy/nginx.conf rendered for loopback, and nginx run as a non-daemon child.
 
 The lines of deploy/nginx.conf marked ``# topology: <what>`` are replaced (pid, logs,
-temp paths into a private directory; the listen address; the upstream servers), every
+temp paths into a private directory; the listen address; the upstream servers; the TLS
+lines dropped: loopback speaks plain HTTP), every
 other line is used as deployed.  Debian's nginx (``make system-deps`` installs it).
 """
 
@@ -48,6 +49,8 @@ def render(
             continue
         indent = line[: len(line) - len(line.lstrip())]
         what = m.group(1)
+        if what == "tls":
+            continue  # loopback speaks plain HTTP: no certificate, no redirect server
         if what == "pid":
             out.append(f"pid {workdir / 'nginx.pid'};")
             if os.geteuid() == 0:  # workers stay root: the temp dirs are ours
