@@ -265,7 +265,13 @@ async def test_cancel_from_the_dashboard(stack: Stack, browser: BrowserContext) 
     await import_csv(stack, account, list_id, names)
     card = card_of(page)
     await expect(card.get_by_test_id("progress-count")).to_have_text("2/6 videos")
-    await card.get_by_role("button", name="Cancel").click()
+    # the cancel must have reached the server before the held video is let go, or the
+    # worker (not yet told) goes on to the next video
+    async with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith("/cancel")
+    ) as answered:
+        await card.get_by_role("button", name="Cancel").click()
+    assert (await answered.value).ok
     stack.media.release(names[2])  # the worker stops before the next video
     await expect(card.locator(".progress")).to_have_attribute("data-status", "cancelled")
     await expect(card.get_by_test_id("status-badge")).to_have_text("Cancelled")

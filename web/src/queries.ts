@@ -59,6 +59,13 @@ export function useLists() {
   return useQuery({ queryKey: keys.lists, queryFn: api.lists });
 }
 
+/**
+ * Options for refreshes nobody asked for (the socket saw progress, it reconnected): they
+ * never cancel a fetch in flight, so a "Load more" the user clicked is not thrown away
+ * by a background refetch that happens to start at the same moment.
+ */
+export const BACKGROUND_REFRESH = { cancelRefetch: false } as const;
+
 export function useList(id: string) {
   return useQuery({ queryKey: keys.list(id), queryFn: () => api.list(id) });
 }
@@ -136,15 +143,15 @@ export function useLiveInvalidation(): void {
       const before = seen.current.get(id);
       if (before === undefined || (final && !before)) {
         stale = true;
-        if (final) void client.invalidateQueries({ queryKey: keys.job(id) });
+        if (final) void client.invalidateQueries({ queryKey: keys.job(id) }, BACKGROUND_REFRESH);
       }
       seen.current.set(id, final);
     }
-    if (stale) void client.invalidateQueries({ queryKey: keys.jobs });
+    if (stale) void client.invalidateQueries({ queryKey: keys.jobs }, BACKGROUND_REFRESH);
   }, [jobProgress, client]);
 
   useEffect(() => {
-    if (isConnected && !wasConnected.current) void client.invalidateQueries();
+    if (isConnected && !wasConnected.current) void client.invalidateQueries(undefined, BACKGROUND_REFRESH);
     wasConnected.current = isConnected;
   }, [isConnected, client]);
 }
