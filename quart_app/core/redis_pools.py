@@ -146,55 +146,71 @@ def _failover_retries(limits: PoolLimits) -> int:
     return max(3, math.ceil(limits.failover_wait / FAILOVER_RETRY_S))
 
 
+@dataclass(frozen=True)
+class _Flavour:
+    """The classes one side of redis-py (asyncio or blocking) builds a client from."""
+
+    sentinel: Any
+    sentinel_pool: type
+    retry: Any
+    pool: Any
+    client: Any
+
+
+_ASYNC = _Flavour(
+    aiosentinel.Sentinel,
+    _AsyncWaitingSentinelPool,
+    AsyncRetry,
+    aioredis.BlockingConnectionPool,
+    aioredis.Redis,
+)
+_SYNC = _Flavour(
+    redis.sentinel.Sentinel,
+    _WaitingSentinelPool,
+    Retry,
+    redis.BlockingConnectionPool,
+    redis.Redis,
+)
+
+
+def _client(flavour: _Flavour, url: str, limits: PoolLimits, options: dict[str, Any]) -> Any:
+    """A ``flavour`` client on its own waiting pool: of ``url``'s server, or for a
+    ``redis+sentinel://`` URL of the master the Sentinels name."""
+    if is_sentinel_url(url):
+        target = parse_sentinel_url(url)
+        manager = flavour.sentinel(
+            list(target.sentinels), sentinel_kwargs=_sentinel_options(options)
+        )
+        return manager.master_for(
+            target.master,
+            connection_pool_class=flavour.sentinel_pool,
+            retry=flavour.retry(ConstantBackoff(FAILOVER_RETRY_S), _failover_retries(limits)),
+            max_connections=limits.size,
+            timeout=limits.timeout,
+            **target.master_options(),
+            **options,
+        )
+    pool = flavour.pool.from_url(
+        url, max_connections=limits.size, timeout=limits.timeout, **options
+    )
+    return flavour.client.from_pool(pool)
+
+
 def async_client(url: str, limits: PoolLimits, **options: Any) -> aioredis.Redis:
     """An asyncio client on its own waiting pool (closed with the client's ``aclose``).
 
     ``options`` are connection options (``socket_timeout``...), as for ``from_url``.
     A ``redis+sentinel://`` URL gives a client of the master the Sentinels name.
     """
-    if is_sentinel_url(url):
-        target = parse_sentinel_url(url)
-        manager = aiosentinel.Sentinel(
-            list(target.sentinels), sentinel_kwargs=_sentinel_options(options)
-        )
-        client: aioredis.Redis = manager.master_for(
-            target.master,
-            connection_pool_class=_AsyncWaitingSentinelPool,
-            retry=AsyncRetry(ConstantBackoff(FAILOVER_RETRY_S), _failover_retries(limits)),
-            max_connections=limits.size,
-            timeout=limits.timeout,
-            **target.master_options(),
-            **options,
-        )
-        return client
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=limits.size, timeout=limits.timeout, **options
-    )
-    return aioredis.Redis.from_pool(pool)
+    client: aioredis.Redis = _client(_ASYNC, url, limits, options)
+    return client
 
 
 def sync_client(url: str, limits: PoolLimits, **options: Any) -> redis.Redis:
     """A blocking client (for threads, RQ) on its own waiting pool; a
     ``redis+sentinel://`` URL gives a client of the master the Sentinels name."""
-    if is_sentinel_url(url):
-        target = parse_sentinel_url(url)
-        manager = redis.sentinel.Sentinel(
-            list(target.sentinels), sentinel_kwargs=_sentinel_options(options)
-        )
-        client: redis.Redis = manager.master_for(
-            target.master,
-            connection_pool_class=_WaitingSentinelPool,
-            retry=Retry(ConstantBackoff(FAILOVER_RETRY_S), _failover_retries(limits)),
-            max_connections=limits.size,
-            timeout=limits.timeout,
-            **target.master_options(),
-            **options,
-        )
-        return client
-    pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=limits.size, timeout=limits.timeout, **options
-    )
-    return redis.Redis.from_pool(pool)
+    client: redis.Redis = _client(_SYNC, url, limits, options)
+    return client
 
 
 async def master_url(url: str, wait_s: float = 5.0) -> str:
