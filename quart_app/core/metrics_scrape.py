@@ -294,6 +294,27 @@ def read_processes(marked: dict[int, str]) -> dict[tuple[str, int], ProcessFigur
     return out
 
 
+#: ``ProcessFigures`` field -> the ``process_*`` family it is exported as
+_PROCESS_FAMILIES = (
+    ("rss_bytes", "gauge", "process_resident_memory_bytes", "Resident memory size in bytes"),
+    ("vms_bytes", "gauge", "process_virtual_memory_bytes", "Virtual memory size in bytes"),
+    (
+        "cpu_seconds",
+        "counter",
+        "process_cpu_seconds",
+        "User and system CPU time in seconds (worker_children: of the live ones)",
+    ),
+    ("open_fds", "gauge", "process_open_fds", "Number of open file descriptors"),
+    ("max_fds", "gauge", "process_max_fds", "Maximum number of open file descriptors"),
+    (
+        "start_time",
+        "gauge",
+        "process_start_time_seconds",
+        "Start time of the process since the epoch in seconds",
+    ),
+)
+
+
 class ProcessesCollector:
     """``process_*{kind,pid}`` of the processes ``marked()`` names (pid -> kind), read
     from ``/proc`` at most every :data:`CACHE_S` seconds."""
@@ -313,30 +334,10 @@ class ProcessesCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         reading: dict[tuple[str, int], ProcessFigures] = self._reading.get()
-        labels = ["kind", "pid"]
-        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
-            "rss_bytes": GaugeMetricFamily(
-                "process_resident_memory_bytes", "Resident memory size in bytes", labels=labels
-            ),
-            "vms_bytes": GaugeMetricFamily(
-                "process_virtual_memory_bytes", "Virtual memory size in bytes", labels=labels
-            ),
-            "cpu_seconds": CounterMetricFamily(
-                "process_cpu_seconds",
-                "User and system CPU time in seconds (worker_children: of the live ones)",
-                labels=labels,
-            ),
-            "open_fds": GaugeMetricFamily(
-                "process_open_fds", "Number of open file descriptors", labels=labels
-            ),
-            "max_fds": GaugeMetricFamily(
-                "process_max_fds", "Maximum number of open file descriptors", labels=labels
-            ),
-            "start_time": GaugeMetricFamily(
-                "process_start_time_seconds",
-                "Start time of the process since the epoch in seconds",
-                labels=labels,
-            ),
+        kinds = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily}
+        families = {
+            attr: kinds[kind](name, documentation, labels=["kind", "pid"])
+            for attr, kind, name, documentation in _PROCESS_FAMILIES
         }
         for (kind, pid), figures in sorted(reading.items()):
             for attr, family in families.items():
