@@ -20,6 +20,7 @@ BENCHMARKS = {
     "connection-costs": ("tests.benchmarks.connection_costs", "run"),
     "fanout": ("tests.benchmarks.fanout", "run"),
     "scaleout": ("tests.benchmarks.scaleout", "run"),
+    "sharded-fanout": ("tests.benchmarks.sharded_fanout", "run"),
     "publisher": ("tests.benchmarks.publisher", "main_async"),
     "history": ("tests.benchmarks.history", "run"),
     "reconnect": ("tests.benchmarks.reconnect", "run"),

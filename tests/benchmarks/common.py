@@ -451,8 +451,10 @@ async def run_emitter(
     duration: float,
     wire: str,
     seed: int = 1,
+    cluster: str = "",
 ) -> dict[str, Any]:
-    """Run the external emitter process for ``duration`` s at ``rate`` events/s."""
+    """Run the external emitter process for ``duration`` s at ``rate`` events/s
+    (``cluster``: SPUBLISH on that Redis Cluster's masters instead)."""
     spec_path = _write_users(users, seed)
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -470,6 +472,7 @@ async def run_emitter(
                 wire,
                 "--seed",
                 str(seed),
+                *(("--cluster", cluster) if cluster else ()),
             ),
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,

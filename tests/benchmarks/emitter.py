@@ -8,6 +8,10 @@ its send time, so clients measure end-to-end latency from it.  Publishes are pip
 per 5 ms tick on a raw connection: the emitter stands for many workers and must not be
 the bottleneck (redis-py's pipeline cost ~110 us per publish, this ~15 us).
 
+``--cluster host:port,...`` (with ``--wire reeltrack``) publishes with SPUBLISH on each
+user's sharded channel instead, on a connection per master, routed by the slot map
+(what ProgressEmitter does with FANOUT_REDIS_CLUSTER).
+
 Prints one JSON line: ``{"sent": N, "per_user": {...}, "elapsed": s, "late_ticks": n,
 "behind": n}`` (``behind``: events sent in a catch-up burst at the end, not on schedule).
 """
@@ -24,9 +28,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from redis.connection import parse_url
+from redis.crc import key_slot
 
-from socket_layer.protocol import EVENT_PROGRESS, NAMESPACE, REDIS_CHANNEL, user_room
+from socket_layer.protocol import (
+    EVENT_PROGRESS,
+    NAMESPACE,
+    REDIS_CHANNEL,
+    sharded_channel,
+    user_room,
+)
 
 TICK = 0.005
 
@@ -108,9 +120,11 @@ def make_event(job: str, seq: int) -> dict[str, Any]:
 class _Publisher(asyncio.Protocol):
     """PUBLISH commands pipelined on one raw connection (RESP); counts the replies."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: bytes = b"PUBLISH") -> None:
+        self.command = b"$%d\r\n%s\r\n" % (len(command), command)
         self.transport: asyncio.Transport | None = None
         self.replies = 0
+        self.sent = 0
         self.expected = -1
         self.done = asyncio.Event()
 
@@ -127,9 +141,7 @@ class _Publisher(asyncio.Protocol):
         for channel, payload in items:
             c = channel.encode()
             p = payload.encode() if isinstance(payload, str) else payload
-            out.append(
-                b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(c), c, len(p), p)
-            )
+            out.append(b"*3\r\n%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (self.command, len(c), c, len(p), p))
         assert self.transport is not None
         self.transport.write(b"".join(out))
 
@@ -141,27 +153,45 @@ async def run(
     duration: float,
     encode: Encoder,
     seed: int,
+    cluster: str = "",
 ) -> dict[str, Any]:
     rng = random.Random(seed)
-    params = parse_url(redis_url)
     loop = asyncio.get_running_loop()
-    _, pub = await loop.create_connection(
-        _Publisher, params.get("host", "127.0.0.1"), params.get("port", 6379)
-    )
+    pubs: dict[tuple[str, int], _Publisher] = {}
+    owner: dict[int, tuple[str, int]] = {}
+    if cluster:
+        owner = _slot_owners(cluster)
+        for addr in sorted(set(owner.values())):
+            _, pubs[addr] = await loop.create_connection(
+                lambda: _Publisher(b"SPUBLISH"), addr[0], addr[1]
+            )
+    else:
+        params = parse_url(redis_url)
+        addr = (params.get("host", "127.0.0.1"), params.get("port", 6379))
+        _, pubs[addr] = await loop.create_connection(_Publisher, *addr)
+    default = next(iter(pubs.values()))
     seqs: dict[str, int] = {}
     per_user: dict[str, int] = {}
     sent = 0
     late = 0
 
     def batch(n: int) -> None:
-        items = []
+        items: dict[_Publisher, list[tuple[str, str | bytes]]] = {}
         for _ in range(n):
             u = users[rng.randrange(len(users))]
             job = u["jobs"][0]
             seqs[job] = seqs.get(job, 0) + 1
-            items.append(encode(u["user"], job, seqs[job]))
+            channel, message = encode(u["user"], job, seqs[job])
+            if cluster:
+                channel = sharded_channel(user_room(u["user"]))
+                pub = pubs[owner[int(key_slot(channel.encode()))]]
+            else:
+                pub = default
+            items.setdefault(pub, []).append((channel, message))
             per_user[u["user"]] = per_user.get(u["user"], 0) + 1
-        pub.publish_many(items)
+        for pub, group in items.items():
+            pub.sent += len(group)
+            pub.publish_many(group)
 
     cpu0 = time.process_time()
     start = time.monotonic()
@@ -187,16 +217,19 @@ async def run(
     if behind > 0:
         batch(behind)
         sent += behind
-    pub.expected = sent
-    pub.data_received(b"")
+    for pub in pubs.values():
+        pub.expected = pub.sent
+        pub.data_received(b"")
     try:
-        await asyncio.wait_for(pub.done.wait(), 10)
+        await asyncio.wait_for(asyncio.gather(*(p.done.wait() for p in pubs.values())), 10)
     except TimeoutError:
         pass
-    if pub.transport is not None:
-        pub.transport.close()
-    if pub.replies < sent:
-        raise RuntimeError(f"Redis confirmed only {pub.replies} of {sent} publishes")
+    for pub in pubs.values():
+        if pub.transport is not None:
+            pub.transport.close()
+    replies = sum(p.replies for p in pubs.values())
+    if replies < sent:
+        raise RuntimeError(f"Redis confirmed only {replies} of {sent} publishes")
     return {
         "cpu_s": time.process_time() - cpu0,
         "sent": sent,
@@ -208,6 +241,23 @@ async def run(
     }
 
 
+def _slot_owners(cluster: str) -> dict[int, tuple[str, int]]:
+    """slot -> master address, as the first node of ``cluster`` (host:port,...) says."""
+    host, _, port = cluster.split(",")[0].rpartition(":")
+    client = redis.Redis(host=host, port=int(port), socket_timeout=5)
+    try:
+        reply = client.execute_command("CLUSTER SLOTS")
+    finally:
+        client.close()
+    owners: dict[int, tuple[str, int]] = {}
+    for start, end, master, *_replicas in reply:
+        name = master[0].decode() if isinstance(master[0], bytes) else master[0]
+        # a one-node cluster does not know its own address: the one asked is it
+        addr = (name or host, int(master[1]))
+        owners.update(dict.fromkeys(range(int(start), int(end) + 1), addr))
+    return owners
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis-url", required=True)
@@ -216,6 +266,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--wire", choices=["stock", "reeltrack"], default="reeltrack")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cluster", default="", help="host:port,... of a Redis Cluster")
     args = parser.parse_args()
     with open(args.users) as fh:
         users = json.load(fh)
@@ -226,7 +277,9 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(run(args.redis_url, users, args.rate, args.duration, encode, args.seed))
+    result = asyncio.run(
+        run(args.redis_url, users, args.rate, args.duration, encode, args.seed, args.cluster)
+    )
     from tests.benchmarks.wsclient import write_line
 
     write_line(json.dumps(result))

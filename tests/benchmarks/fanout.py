@@ -56,6 +56,10 @@ def redis_cpu(target: Target) -> float:
     return cpu_seconds(target.redis_pid) if target.redis_pid else 0.0
 
 
+def _redis_cpu(target: Target, pids: list[int] | None) -> float:
+    return redis_cpu(target) if pids is None else sum(cpu_seconds(p) for p in pids)
+
+
 async def drain(fleet: LoadFleet, expected: int, wait_s: float = 3.0) -> dict[str, Any]:
     """Wait until the clients received ``expected`` events (or ``wait_s``); no reset."""
     deadline = time.monotonic() + wait_s
@@ -76,13 +80,17 @@ async def measure_rates(
     servers: int = 1,
     front: Callable[[list[ServerProc]], str] | None = None,
     cpu_per_process: float | None = None,
+    cluster: str = "",
+    redis_pids: list[int] | None = None,
 ) -> dict[str, Any]:
     """Start ``target`` (``servers`` processes), connect the clients, walk the rates.
 
     ``front(servers)`` returns the URL of what stands in front of them (nginx); without
     it the clients go straight to the processes, round-robin.  ``cpu_per_process`` caps
     each process at that many cores (:class:`CpuQuota`; ``cpu_capped`` in the result
-    says whether the cap could be applied)."""
+    says whether the cap could be applied).  ``cluster``: the emitter SPUBLISHes on that
+    Redis Cluster; ``redis_pids``: the Redis processes whose CPU is reported (default the
+    target's one)."""
     started = target.start(count=servers)
     quotas: list[CpuQuota] = []
     if cpu_per_process is not None:
@@ -116,10 +124,10 @@ async def measure_rates(
                     await f.stats(reset=True)
                 cpu0 = [s.cpu() for s in started]
                 client_cpu0 = sum(f.cpu() for f in fleets)
-                redis_cpu0 = redis_cpu(target)
+                redis_cpu0 = _redis_cpu(target, redis_pids)
                 t0 = time.monotonic()
                 sent = await run_emitter(
-                    target.redis_url, specs, rate, duration, target.wire, seed=rate
+                    target.redis_url, specs, rate, duration, target.wire, rate, cluster
                 )
                 per_fleet = [
                     await drain(f, sent["sent"] if len(fleets) == 1 else 0, 3.0) for f in fleets
@@ -135,7 +143,7 @@ async def measure_rates(
                 wall = time.monotonic() - t0
                 cpu = [s.cpu() - c for s, c in zip(started, cpu0, strict=True)]
                 client_cpu = sum(f.cpu() for f in fleets) - client_cpu0
-                rcpu = redis_cpu(target) - redis_cpu0
+                rcpu = _redis_cpu(target, redis_pids) - redis_cpu0
                 received = sum(p["received"] for p in per_fleet)
                 foreign = sum(p["foreign"] for p in per_fleet)
                 lat = [x for p in per_fleet for x in p["lat_ms"]]

@@ -41,8 +41,10 @@ class RedisClusterRig:
         self.masters = masters
         self.replicas = replicas
         self.servers: list[RedisServer] = []
+        self.bus_ports: list[int] = []
         for _ in range(masters * (1 + replicas)):
             server = RedisServer()
+            self.bus_ports.append(free_port())
             server.args = (
                 "--cluster-enabled",
                 "yes",
@@ -52,7 +54,7 @@ class RedisClusterRig:
                 str(node_timeout_ms),
                 # the bus port would be port + 10000 (refused above 55535): pick a free one
                 "--cluster-port",
-                str(free_port()),
+                str(self.bus_ports[-1]),
                 # a replica that never finished its first sync is not allowed to fail over
                 "--repl-diskless-sync-delay",
                 "0",
@@ -86,25 +88,50 @@ class RedisClusterRig:
         try:
             for server in self.servers:
                 server.start()
-            subprocess.run(
-                [
-                    "redis-cli",
-                    "--cluster",
-                    "create",
-                    *(f"127.0.0.1:{s.port}" for s in self.servers),
-                    "--cluster-replicas",
-                    str(self.replicas),
-                    "--cluster-yes",
-                ],
-                check=True,
-                capture_output=True,
-                timeout=timeout,
-            )
+            if self.masters < 3:
+                self._assign_by_hand()
+            else:
+                self._create()
             self.wait_settled(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _assign_by_hand(self) -> None:
+        """Fewer than 3 masters (``redis-cli --cluster create`` refuses): each master
+        gets an equal range of slots, the nodes meet, replicas follow in order."""
+        masters = self.servers[: self.masters]
+        step = -(-16384 // self.masters)
+        for i, server in enumerate(masters):
+            end = min(16383, (i + 1) * step - 1)
+            assert self.ask(server.port, "CLUSTER", "ADDSLOTSRANGE", i * step, end)
+        for server in self.servers[1:]:
+            first = self.servers[0].port
+            assert self.ask(server.port, "CLUSTER", "MEET", "127.0.0.1", first, self.bus_ports[0])
+        for i, server in enumerate(self.servers[self.masters :]):
+            master_id = self.node_id(masters[i % self.masters].port)
+            deadline = time.monotonic() + 10
+            while not self.ask(server.port, "CLUSTER", "REPLICATE", master_id):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{server.port} cannot replicate {master_id}")
+                time.sleep(0.1)
+
+    def _create(self, timeout: float = 30.0) -> None:
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{s.port}" for s in self.servers),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
 
     def slot_owners(self, port: int) -> dict[int, int] | None:
         """slot -> master port as the node on ``port`` sees it (None: no answer)."""
