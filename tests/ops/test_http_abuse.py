@@ -17,20 +17,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import httpx
 
 from quart_app.core.metrics import sample_value
+from tests.support.attackers import login_attempt, push_body
 from tests.support.builders import PASSWORD, bearer, make_list, make_user
 from tests.support.health_watch import HealthWatch
 from tests.support.live import LiveServer
+from tests.support.media import noise_mp4
 from tests.support.services import RedisServer
 
 Start = Callable[..., Awaitable[LiveServer]]
@@ -41,25 +41,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-def noise_mp4(path: Path, *, seconds: float, width: int = 320, height: int = 240) -> Path:
-    """A real H.264 MP4 of random noise (incompressible: megabytes in a second)."""
-    fps = 25
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(round(fps * seconds)):
-            frame = av.VideoFrame(width, height, "gray")
-            plane = frame.planes[0]
-            plane.update(os.urandom(plane.buffer_size))
-            frame = frame.reformat(format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
 
 
 # --- uploads ------------------------------------------------------------------------------
@@ -108,35 +89,6 @@ async def test_real_mp4_uploads_stream_to_disk_at_the_size_limit(
 # --- big bodies -----------------------------------------------------------------------------
 
 
-async def _push_body(port: int, path: str, total: int, *, chunked: bool) -> tuple[int, int, float]:
-    """Send up to ``total`` body bytes as fast as the server takes them; returns (status,
-    bytes sent when the answer came, seconds until it came)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {total}\r\n\r\n"
-    writer.write(head.encode())
-    block = b" " * (256 * 1024)
-    chunk = b"%x\r\n%s\r\n" % (len(block), block) if chunked else block
-    sent = 0
-    began = time.perf_counter()
-    answer = asyncio.create_task(reader.readuntil(b"\r\n\r\n"))
-    try:
-        while sent < total and not answer.done():
-            writer.write(chunk)
-            try:
-                await asyncio.wait_for(writer.drain(), 0.5)
-            except TimeoutError:  # the server stopped reading: wait for its answer
-                break
-            sent += len(block)
-        head_bytes = await asyncio.wait_for(answer, 10)
-    except (ConnectionError, asyncio.IncompleteReadError):
-        head_bytes = await asyncio.wait_for(answer, 10)
-    finally:
-        writer.close()
-    status = int(head_bytes.split(b" ", 2)[1])
-    return status, sent, time.perf_counter() - began
-
-
 async def test_huge_login_bodies_are_refused_early_and_memory_stays_flat(
     live_server: LiveServer,
 ) -> None:
@@ -147,7 +99,7 @@ async def test_huge_login_bodies_are_refused_early_and_memory_stays_flat(
     async with HealthWatch(live_server.port) as health:
         results = await asyncio.gather(
             *(
-                _push_body(live_server.port, "/api/auth/login", size, chunked=i % 2 == 0)
+                push_body(live_server.port, "/api/auth/login", size, chunked=i % 2 == 0)
                 for i in range(4)
             )
         )
@@ -161,15 +113,6 @@ async def test_huge_login_bodies_are_refused_early_and_memory_stays_flat(
 
 
 # --- login throttle -------------------------------------------------------------------------
-
-
-async def _login(
-    http: httpx.AsyncClient, username: str, password: str, address: str | None = None
-) -> httpx.Response:
-    headers = {"X-Forwarded-For": address} if address else {}
-    return await http.post(
-        "/api/auth/login", json={"username": username, "password": password}, headers=headers
-    )
 
 
 def _assert_throttled(r: httpx.Response) -> None:
@@ -190,7 +133,7 @@ async def test_parallel_guesses_cannot_outrun_the_throttle(
         HealthWatch(server.port) as health,
     ):
         guesses = [f"wrong-{i}" for i in range(59)] + [PASSWORD]
-        answers = await asyncio.gather(*(_login(http, user.username, g) for g in guesses))
+        answers = await asyncio.gather(*(login_attempt(http, user.username, g) for g in guesses))
     checked = [r for r in answers if r.status_code in (200, 401)]
     assert len(checked) <= 5, [r.status_code for r in answers]
     for r in answers:
@@ -215,7 +158,7 @@ async def test_sprays_over_usernames_and_addresses_are_throttled(
 
     async def guess(username: str, address: str) -> httpx.Response:
         async with gate:
-            return await _login(http, username, "Winter2026!", address)
+            return await login_attempt(http, username, "Winter2026!", address)
 
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         # one password over many usernames from one address
@@ -227,7 +170,9 @@ async def test_sprays_over_usernames_and_addresses_are_throttled(
             if r.status_code != 401:
                 _assert_throttled(r)
         # another address is not affected
-        assert (await _login(http, names[0], "Winter2026!", "198.51.100.8")).status_code == 401
+        assert (
+            await login_attempt(http, names[0], "Winter2026!", "198.51.100.8")
+        ).status_code == 401
 
         # one username from many addresses
         user = await make_user()
@@ -235,7 +180,7 @@ async def test_sprays_over_usernames_and_addresses_are_throttled(
         answers = await asyncio.gather(*(guess(user.username, a) for a in addresses))
         codes = [r.status_code for r in answers]
         assert codes.count(401) == per_username, codes
-        _assert_throttled(await _login(http, user.username, PASSWORD, "203.0.113.250"))
+        _assert_throttled(await login_attempt(http, user.username, PASSWORD, "203.0.113.250"))
 
 
 async def test_login_fails_closed_without_redis_and_counts_it(
@@ -246,9 +191,9 @@ async def test_login_fails_closed_without_redis_and_counts_it(
         server = await start_live_server(redis_url=redis.url)
         user = await make_user()
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            assert (await _login(http, user.username, PASSWORD)).status_code == 200
+            assert (await login_attempt(http, user.username, PASSWORD)).status_code == 200
             redis.stop()
-            r = await _login(http, user.username, PASSWORD)
+            r = await login_attempt(http, user.username, PASSWORD)
             assert r.status_code == 503 and r.json()["code"] == "unavailable"
             text = (await http.get("/metrics")).text
         labels = {"process": "web", "operation": "login_throttle"}
@@ -281,7 +226,9 @@ async def test_concurrent_logins_are_bounded_and_other_requests_stay_fast(
             assert warm.status_code == 202, warm.text
         logins = [
             asyncio.create_task(
-                _login(http, f"nobody{i}_{uuid.uuid4().hex[:6]}", "guess-guess", f"192.0.2.{i}")
+                login_attempt(
+                    http, f"nobody{i}_{uuid.uuid4().hex[:6]}", "guess-guess", f"192.0.2.{i}"
+                )
             )
             for i in range(64)
         ]

@@ -16,10 +16,7 @@ same bound on its engine.io queue.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,6 +34,7 @@ from socket_layer.send_buffer import SendQueue, bound_send_buffers
 from tasks.publisher import make_emitter
 from tests.benchmarks.common import rss_bytes
 from tests.conftest import TEST_SECRET
+from tests.support.attackers import stalled_websocket, tcp_connection
 from tests.support.builders import add_event, make_empty_job, make_user
 from tests.support.health_watch import HealthWatch
 from tests.support.live import LiveServer
@@ -56,56 +54,6 @@ CLOSED_WITHIN_S = 5.0
 #: listener's buffers and the allocator's slack (the unbounded queue grew ~106 MB)
 RSS_GROWTH_LIMIT = 32 * 1024 * 1024
 METRIC = "reeltrack_socketio_slow_consumers_closed_total"
-
-
-def masked_text_frame(text: str) -> bytes:
-    """A client-to-server websocket text frame (masked, as RFC 6455 requires)."""
-    payload = text.encode()
-    n = len(payload)
-    assert n < 65536
-    head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def stalled_websocket(port: int, token: str) -> socket.socket:
-    """A raw websocket Socket.IO client with a 4 KB receive buffer whose CONNECT was
-    acknowledged; the caller never reads from it again."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET {SOCKETIO_PATH}/?EIO=4&transport=websocket HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    seen = b""
-    while b"\r\n\r\n" not in seen or b"0{" not in seen:
-        seen += sock.recv(4096)
-    assert b" 101 " in seen.split(b"\r\n", 1)[0], seen
-    sock.sendall(masked_text_frame(f'40{{"token":"{token}"}}'))
-    while b"40{" not in seen:
-        seen += sock.recv(4096)
-    return sock
-
-
-def tcp_connection(server_port: int, client_port: int) -> tuple[bool, int]:
-    """(is the server's end of the connection from ``client_port`` still open, the
-    bytes in its kernel send queue)."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as fh:
-            for line in fh.readlines()[1:]:
-                fields = line.split()
-                local = int(fields[1].rsplit(":", 1)[1], 16)
-                remote = int(fields[2].rsplit(":", 1)[1], 16)
-                # state 06 TIME_WAIT, 07 CLOSE: what is left of a closed connection
-                if local == server_port and remote == client_port and fields[3] not in ("06", "07"):
-                    return True, int(fields[4].split(":")[0], 16)
-    return False, 0
 
 
 async def closed_count(http: httpx.AsyncClient, transport: str) -> float:

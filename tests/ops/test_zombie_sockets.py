@@ -16,6 +16,7 @@ from quart_app.core.config import Config
 from quart_app.core.tokens import issue_token
 from socket_layer.protocol import SOCKETIO_PATH
 from tests.conftest import TEST_SECRET
+from tests.support.attackers import connected_websocket
 from tests.support.builders import make_user
 from tests.support.live import LiveServer
 from tests.support.waiting import wait_for
@@ -64,23 +65,15 @@ async def test_400_sockets_sending_a_malformed_packet_close_at_once(
             await warm.receive(timeout=10)
         baseline = open_fds(pid)
 
-        async def connected() -> aiohttp.ClientWebSocketResponse:
-            ws = await http.ws_connect(url)
-            assert (await ws.receive(timeout=20)).data.startswith("0")
-            await ws.send_str(f'40{{"token":"{token}"}}')
-            while True:
-                msg = await ws.receive(timeout=20)
-                assert msg.type == aiohttp.WSMsgType.TEXT, msg
-                if msg.data.startswith("40"):
-                    return ws
-
         # connections that were there before: LiveServer's readiness probe is one,
         # which hypercorn keeps (CLOSE_WAIT) until its keep-alive timeout, 5 s after
         # the accept, as any idle HTTP/1.1 connection its client closed
         earlier = client_connections(server.port)
         sockets: list[aiohttp.ClientWebSocketResponse] = []
         for start in range(0, ZOMBIES, 50):  # well under the pending-session cap
-            sockets += await asyncio.gather(*(connected() for _ in range(start, start + 50)))
+            sockets += await asyncio.gather(
+                *(connected_websocket(http, url, token) for _ in range(start, start + 50))
+            )
         assert open_fds(pid) >= baseline + ZOMBIES
         zombies = client_connections(server.port) - earlier
         assert len(zombies) == ZOMBIES, len(zombies)

@@ -3,35 +3,19 @@ total, and closed after ``WS_CONNECT_TIMEOUT``; connected sessions do not count.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 
 from quart_app.core.tokens import issue_token
-from socket_layer.protocol import SOCKETIO_PATH
 from tests.conftest import TEST_SECRET
+from tests.support.attackers import from_address, handshake, handshake_url
 from tests.support.builders import make_user
 from tests.support.live import LiveServer
 from tests.support.sio_client import connect_client
 
 Start = Callable[..., Awaitable[LiveServer]]
-
-
-def handshake_url(server: LiveServer, sid: str | None = None) -> str:
-    tail = f"&sid={sid}" if sid else ""
-    return f"{server.url}{SOCKETIO_PATH}/?EIO=4&transport=polling{tail}"
-
-
-def from_address(address: str) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
-
-
-async def handshake(http: aiohttp.ClientSession, server: LiveServer) -> str:
-    async with http.get(handshake_url(server)) as r:
-        assert r.status == 200, await r.text()
-        return str(json.loads((await r.text())[1:])["sid"])
 
 
 async def test_one_handshake_past_the_per_address_cap_is_refused(

@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -29,11 +27,11 @@ from socket_layer.emitter import ProgressEmitter
 from socket_layer.protocol import (
     REASON_TOO_MANY_CONNECTIONS,
     RESERVED_EVENTS,
-    SOCKETIO_PATH,
     presence_key,
 )
 from tests.conftest import live_config, tortoise_open
 from tests.socket_layer.conftest import token_for
+from tests.support.attackers import RawSocket
 from tests.support.builders import add_event, make_empty_job, make_user
 from tests.support.live import LiveServer
 from tests.support.sio_client import TRANSPORT_IDS, RecordingClient, connect_client
@@ -41,126 +39,6 @@ from tests.support.sio_client import TRANSPORT_IDS, RecordingClient, connect_cli
 ATTACKERS = 20
 #: pings far apart: within a test only the server's refusal can close a raw socket
 QUIET_PINGS = {"ws_ping_interval": 20.0, "ws_ping_timeout": 20.0}
-
-
-class RawSocket:
-    """One engine.io v4 session spoken by hand (websocket or long-polling), answering
-    pings in the background, recording every Socket.IO packet the server sends and
-    whether the server closed the session."""
-
-    def __init__(self, http: aiohttp.ClientSession, server: LiveServer, transport: str) -> None:
-        self.http = http
-        self.base = f"{server.url}{SOCKETIO_PATH}/?EIO=4&transport={transport}"
-        self.transport = transport
-        self.packets: list[str] = []
-        self.closed = asyncio.Event()
-        self._changed = asyncio.Event()
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._sid = ""
-        self._reader: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        if self.transport == "websocket":
-            self._ws = await self.http.ws_connect(self.base)
-            opened = await self._ws.receive(timeout=5)
-            assert opened.type == aiohttp.WSMsgType.TEXT and opened.data.startswith("0")
-        else:
-            async with self.http.get(self.base) as r:
-                assert r.status == 200
-                self._sid = json.loads((await r.text())[1:])["sid"]
-        self._reader = asyncio.create_task(self._read())
-
-    async def send(self, *packets: str | bytes) -> None:
-        """Send engine.io packets: text is a message (``4`` is prepended), bytes a binary
-        message (an attachment)."""
-        if self._ws is not None:
-            for p in packets:
-                if isinstance(p, bytes):
-                    await self._ws.send_bytes(p)
-                else:
-                    await self._ws.send_str("4" + p)
-            return
-        body = "\x1e".join(
-            "b" + base64.b64encode(p).decode() if isinstance(p, bytes) else "4" + p for p in packets
-        )
-        await self._post(body)
-
-    async def _post(self, body: str) -> None:
-        with contextlib.suppress(aiohttp.ClientError):
-            async with self.http.post(f"{self.base}&sid={self._sid}", data=body) as r:
-                await r.read()
-
-    async def connect(self, token: str) -> bool:
-        """Socket.IO CONNECT; True when accepted, False when refused."""
-        await self.send("0" + json.dumps({"token": token}))
-        reply = await self.wait(lambda p: p.startswith(("0{", "4{")))
-        return reply.startswith("0{")
-
-    async def wait(self, predicate: Callable[[str], bool], wait_s: float = 10.0) -> str:
-        """The first Socket.IO packet (without the engine.io ``4``) matching ``predicate``."""
-        async with asyncio.timeout(wait_s):
-            while True:
-                for p in self.packets:
-                    if predicate(p):
-                        return p
-                if self.closed.is_set():
-                    raise AssertionError(f"closed before the packet came; got {self.packets}")
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def outcome(self, wait_s: float = 10.0) -> str:
-        """``closed`` (the server ended the session) or ``live`` (a progress event came)."""
-        async with asyncio.timeout(wait_s):
-            while True:
-                if any(p.startswith('2["progress"') for p in self.packets):
-                    return "live"
-                if self.closed.is_set():
-                    return "closed"
-                self._changed.clear()
-                await self._changed.wait()
-
-    def _got(self, eio_packet: str) -> None:
-        if eio_packet == "2":
-            asyncio.create_task(self._pong())
-        elif eio_packet == "1":
-            self.closed.set()
-        elif eio_packet.startswith("4"):
-            self.packets.append(eio_packet[1:])
-        self._changed.set()
-
-    async def _pong(self) -> None:
-        if self._ws is not None:
-            with contextlib.suppress(Exception):
-                await self._ws.send_str("3")
-        else:
-            await self._post("3")
-
-    async def _read(self) -> None:
-        try:
-            if self._ws is not None:
-                async for msg in self._ws:
-                    if msg.type == aiohttp.WSMsgType.TEXT:
-                        self._got(msg.data)
-            else:
-                while not self.closed.is_set():
-                    async with self.http.get(f"{self.base}&sid={self._sid}") as r:
-                        if r.status != 200:  # the session is gone
-                            break
-                        for p in (await r.text()).split("\x1e"):
-                            self._got(p)
-        except aiohttp.ClientError:
-            pass
-        finally:
-            self.closed.set()
-            self._changed.set()
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        if self._ws is not None:
-            await self._ws.close()
 
 
 async def metric(server: LiveServer, name: str, **labels: str) -> float:
