@@ -32,6 +32,7 @@ from redis.crc import key_slot
 
 from socket_layer.protocol import RETRY_FIRST_S, RETRY_MAX_S
 from socket_layer.redis_subscriber import CONNECT_TIMEOUT_S, OnMessage, RedisSubscriber
+from socket_layer.stopping import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +194,7 @@ class ShardedSubscriptions:
             ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         self._closed = True
         for conn in list(self.conns.values()):

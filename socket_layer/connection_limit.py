@@ -31,6 +31,7 @@ from quart_app.core import metrics
 from quart_app.core.redis_pools import PoolLimits, async_client
 from socket_layer.pooled_redis import DEFAULT_LIMITS
 from socket_layer.protocol import presence_key
+from socket_layer.stopping import aclose_quietly, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -259,21 +260,13 @@ class ConnectionRegistry:
 
     async def stop(self) -> None:
         """Stop the heartbeat and release every slot this process holds."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         # together: one pipelined batch, not a round trip per socket
         await asyncio.gather(*(self.release(sid) for sid in list(self._local)))
         for task in list(self._retrying):  # the slots expire within ttl on their own
             task.cancel()
-        try:
-            await asyncio.wait_for(self._redis.aclose(), timeout=2)
-        except Exception:  # shutting down; nothing to save
-            pass
+        await aclose_quietly(self._redis)
 
     def info(self) -> dict[str, Any]:
         return {"process_id": self.process_id, "local_connections": len(self._local)}

@@ -44,6 +44,7 @@ from socket_layer.protocol import (
     sharded_channel,
     user_room,
 )
+from socket_layer.stopping import aclose_quietly
 
 log = logging.getLogger(__name__)
 
@@ -215,17 +216,8 @@ class ProgressEmitter:
         redis, self._redis = self._redis, None
         cluster, self._cluster = self._cluster, None
         for client in (redis, cluster):
-            if client is not None:
-                try:
-                    await asyncio.wait_for(client.aclose(), timeout=2)
-                except Exception:  # closing a dead connection is not an error worth raising
-                    pass
+            await aclose_quietly(client)
 
     async def close(self) -> None:
         await self._drop()
-        redis = getattr(self._manager, "redis", None)
-        if redis is not None:
-            try:
-                await asyncio.wait_for(redis.aclose(), timeout=2)
-            except Exception:  # closing a dead connection is not an error worth raising
-                pass
+        await aclose_quietly(getattr(self._manager, "redis", None))

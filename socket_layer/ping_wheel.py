@@ -19,6 +19,8 @@ from typing import Any
 
 from engineio import async_socket, packet
 
+from socket_layer.stopping import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 #: bucket width, seconds: pings go out at most this much after they fall due
@@ -95,10 +97,5 @@ class PingWheel:
     async def stop(self) -> None:
         """Cancel the timer and forget every socket."""
         self._buckets.clear()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

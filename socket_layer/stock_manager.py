@@ -22,6 +22,7 @@ from socket_layer.pooled_redis import DEFAULT_LIMITS, WaitingPool
 from socket_layer.protocol import EVENT_PROGRESS, REDIS_CHANNEL, RETRY_FIRST_S, RETRY_MAX_S
 from socket_layer.resync import emit_resync
 from socket_layer.room_index import RoomIndex
+from socket_layer.stopping import aclose_quietly, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -124,29 +125,14 @@ class ResyncingRedisManager(RoomIndex, WaitingPool, socketio.AsyncRedisManager):
         pubsub, redis = self._listen_pubsub, self._listen_redis
         self._listen_pubsub = self._listen_redis = None
         for closing in (pubsub, redis):
-            if closing is None:
-                continue
-            try:
-                await asyncio.wait_for(closing.aclose(), timeout=2)
-            except Exception:  # the connection is already broken; nothing to save
-                pass
+            await aclose_quietly(closing)
 
     async def close(self) -> None:
         """Stop the listener task and close the Redis connections."""
-        task = getattr(self, "thread", None)
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(getattr(self, "thread", None))
         await self._close_quietly()
         self.subscribed.clear()
-        if self.redis is not None:
-            try:
-                await asyncio.wait_for(self.redis.aclose(), timeout=2)
-            except Exception:  # closing a broken publish connection: nothing to save
-                pass
+        await aclose_quietly(self.redis)
 
 
 def make_manager(

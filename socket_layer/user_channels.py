@@ -54,6 +54,7 @@ from socket_layer.protocol import (
 from socket_layer.redis_subscriber import RedisSubscriber, open_subscriber
 from socket_layer.resync import emit_resync
 from socket_layer.room_index import RoomIndex
+from socket_layer.stopping import aclose_quietly, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -147,21 +148,11 @@ class UserChannelManager(RoomIndex, WaitingPool, socketio.AsyncRedisManager):  #
             self.received,
             self.received_common,
         )
-        for task in (self._listener, getattr(self, "thread", None)):
-            if task is not None and not task.done():
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        await cancel_and_wait(self._listener, getattr(self, "thread", None))
         if self._conn is not None and self._conn.transport is not None:
             self._conn.transport.close()
         self.subscribed.clear()
-        if self.redis is not None:
-            try:
-                await asyncio.wait_for(self.redis.aclose(), timeout=2)
-            except Exception:  # a broken publish connection: nothing to save
-                pass
+        await aclose_quietly(self.redis)
 
     async def _listen(self) -> AsyncIterator[str]:
         """Common-channel messages for python-socketio's own dispatch (``_thread``)."""
