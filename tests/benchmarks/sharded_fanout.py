@@ -21,7 +21,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from tests.benchmarks.common import CpuQuota, load_average, print_table
+from tests.benchmarks.common import CpuQuota, print_table
 from tests.benchmarks.env import BenchEnv, bench_env
 from tests.benchmarks.fanout import DEFAULT_RATES, measure_rates
 from tests.support.redis_cluster import RedisClusterRig
@@ -84,7 +84,7 @@ async def run(
             results.append(res)
             print_table(
                 f"sharded fan-out: {n} master(s), {WEB_PROCESSES} web processes "
-                f"(max ok rate {res['max_ok_rate']}/s, load average {load_average()})",
+                f"(max ok rate {res['max_ok_rate']}/s)",
                 res["rows"],
             )
     summary = []
@@ -113,8 +113,7 @@ async def run(
             }
         )
     print_table(
-        f"sharded fan-out summary, {clients} clients, {duration:g} s per rate "
-        f"(load average {load_average()})",
+        f"sharded fan-out summary, {clients} clients, {duration:g} s per rate",
         summary,
     )
     return {"results": results, "summary": summary}
