@@ -17,6 +17,20 @@ log = logging.getLogger(__name__)
 
 #: tasks finishing coroutines that suspended; held here so they are not collected
 _PENDING: set[asyncio.Future[Any]] = set()
+#: what :func:`_advance` gives once the coroutine has ended
+_DONE = object()
+
+
+def _advance(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` up to its next suspension and give what it yielded, or
+    :data:`_DONE` once it returned or raised (logged at DEBUG, never raised)."""
+    try:
+        return coro.send(None)
+    except StopIteration:
+        return _DONE
+    except Exception:
+        log.debug("send failed", exc_info=True)
+        return _DONE
 
 
 def run_eager(coro: Coroutine[Any, Any, Any]) -> None:
@@ -26,12 +40,8 @@ def run_eager(coro: Coroutine[Any, Any, Any]) -> None:
     Exceptions are logged (at DEBUG), never raised: one broken socket must not stop the
     fan-out.
     """
-    try:
-        yielded = coro.send(None)
-    except StopIteration:
-        return
-    except Exception:
-        log.debug("send failed", exc_info=True)
+    yielded = _advance(coro)
+    if yielded is _DONE:
         return
     task = asyncio.ensure_future(_finish(coro, yielded))
     _PENDING.add(task)
@@ -51,10 +61,6 @@ async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
         except asyncio.CancelledError:
             coro.close()
             raise
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
-        except Exception:
-            log.debug("send failed", exc_info=True)
+        yielded = _advance(coro)
+        if yielded is _DONE:
             return
