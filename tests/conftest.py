@@ -21,11 +21,10 @@ from models.db import close_db, open_db
 from quart_app.core.config import ENV_FILE_VAR, Config
 from tests.support.live import TEST_SECRET, LiveServer
 from tests.support.services import (
-    PostgresServer,
     RedisServer,
     create_database,
     drop_database,
-    postgres_answers,
+    postgres_admin,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,15 +70,8 @@ def own_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 async def pg_admin_url() -> AsyncIterator[str]:
-    url = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    if await postgres_answers(url):
+    async with postgres_admin() as url:
         yield url
-        return
-    private = PostgresServer().start()  # no PostgreSQL running: bring our own
-    try:
-        yield private.admin_url
-    finally:
-        private.destroy()
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 import uuid
@@ -39,11 +38,10 @@ from tasks.submission import submit_job
 from tests.conftest import live_config, migrate_in_subprocess
 from tests.support.media import make_video
 from tests.support.services import (
-    PostgresServer,
     RedisServer,
     create_database,
     drop_database,
-    postgres_answers,
+    postgres_admin,
     start_app,
 )
 from tests.support.workers import WorkerProcess
@@ -193,40 +191,34 @@ async def run(
 ) -> dict[str, dict[str, UserResult]]:
     """Both modes on one Redis and one database; prints the table and returns it."""
     plan = plan or PLAN
-    admin = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    private_pg = None
-    if not await postgres_answers(admin):
-        private_pg = PostgresServer().start()
-        admin = private_pg.admin_url
-    redis = RedisServer().start()
-    url = await create_database(admin, prefix="reeltrack_fair")
-    base = Path(tempfile.mkdtemp(prefix="rt-fairness-"))
-    video = make_video(base / "clip.mp4")
-    runner, origin = await _origin(video.read_bytes(), delay)
-    results: dict[str, dict[str, UserResult]] = {}
-    try:
-        await asyncio.to_thread(migrate_in_subprocess, url)
-        await open_db(url)
+    async with postgres_admin() as admin:
+        redis = RedisServer().start()
+        url = await create_database(admin, prefix="reeltrack_fair")
+        base = Path(tempfile.mkdtemp(prefix="rt-fairness-"))
+        video = make_video(base / "clip.mp4")
+        runner, origin = await _origin(video.read_bytes(), delay)
+        results: dict[str, dict[str, UserResult]] = {}
         try:
-            for mode in MODES:
-                results[mode] = await run_mode(
-                    mode,
-                    base,
-                    url,
-                    redis.url,
-                    origin,
-                    plan=plan,
-                    workers=workers,
-                    slice_seconds=slice_seconds,
-                )
+            await asyncio.to_thread(migrate_in_subprocess, url)
+            await open_db(url)
+            try:
+                for mode in MODES:
+                    results[mode] = await run_mode(
+                        mode,
+                        base,
+                        url,
+                        redis.url,
+                        origin,
+                        plan=plan,
+                        workers=workers,
+                        slice_seconds=slice_seconds,
+                    )
+            finally:
+                await close_db()
         finally:
-            await close_db()
-    finally:
-        await runner.cleanup()
-        await drop_database(url)
-        redis.stop()
-        if private_pg is not None:
-            private_pg.destroy()
+            await runner.cleanup()
+            await drop_database(url)
+            redis.stop()
     print(
         f"{workers} workers, {delay:g} s per video, slices of {slice_seconds:g} s; "
         f"jobs submitted in the order {', '.join(plan)}"

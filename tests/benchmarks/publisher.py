@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import time
 import uuid
@@ -24,11 +23,10 @@ from socket_layer.emitter import ProgressEmitter
 from tasks.publisher import JobPublisher, make_emitter
 from tests.conftest import migrate_in_subprocess
 from tests.support.services import (
-    PostgresServer,
     RedisServer,
     create_database,
     drop_database,
-    postgres_answers,
+    postgres_admin,
 )
 
 
@@ -101,21 +99,15 @@ async def bench(database_url: str, redis_url: str, events: int) -> None:
 
 
 async def main_async(events: int) -> None:
-    admin = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    private_pg = None
-    if not await postgres_answers(admin):
-        private_pg = PostgresServer().start()
-        admin = private_pg.admin_url
-    redis = RedisServer().start()
-    url = await create_database(admin, prefix="reeltrack_bench")
-    try:
-        await asyncio.to_thread(migrate_in_subprocess, url)
-        await bench(url, redis.url, events)
-    finally:
-        await drop_database(url)
-        redis.stop()
-        if private_pg is not None:
-            private_pg.destroy()
+    async with postgres_admin() as admin:
+        redis = RedisServer().start()
+        url = await create_database(admin, prefix="reeltrack_bench")
+        try:
+            await asyncio.to_thread(migrate_in_subprocess, url)
+            await bench(url, redis.url, events)
+        finally:
+            await drop_database(url)
+            redis.stop()
 
 
 def main() -> None:

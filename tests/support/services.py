@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -300,6 +301,22 @@ async def postgres_answers(admin_url: str) -> bool:
         return False
     await conn.close()
     return True
+
+
+@contextlib.asynccontextmanager
+async def postgres_admin() -> AsyncIterator[str]:
+    """The admin URL of the server at ``TEST_POSTGRES_ADMIN_URL`` (default the local
+    one) when it answers, else of a private :class:`PostgresServer` started for the block
+    and destroyed after it."""
+    url = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    if await postgres_answers(url):
+        yield url
+        return
+    private = PostgresServer().start()
+    try:
+        yield private.admin_url
+    finally:
+        private.destroy()
 
 
 async def create_database(admin_url: str, prefix: str = "reeltrack_test") -> str:
