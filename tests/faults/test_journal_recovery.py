@@ -27,7 +27,7 @@ import pytest
 from models.entities import JobStatus, ProcessingJob
 from models.history import events_after
 from tests.faults.rig import RIG_SETTINGS, MediaOrigin, database, parse_metrics
-from tests.support.live import LiveServer
+from tests.support.live import LiveServer, import_videos, sign_up
 from tests.support.media import make_video
 from tests.support.progress_client import ProgressTracker
 from tests.support.services import RedisServer
@@ -49,16 +49,6 @@ def db_proxy(fresh_pg_url: str) -> Iterator[tuple[TcpProxy, str]]:
     proxy, url = proxy_in_front_of(fresh_pg_url)
     yield proxy, url
     proxy.stop()
-
-
-async def _login(http: httpx.AsyncClient) -> tuple[str, str]:
-    name = f"journal{uuid.uuid4().hex[:8]}"
-    body = {"username": name, "password": "pw-" + name}
-    r = await http.post("/api/auth/register", json=body)
-    assert r.status_code == 201, r.text
-    r = await http.post("/api/auth/login", json=body)
-    assert r.status_code == 200, r.text
-    return name, r.json()["access_token"]
 
 
 async def test_worker_killed_with_unpersisted_live_events_resumes_without_reusing_seqs(
@@ -84,23 +74,18 @@ async def test_worker_killed_with_unpersisted_live_events_resumes_without_reusin
     http = httpx.AsyncClient(base_url=web.url, timeout=30)
     trackers: list[ProgressTracker] = []
     try:
-        _name, token = await _login(http)
+        name = f"journal{uuid.uuid4().hex[:8]}"
+        _uid, token = await sign_up(http, name, "pw-" + name)
         headers = {"Authorization": f"Bearer {token}"}
         trackers = [
             ProgressTracker(f"owner-{t[:2]}", web.url, token=token, transport=t)
             for t in ("websocket", "polling")
         ]
         await asyncio.gather(*(t.start() for t in trackers))
-        r = await http.post("/api/lists", json={"name": "journal"}, headers=headers)
-        assert r.status_code == 201, r.text
         rows = [
             {"url": f"{origin.url}/{samples[i % 2]}", "title": f"clip {i}"} for i in range(VIDEOS)
         ]
-        r = await http.post(
-            f"/api/lists/{r.json()['id']}/videos/bulk", json={"videos": rows}, headers=headers
-        )
-        assert r.status_code == 202, r.text
-        job_id = str(r.json()["job_id"])
+        job_id = await import_videos(http, headers, "journal", rows)
 
         def seen() -> int:  # the lowest seq every client applied
             return min(t.last_seq(job_id) for t in trackers)

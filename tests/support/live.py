@@ -152,3 +152,18 @@ async def sign_up(http: httpx.AsyncClient, username: str, password: str) -> tupl
     r = await http.post("/api/auth/login", json=body)
     assert r.status_code == 200, r.text
     return user_id, r.json()["access_token"]
+
+
+async def import_videos(
+    http: httpx.AsyncClient, headers: dict[str, str], list_name: str, rows: list[dict[str, str]]
+) -> str:
+    """Create a list named ``list_name`` and bulk-import ``rows`` (``url``/``title``)
+    into it over REST as the user of ``headers``; asserts both succeed and returns the
+    import job's id."""
+    r = await http.post("/api/lists", json={"name": list_name}, headers=headers)
+    assert r.status_code == 201, r.text
+    r = await http.post(
+        f"/api/lists/{r.json()['id']}/videos/bulk", json={"videos": rows}, headers=headers
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["job_id"])

@@ -14,16 +14,18 @@ whole tree is found through ``/proc`` (parent pids).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from quart_app.core.config import Config
-from tests.support.live import ROOT, child_environ
+from tests.support.live import ROOT, LiveServer, child_environ
 
 
 def _children_by_parent() -> dict[int, list[int]]:
@@ -128,3 +130,23 @@ class WorkerProcess:
         self.log.close()
         with contextlib.suppress(OSError):
             os.unlink(self.log.name)
+
+
+@contextlib.asynccontextmanager
+async def web_and_worker(
+    config: Config, name: str
+) -> AsyncIterator[tuple[LiveServer, WorkerProcess]]:
+    """A web process (``<name>-web``) and then a worker (``<name>-worker``) on
+    ``config``; on the way out the worker and everything it started are SIGKILLed, then
+    the web is closed."""
+    web = LiveServer(config, name=f"{name}-web")
+    worker: WorkerProcess | None = None
+    try:
+        await web.astart(60)
+        worker = WorkerProcess(config, name=f"{name}-worker")
+        yield web, worker
+    finally:
+        if worker is not None:
+            await asyncio.to_thread(worker.kill_all)
+            worker.close()
+        await asyncio.to_thread(web.close)

@@ -21,7 +21,7 @@ import pytest
 
 from quart_app.sample_video import make_video
 from tests.conftest import live_config
-from tests.support.live import LiveServer
+from tests.support.live import LiveServer, import_videos, sign_up
 from tests.support.progress_client import ProgressTracker
 from tests.support.services import RedisServer
 from tests.support.waiting import wait_for
@@ -57,12 +57,8 @@ async def roles(fresh_pg_url: str, tmp_path: Path) -> AsyncIterator[tuple[LiveSe
 
 async def _account(http: httpx.AsyncClient) -> dict[str, str]:
     name = f"role{uuid.uuid4().hex[:8]}"
-    body = {"username": name, "password": "pw-" + name}
-    r = await http.post("/api/auth/register", json=body)
-    assert r.status_code == 201, r.text
-    r = await http.post("/api/auth/login", json=body)
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+    _uid, token = await sign_up(http, name, "pw-" + name)
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def _websocket_status(base: str) -> int:
@@ -109,14 +105,8 @@ async def test_socket_and_api_servers_serve_only_their_paths_and_share_events(
             sample = make_video(import_root / "role-sample.mp4")
             for i in range(VIDEOS):
                 shutil.copyfile(sample, import_root / f"role{i}.mp4")
-            r = await rest.post("/api/lists", json={"name": "roles"}, headers=h)
-            assert r.status_code == 201, r.text
             rows = [{"url": f"role{i}.mp4", "title": f"r{i}"} for i in range(VIDEOS)]
-            r = await rest.post(
-                f"/api/lists/{r.json()['id']}/videos/bulk", json={"videos": rows}, headers=h
-            )
-            assert r.status_code == 202, r.text
-            job = r.json()["job_id"]
+            job = await import_videos(rest, h, "roles", rows)
 
             async def done() -> bool:
                 r = await rest.get(f"/api/jobs/{job}", headers=h)

@@ -26,11 +26,11 @@ from quart_app.sample_video import make_video
 from socket_layer.protocol import presence_key
 from tests.conftest import live_config
 from tests.faults.rig import MediaOrigin
-from tests.support.live import LiveServer
+from tests.support.live import LiveServer, import_videos, sign_up
 from tests.support.progress_client import ProgressTracker
 from tests.support.services import SentinelRig
 from tests.support.waiting import wait_for
-from tests.support.workers import WorkerProcess
+from tests.support.workers import WorkerProcess, web_and_worker
 
 pytestmark = pytest.mark.slow
 
@@ -70,17 +70,10 @@ async def installation(fresh_pg_url: str, tmp_path: Path) -> AsyncIterator[Insta
         ws_presence_ttl=3.0,
         slice_videos=5,  # the job hands over between RQ jobs through the failover
     )
-    web = LiveServer(config, name="sentinel-web")
-    worker: WorkerProcess | None = None
     try:
-        await web.astart(60)
-        worker = WorkerProcess(config, name="sentinel-worker")
-        yield Installation(rig, web, worker, origin, samples)
+        async with web_and_worker(config, "sentinel") as (web, worker):
+            yield Installation(rig, web, worker, origin, samples)
     finally:
-        if worker is not None:
-            await asyncio.to_thread(worker.kill_all)
-            worker.close()
-        await asyncio.to_thread(web.close)
         await origin.stop()
         await asyncio.to_thread(rig.stop)
 
@@ -97,13 +90,7 @@ async def test_the_queue_redis_fails_over_mid_job_without_losing_anything(
     inst = installation
     name = f"sent{uuid.uuid4().hex[:8]}"
     async with httpx.AsyncClient(base_url=inst.web.url, timeout=30) as http:
-        body = {"username": name, "password": "pw-" + name}
-        r = await http.post("/api/auth/register", json=body)
-        assert r.status_code == 201, r.text
-        uid = r.json()["id"]
-        r = await http.post("/api/auth/login", json=body)
-        assert r.status_code == 200, r.text
-        token = r.json()["access_token"]
+        uid, token = await sign_up(http, name, "pw-" + name)
         h = {"Authorization": f"Bearer {token}"}
         trackers = [
             ProgressTracker(f"sentinel-{t}", inst.web.url, token=token, transport=t)
@@ -111,17 +98,11 @@ async def test_the_queue_redis_fails_over_mid_job_without_losing_anything(
         ]
         await asyncio.gather(*(t.start() for t in trackers))
         try:
-            r = await http.post("/api/lists", json={"name": "failover"}, headers=h)
-            assert r.status_code == 201, r.text
             rows = [
                 {"url": f"{inst.origin.url}/{inst.samples[i % 2]}", "title": f"v{i}"}
                 for i in range(VIDEOS)
             ]
-            r = await http.post(
-                f"/api/lists/{r.json()['id']}/videos/bulk", json={"videos": rows}, headers=h
-            )
-            assert r.status_code == 202, r.text
-            job = str(r.json()["job_id"])
+            job = await import_videos(http, h, "failover", rows)
 
             await wait_for(
                 lambda: all(t.last_seq(job) >= 6 for t in trackers), 60, "the job moving"

@@ -33,12 +33,12 @@ from quart_app.sample_video import make_video
 from socket_layer.protocol import sharded_channel, user_room
 from tests.conftest import live_config
 from tests.faults.rig import MediaOrigin
-from tests.support.live import LiveServer, sign_up
+from tests.support.live import LiveServer, import_videos, sign_up
 from tests.support.progress_client import ProgressTracker
 from tests.support.redis_cluster import RedisClusterRig, cluster_support
 from tests.support.services import RedisServer
 from tests.support.waiting import wait_for
-from tests.support.workers import WorkerProcess
+from tests.support.workers import WorkerProcess, web_and_worker
 
 pytestmark = [
     pytest.mark.slow,
@@ -80,17 +80,10 @@ async def installation(fresh_pg_url: str, tmp_path: Path) -> AsyncIterator[Insta
         ws_ping_timeout=5.0,
         slice_videos=2,  # the users' jobs take turns: every user's events flow together
     )
-    web = LiveServer(config, name="sharded-web")
-    worker: WorkerProcess | None = None
     try:
-        await web.astart(60)
-        worker = WorkerProcess(config, name="sharded-worker")
-        yield Installation(cluster, web, worker, origin, samples)
+        async with web_and_worker(config, "sharded") as (web, worker):
+            yield Installation(cluster, web, worker, origin, samples)
     finally:
-        if worker is not None:
-            await asyncio.to_thread(worker.kill_all)
-            worker.close()
-        await asyncio.to_thread(web.close)
         await origin.stop()
         await asyncio.to_thread(cluster.stop)
         await asyncio.to_thread(queue.stop, True)
@@ -131,16 +124,10 @@ async def _start_job(
     http: httpx.AsyncClient, inst: Installation, user: User, videos: int = VIDEOS
 ) -> str:
     h = {"Authorization": f"Bearer {user.token}"}
-    r = await http.post("/api/lists", json={"name": "sharded"}, headers=h)
-    assert r.status_code == 201, r.text
     rows = [
         {"url": f"{inst.origin.url}/{inst.samples[0]}", "title": f"v{i}"} for i in range(videos)
     ]
-    r = await http.post(
-        f"/api/lists/{r.json()['id']}/videos/bulk", json={"videos": rows}, headers=h
-    )
-    assert r.status_code == 202, r.text
-    return str(r.json()["job_id"])
+    return await import_videos(http, h, "sharded", rows)
 
 
 async def _history(http: httpx.AsyncClient, user: User) -> tuple[str, list[dict[str, Any]]]:

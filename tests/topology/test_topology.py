@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import live_config
-from tests.support.live import LiveServer
+from tests.support.live import LiveServer, import_videos, sign_up
 from tests.support.media import make_video
 from tests.support.progress_client import ProgressTracker
 from tests.support.services import RedisServer
@@ -82,15 +82,6 @@ async def topology(
         redis.stop()
 
 
-async def _user(http: httpx.AsyncClient, name: str) -> tuple[str, str]:
-    r = await http.post("/api/auth/register", json={"username": name, "password": "pw-" + name})
-    assert r.status_code == 201, r.text
-    uid = r.json()["id"]
-    r = await http.post("/api/auth/login", json={"username": name, "password": "pw-" + name})
-    assert r.status_code == 200, r.text
-    return uid, r.json()["access_token"]
-
-
 async def _upstream_of(base: str, ip: str) -> str:
     async with httpx.AsyncClient(
         base_url=base, transport=httpx.AsyncHTTPTransport(local_address=ip)
@@ -125,7 +116,8 @@ async def test_two_web_processes_behind_nginx_survive_one_killed(
     clients: list[Client] = []
     job_of: dict[str, str] = {}
     async with httpx.AsyncClient(base_url=nginx.url, timeout=30) as http:
-        users = [await _user(http, f"topo{uuid.uuid4().hex[:8]}") for _ in range(USERS)]
+        names = [f"topo{uuid.uuid4().hex[:8]}" for _ in range(USERS)]
+        users = [await sign_up(http, name, "pw-" + name) for name in names]
         try:
             # each user: websocket and polling clients on BOTH web processes
             for uid, token in users:
@@ -144,17 +136,11 @@ async def test_two_web_processes_behind_nginx_survive_one_killed(
 
             for uid, token in users:
                 h = {"Authorization": f"Bearer {token}"}
-                r = await http.post("/api/lists", json={"name": "topology"}, headers=h)
-                assert r.status_code == 201, r.text
                 videos = [
                     {"url": f"clip{i:03d}{samples[i % 2].suffix}", "title": f"Clip {i}"}
                     for i in range(VIDEOS_PER_JOB)
                 ]
-                r = await http.post(
-                    f"/api/lists/{r.json()['id']}/videos/bulk", json={"videos": videos}, headers=h
-                )
-                assert r.status_code == 202, r.text
-                job_of[uid] = r.json()["job_id"]
+                job_of[uid] = await import_videos(http, h, "topology", videos)
 
             # every client saw its job move, then one web process crashes
             await wait_for(
