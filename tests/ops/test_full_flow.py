@@ -24,7 +24,7 @@ import pytest
 
 from quart_app.core.metrics import sample_value
 from tests.conftest import TEST_SECRET, live_config
-from tests.support.live import LiveServer, sign_up
+from tests.support.live import LiveServer, import_videos, sign_up
 from tests.support.media import make_video
 from tests.support.services import RedisServer
 from tests.support.sio_client import RecordingClient, connect_client
@@ -95,13 +95,8 @@ async def flow(
                 clients.append(client)
                 await client.wait_for("snapshot")
 
-            r = await http.post("/api/lists", json={"name": "ops"}, headers=headers)
-            assert r.status_code == 201, r.text
-            list_id = r.json()["id"]
-            body = {"videos": [{"url": f"clip{i}.mp4", "title": f"Clip {i}"} for i in range(3)]}
-            r = await http.post(f"/api/lists/{list_id}/videos/bulk", json=body, headers=headers)
-            assert r.status_code == 202, r.text
-            job_id = r.json()["job_id"]
+            rows = [{"url": f"clip{i}.mp4", "title": f"Clip {i}"} for i in range(3)]
+            job_id = await import_videos(http, headers, "ops", rows)
             for client in clients:
                 await _wait_completed(client, job_id)
             r = await http.get(f"/api/jobs/{job_id}/progress-history", headers=headers)
