@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from redis import asyncio as aioredis
 
 from models.entities import User
 from quart_app.core.tokens import issue_token
@@ -20,6 +21,16 @@ def transports(request: pytest.FixtureRequest) -> list[str]:
     """Every socket test runs once over websocket and once over long-polling only."""
     value: list[str] = request.param
     return value
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the session Redis (the one the session web process uses)."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

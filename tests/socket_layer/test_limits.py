@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
-import pytest
 from redis import asyncio as aioredis
 
 from socket_layer.protocol import REASON_TOO_MANY_CONNECTIONS, presence_key, refusal
@@ -18,15 +17,6 @@ from tests.support.sio_client import RecordingClient, connect_client
 from tests.support.waiting import wait_for
 
 TOO_MANY = refusal(REASON_TOO_MANY_CONNECTIONS)
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def close_all(clients: list[RecordingClient]) -> None:
