@@ -48,15 +48,6 @@ async def metric(server: LiveServer, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
 @pytest.mark.parametrize("transport", ["websocket", "polling"], ids=TRANSPORT_IDS)
 async def test_reserved_event_names_cannot_free_a_slot(
     db: str,

@@ -19,7 +19,7 @@ import redis
 from redis.crc import key_slot
 
 from quart_app.devserver import redis_server_binary
-from tests.support.services import RedisServer, free_port
+from tests.support.services import RedisServer, ask_redis, free_port
 
 
 def cluster_support() -> str | None:
@@ -71,13 +71,7 @@ class RedisClusterRig:
 
     def ask(self, port: int, *args: Any) -> Any:
         """One command to the node on ``port``; None when it does not answer."""
-        client = self._client(port)
-        try:
-            return client.execute_command(*args)
-        except redis.RedisError:
-            return None
-        finally:
-            client.close()
+        return ask_redis(port, *args)
 
     def alive_ports(self) -> list[int]:
         return [s.port for s in self.servers if s.proc is not None and s.proc.poll() is None]

@@ -135,19 +135,8 @@ class SentinelRig:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
         return f"redis+sentinel://{hosts}/{self.MASTER}/0"
 
-    @staticmethod
-    def _ask(port: int, *args: str) -> Any:
-        """One command to the server on ``port``; None when it does not answer."""
-        client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
-        try:
-            return client.execute_command(*args)
-        except redis.RedisError:
-            return None
-        finally:
-            client.close()
-
     def _master_of(self, sentinel_port: int) -> int | None:
-        addr = self._ask(sentinel_port, "SENTINEL", "get-master-addr-by-name", self.MASTER)
+        addr = ask_redis(sentinel_port, "SENTINEL", "get-master-addr-by-name", self.MASTER)
         return int(addr[1]) if addr else None
 
     def start(self, timeout: float = 30.0) -> SentinelRig:
@@ -178,15 +167,15 @@ class SentinelRig:
         deadline = time.monotonic() + timeout
         others = len(self.sentinel_ports) - 1
         while time.monotonic() < deadline:
-            info = self._ask(self.master.port, "INFO", "replication") or {}
+            info = ask_redis(self.master.port, "INFO", "replication") or {}
             synced = sum(1 for k in info if k.startswith("slave")) == len(self.replicas) and all(
                 v.get("state") == "online"
                 for k, v in info.items()
                 if k.startswith("slave") and isinstance(v, dict)
             )
             known = all(
-                len(self._ask(p, "SENTINEL", "replicas", self.MASTER) or []) >= len(self.replicas)
-                and len(self._ask(p, "SENTINEL", "sentinels", self.MASTER) or []) >= others
+                len(ask_redis(p, "SENTINEL", "replicas", self.MASTER) or []) >= len(self.replicas)
+                and len(ask_redis(p, "SENTINEL", "sentinels", self.MASTER) or []) >= others
                 for p in self.sentinel_ports
             )
             if synced and known:
@@ -217,7 +206,7 @@ class SentinelRig:
         while time.monotonic() < deadline:
             ports = {self._master_of(p) for p in self.sentinel_ports}
             if len(ports) == 1 and (new := ports.pop()) not in (None, old_port):
-                role = self._ask(new, "ROLE")
+                role = ask_redis(new, "ROLE")
                 if role and role[0] in (b"master", "master"):
                     return new
             time.sleep(0.05)
@@ -242,6 +231,18 @@ def _pg_bin(name: str) -> str:
     if not found:
         raise RuntimeError(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
     return found
+
+
+def ask_redis(port: int, *args: Any) -> Any:
+    """One command to the Redis server (or Sentinel, or cluster node) on loopback
+    ``port``, 2 s at most; None when it does not answer."""
+    client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return client.execute_command(*args)
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
 
 
 class PostgresServer:
