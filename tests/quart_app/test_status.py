@@ -40,12 +40,14 @@ def _line(out: str, key: str) -> str:
 
 
 async def test_status_of_a_running_installation(
-    tmp_path: Path, start_live_server: Callable[..., Awaitable[LiveServer]]
+    tmp_path: Path, fresh_pg_url: str, start_live_server: Callable[..., Awaitable[LiveServer]]
 ) -> None:
+    # its own database too: the worker's stale check would requeue other tests' jobs
+    # into this Redis, and the queue depths below would not be 0
     redis = RedisServer().start()
     worker: WorkerProcess | None = None
     try:
-        server = await start_live_server(redis_url=redis.url)
+        server = await start_live_server(redis_url=redis.url, database_url=fresh_pg_url)
         worker = WorkerProcess(server.config, name="status-worker")
         client = sync_client(redis.url, PoolLimits(size=2, timeout=5))
 
