@@ -4,7 +4,7 @@
  * error is gone as soon as it succeeds again; the live socket invalidates what it
  * makes stale (see useLiveInvalidation).
  */
-import { QueryClient, useInfiniteQuery, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { type InvalidateQueryFilters, QueryClient, useInfiniteQuery, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useEffect, useRef } from "react";
 
 import { api, ApiError, type JobsQuery } from "./api";
@@ -60,11 +60,23 @@ export function useLists() {
 }
 
 /**
- * Options for refreshes nobody asked for (the socket saw progress, it reconnected): they
- * never cancel a fetch in flight, so a "Load more" the user clicked is not thrown away
- * by a background refetch that happens to start at the same moment.
+ * A refresh nobody asked for (the socket saw progress, it reconnected). It lets a fetch
+ * in flight finish first — a "Load more" the user clicked — and then refetches: a plain
+ * invalidation would cancel that page load (TanStack's default), and one that skips
+ * fetches in flight (`cancelRefetch: false`) would keep data read before the change.
  */
-export const BACKGROUND_REFRESH = { cancelRefetch: false } as const;
+export async function refreshInBackground(client: QueryClient, filters?: InvalidateQueryFilters): Promise<void> {
+  for (let round = 0; round < 5 && client.isFetching(filters) > 0; round++) {
+    const inFlight = client
+      .getQueryCache()
+      .findAll(filters)
+      .map((query) => query.promise)
+      .filter((p): p is Promise<unknown> => p !== undefined);
+    await Promise.allSettled(inFlight);
+  }
+  await client.invalidateQueries(filters);
+}
+
 
 export function useList(id: string) {
   return useQuery({ queryKey: keys.list(id), queryFn: () => api.list(id) });
@@ -143,15 +155,15 @@ export function useLiveInvalidation(): void {
       const before = seen.current.get(id);
       if (before === undefined || (final && !before)) {
         stale = true;
-        if (final) void client.invalidateQueries({ queryKey: keys.job(id) }, BACKGROUND_REFRESH);
+        if (final) void refreshInBackground(client, { queryKey: keys.job(id) });
       }
       seen.current.set(id, final);
     }
-    if (stale) void client.invalidateQueries({ queryKey: keys.jobs }, BACKGROUND_REFRESH);
+    if (stale) void refreshInBackground(client, { queryKey: keys.jobs });
   }, [jobProgress, client]);
 
   useEffect(() => {
-    if (isConnected && !wasConnected.current) void client.invalidateQueries(undefined, BACKGROUND_REFRESH);
+    if (isConnected && !wasConnected.current) void refreshInBackground(client);
     wasConnected.current = isConnected;
   }, [isConnected, client]);
 }

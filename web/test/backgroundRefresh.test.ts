@@ -1,28 +1,30 @@
 /**
- * A background refresh (the socket saw progress, it reconnected) must not throw away a
- * "Load more" the user clicked: with TanStack Query's default an invalidation cancels the
- * next-page fetch in flight and the list stays at one page.
+ * A background refresh (the socket saw progress, it reconnected) must neither throw away
+ * a "Load more" the user clicked nor be lost behind it. With TanStack Query's default an
+ * invalidation cancels the next-page fetch in flight and the list stays at one page.
  */
 import { InfiniteQueryObserver, QueryClient } from "@tanstack/react-query";
 import { describe, expect, it } from "vitest";
 
-import { BACKGROUND_REFRESH } from "../src/queries";
+import { refreshInBackground } from "../src/queries";
 
-type Page = { items: number[]; next_cursor: string | null };
+type Page = { items: string[]; next_cursor: string | null };
 
-function pagedSource(pages: number) {
-  let release: (() => void) | null = null;
+/** Three pages; the next page answers only when released; `version` marks each read. */
+function pagedSource() {
+  const state = { version: 1, release: null as (() => void) | null };
   const fetchPage = async (cursor: string | null): Promise<Page> => {
     const n = cursor === null ? 0 : Number(cursor);
-    if (n > 0) await new Promise<void>((r) => (release = r)); // a slow next page
-    return { items: [n], next_cursor: n + 1 < pages ? String(n + 1) : null };
+    const version = state.version;
+    if (n > 0) await new Promise<void>((r) => (state.release = r));
+    return { items: [`page${n}-v${version}`], next_cursor: n + 1 < 3 ? String(n + 1) : null };
   };
-  return { fetchPage, releaseNext: () => release?.() };
+  return { state, fetchPage };
 }
 
-async function loadMoreWhileRefreshing(options?: typeof BACKGROUND_REFRESH): Promise<number> {
+async function loadMoreWhileRefreshing(refresh: (c: QueryClient) => Promise<void>) {
   const client = new QueryClient({ defaultOptions: { queries: { retry: false } } });
-  const source = pagedSource(3);
+  const source = pagedSource();
   const observer = new InfiniteQueryObserver(client, {
     queryKey: ["videos", "list"],
     queryFn: ({ pageParam }) => source.fetchPage(pageParam as string | null),
@@ -31,26 +33,36 @@ async function loadMoreWhileRefreshing(options?: typeof BACKGROUND_REFRESH): Pro
   });
   const unsubscribe = observer.subscribe(() => undefined);
   await observer.refetch();
-  const more = observer.fetchNextPage();
+  const more = observer.fetchNextPage(); // the user clicks "Load more"
   await new Promise((r) => setTimeout(r, 0));
-  const refresh = client.invalidateQueries({ queryKey: ["videos"] }, options);
-  source.releaseNext();
-  await Promise.allSettled([more, refresh]);
-  await new Promise((r) => setTimeout(r, 0));
-  source.releaseNext(); // a refetch of the loaded pages, if one was started
-  await client.getQueryCache().find({ queryKey: ["videos", "list"] })?.promise?.catch(() => undefined);
-  const pages = observer.getCurrentResult().data?.pages.length ?? 0;
+  source.state.version = 2; // the server's data changes meanwhile
+  const refreshed = refresh(client); // ... and the socket asks for a refresh
+  for (let i = 0; i < 20; i++) {
+    source.state.release?.();
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await Promise.allSettled([more, refreshed]);
+  const pages = observer.getCurrentResult().data?.pages ?? [];
   unsubscribe();
   client.clear();
-  return pages;
+  return pages.map((p) => p.items[0]);
 }
 
 describe("background refresh", () => {
-  it("keeps the page the user asked for", async () => {
-    expect(await loadMoreWhileRefreshing(BACKGROUND_REFRESH)).toBe(2);
+  it("keeps the page the user asked for and then shows the new data", async () => {
+    const items = await loadMoreWhileRefreshing((c) => refreshInBackground(c, { queryKey: ["videos"] }));
+    expect(items).toEqual(["page0-v2", "page1-v2"]);
   });
 
-  it("is needed: the default invalidation cancels the page load", async () => {
-    expect(await loadMoreWhileRefreshing()).toBe(1);
+  it("is needed: a plain invalidation cancels the page load", async () => {
+    const items = await loadMoreWhileRefreshing((c) => c.invalidateQueries({ queryKey: ["videos"] }));
+    expect(items).toHaveLength(1);
+  });
+
+  it("is needed: skipping fetches in flight keeps data read before the change", async () => {
+    const items = await loadMoreWhileRefreshing((c) =>
+      c.invalidateQueries({ queryKey: ["videos"] }, { cancelRefetch: false }),
+    );
+    expect(items).toEqual(["page0-v1", "page1-v1"]);
   });
 });

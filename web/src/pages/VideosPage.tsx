@@ -10,7 +10,7 @@ import { NotFound } from "../components/NotFound";
 import { VideoTable } from "../components/VideoTable";
 import { describeError, jobView } from "../jobView";
 import { useJobProgress } from "../progress/useJobProgress";
-import { BACKGROUND_REFRESH, keys, useJobsListing, useList, useVideos } from "../queries";
+import { keys, refreshInBackground, useJobsListing, useList, useVideos } from "../queries";
 import type { VideoStatus } from "../types";
 
 /** How often the video table may be re-read while this list's jobs report progress. */
@@ -66,7 +66,7 @@ export function VideosPage({ listId }: { listId: string }) {
     if (!progressKey || timer.current) return;
     timer.current = setTimeout(() => {
       timer.current = null;
-      void client.invalidateQueries({ queryKey: keys.videos(listId) }, BACKGROUND_REFRESH);
+      void refreshInBackground(client, { queryKey: keys.videos(listId) });
     }, VIDEO_REFRESH_MS);
   }, [progressKey, client, listId]);
   useEffect(
