@@ -30,7 +30,7 @@ from tortoise import Tortoise
 
 from models.db import close_db, open_db
 from quart_app.core.metrics import sample_value
-from tests.conftest import live_config
+from tests.conftest import live_config, migrated_database
 from tests.support.live import LiveServer
 from tests.support.media import make_video
 from tests.support.services import RedisServer
@@ -68,11 +68,19 @@ def value(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-async def run(tmp_path_factory: pytest.TempPathFactory, pg_database_url: str) -> AsyncIterator[Run]:
+async def own_database(pg_admin_url: str) -> AsyncIterator[str]:
+    """A database of this module's own: its worker's stale check must not fail other
+    tests' leftover jobs, which would show in the job counters asserted below."""
+    async with migrated_database(pg_admin_url, prefix="reeltrack_own") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def run(tmp_path_factory: pytest.TempPathFactory, own_database: str) -> AsyncIterator[Run]:
     base = tmp_path_factory.mktemp("operator")
     redis = RedisServer().start()  # own Redis: this worker takes only our jobs
     # DEBUG: the access log is on at DEBUG (it is off at INFO unless ACCESS_LOG=true)
-    config = live_config(base, pg_database_url, redis.url, log_level="DEBUG", log_json=True)
+    config = live_config(base, own_database, redis.url, log_level="DEBUG", log_json=True)
     for i in range(VIDEOS):
         make_video(config.import_root / f"clip{i}.mp4", seconds=0.5)
     web = LiveServer(config)
