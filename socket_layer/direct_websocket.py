@@ -170,17 +170,6 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         await self._handed_over({"type": "websocket.send", "bytes": None, "text": text}, len(text))
 
 
-def text_frame(text: str) -> bytes:
-    """A final, unmasked, uncompressed websocket text frame (server to client)."""
-    payload = text.encode()
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
-    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
-
-
 def install_direct_websockets(eio: Any) -> None:
     """Make ``eio`` (an engineio.AsyncServer in ASGI mode) use :class:`DirectWebSocket`
     (idempotent: a subclass already installed, the input guard's wrapper of it, stays).

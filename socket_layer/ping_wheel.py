@@ -6,12 +6,19 @@ sockets that is most of the idle CPU after the send itself).  :class:`PingWheel`
 the due sockets in buckets of :data:`TICK_S` and one task sends each bucket's pings when
 it falls due.  The wire behaviour is the same: the next PING goes out ``ping_interval``
 (at most one tick later) after the previous PONG, ``last_ping`` is set when it is sent,
-and a socket that stops answering is closed by python-engineio's own timeout check.
+and a socket that has not answered ``ping_timeout`` later (at most two ticks more) is
+closed by python-engineio's own check (``check_ping_timeout``), which the wheel runs for
+each PING it sent.
+
+That check replaces python-engineio's service task, which walked every socket once per
+``ping_timeout`` with a ``wait_for`` (a task and a timer) per socket: installed, the
+wheel runs a sweep instead that only forgets closed sockets, once per ``ping_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -43,20 +50,26 @@ def _schedule_ping(self: Any) -> None:
 class PingWheel:
     """The ping timer of one engine.io server (``install(eio)`` to use it)."""
 
-    def __init__(self, interval: float, tick: float = TICK_S) -> None:
+    def __init__(self, interval: float, tick: float = TICK_S, timeout: float | None = None) -> None:
         self.interval = interval
         self.tick = tick
+        #: seconds a PING may wait for its PONG (None: no check, python-engineio's own)
+        self.timeout = timeout
         #: bucket number (due time / tick, rounded up) -> sockets due then
         self._buckets: dict[int, list[Any]] = {}
+        #: bucket number -> sockets whose PONG is due by then
+        self._deadlines: dict[int, list[Any]] = {}
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
     def install(cls, eio: Any) -> PingWheel:
-        """Make ``eio``'s sockets use one wheel (idempotent per server)."""
+        """Make ``eio``'s sockets use one wheel (idempotent per server), which also
+        checks their ping timeouts in place of python-engineio's service task."""
         wheel: PingWheel | None = getattr(eio, "ping_wheel", None)
         if wheel is None:
-            wheel = cls(float(eio.ping_interval))
+            wheel = cls(float(eio.ping_interval), timeout=float(eio.ping_timeout))
             eio.ping_wheel = wheel
+            eio._service_task = functools.partial(_sweep_closed, eio)
         async_socket.AsyncSocket.schedule_ping = _schedule_ping  # type: ignore[method-assign]
         return wheel
 
@@ -78,12 +91,22 @@ class PingWheel:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._buckets:
-            first = min(self._buckets)
+        while self._buckets or self._deadlines:
+            first = min(
+                min(self._buckets, default=math.inf), min(self._deadlines, default=math.inf)
+            )
             delay = first * self.tick - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             now_bucket = math.floor(loop.time() / self.tick)
+            for due in sorted(b for b in self._deadlines if b <= now_bucket):
+                for sock in self._deadlines.pop(due):
+                    if sock.closing or sock.closed:
+                        continue
+                    try:
+                        await sock.check_ping_timeout()
+                    except Exception:  # closed under us: nothing to check
+                        log.debug("ping timeout not checked", exc_info=True)
             for due in sorted(b for b in self._buckets if b <= now_bucket):
                 for sock in self._buckets.pop(due):
                     if sock.closing or sock.closed:
@@ -93,9 +116,35 @@ class PingWheel:
                         await sock.send(packet.Packet(packet.PING))
                     except Exception:  # a socket closing under us: the others still get theirs
                         log.debug("ping not sent", exc_info=True)
+                        continue
+                    if self.timeout is not None:
+                        # two ticks on: python-engineio's check wants strictly more
+                        # than the timeout to have passed since ``last_ping``
+                        check = math.ceil((loop.time() + self.timeout) / self.tick) + 1
+                        bucket = self._deadlines.get(check)
+                        if bucket is None:
+                            self._deadlines[check] = [sock]
+                        else:
+                            bucket.append(sock)
 
     async def stop(self) -> None:
         """Cancel the timer and forget every socket."""
         self._buckets.clear()
+        self._deadlines.clear()
         await cancel_and_wait(self._task)
         self._task = None
+
+
+async def _sweep_closed(eio: Any) -> None:
+    """python-engineio's service task, minus the ping timeouts the wheel checks: every
+    ``ping_timeout`` seconds, forget the sockets that closed without their request
+    handler removing them.  Ends when ``eio.shutdown()`` sets its event."""
+    stop = eio.service_task_event = eio.create_event()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), eio.ping_timeout)
+        except TimeoutError:
+            pass
+        for sid, sock in list(eio.sockets.items()):
+            if sock.closed:
+                eio.sockets.pop(sid, None)

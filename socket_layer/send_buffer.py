@@ -28,6 +28,7 @@ socket send buffer, which the kernel bounds.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any, Protocol
 
@@ -66,14 +67,52 @@ def packet_bytes(pkt: Any) -> int:
     return 1
 
 
-class SendQueue(asyncio.Queue[Any]):
+class Sink(Protocol):
+    """Where a websocket socket's queue writes (:class:`DirectWebSocket`)."""
+
+    def try_write_frame(self, frame: bytes) -> bool:
+        """Write one complete frame now, or False when something is in flight."""
+
+    async def send(self, message: Any) -> None:
+        """Hand one encoded packet to the server (waits while the client does not read)."""
+
+    async def close(self) -> None:
+        """Close the websocket."""
+
+
+class SendQueue:
     """An engine.io socket's packet queue that knows the bytes in it and refuses, by
     closing the socket, a packet that finds more than ``limit`` bytes waiting for the
     client (see the module docstring).  ``None``, engine.io's "closed" marker, always
-    passes."""
+    passes.
+
+    It is what python-engineio expects of ``asyncio.Queue`` (``put``/``put_nowait``,
+    ``get``/``get_nowait``, ``task_done``, ``join``, ``qsize``/``empty``) without its
+    three deques and an event per socket: the items live in a list created on the
+    first put, waiters are futures created only while someone waits.
+
+    While a websocket is attached (:meth:`attach`, by the lean websocket handler)
+    there is no writer task: a packet put when nothing waits before it is written to
+    the transport at once (:meth:`Sink.try_write_frame`); otherwise it waits here and a
+    short-lived flush task hands the queued packets to the server in order, then
+    ends.  ``None`` closes the websocket after what is queued before it.
+    """
+
+    __slots__ = (
+        "eio",
+        "limit",
+        "queued_bytes",
+        "writer",
+        "overflowed",
+        "_items",
+        "_getters",
+        "_joiners",
+        "_unfinished",
+        "_sink",
+        "_flusher",
+    )
 
     def __init__(self, eio: Any, limit: int) -> None:
-        super().__init__()
         self.eio = eio
         self.limit = limit
         #: bytes of the packets in the queue
@@ -82,6 +121,15 @@ class SendQueue(asyncio.Queue[Any]):
         self.writer: Writer | None = None
         #: the bound was passed: the socket is being closed, nothing more is queued
         self.overflowed = False
+        self._items: collections.deque[Any] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
+        self._joiners: list[asyncio.Future[None]] | None = None
+        #: items put and not yet marked done (what ``join`` waits for)
+        self._unfinished = 0
+        self._sink: Sink | None = None
+        self._flusher: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ the bound
 
     def backlog(self) -> int:
         """Bytes waiting for the client: queued, plus the websocket writer's share."""
@@ -100,20 +148,141 @@ class SendQueue(asyncio.Queue[Any]):
         self._overflow(backlog)
         return False
 
+    # ------------------------------------------------------------ asyncio.Queue's API
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return False
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
+
     def put_nowait(self, item: Any) -> None:
-        if item is None or self.admit():
-            super().put_nowait(item)
+        if item is not None and not self.admit():
+            return
+        sink = self._sink
+        if sink is not None and not self._items and self._flusher is None:
+            if item is not None and _write_now(sink, item):
+                return
+            self._append(item)
+            self._start_flush()
+            return
+        self._append(item)
+        if sink is not None:
+            if self._flusher is None:
+                self._start_flush()
+            return
+        getters = self._getters
+        while getters:
+            waiter = getters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                break
 
-    def _put(self, item: Any) -> None:
-        super()._put(item)
-        if item is not None:
-            self.queued_bytes += packet_bytes(item)
-
-    def _get(self) -> Any:
-        item = super()._get()
+    def get_nowait(self) -> Any:
+        items = self._items
+        if not items:
+            raise asyncio.QueueEmpty
+        item = items.popleft()
         if item is not None:
             self.queued_bytes -= packet_bytes(item)
         return item
+
+    async def get(self) -> Any:
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._getters:
+                    self._getters.remove(waiter)
+                elif self._items and not waiter.cancelled():  # woken, then cancelled
+                    self._wake_getter()
+                raise
+        return self.get_nowait()
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if not self._unfinished and self._joiners:
+            joiners, self._joiners = self._joiners, None
+            for waiter in joiners:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def join(self) -> None:
+        if self._unfinished:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._joiners is None:
+                self._joiners = []
+            self._joiners.append(waiter)
+            await waiter
+
+    # ------------------------------------------------------------ the websocket sink
+
+    def attach(self, sink: Sink) -> None:
+        """Write to ``sink`` from now on (no writer task); what is queued goes first."""
+        self._sink = sink
+        if self._items and self._flusher is None:
+            self._start_flush()
+
+    def detach(self) -> asyncio.Task[None] | None:
+        """Stop writing to the sink (its connection ended); the flush in progress, if
+        any, is returned so the caller can wait for it."""
+        self._sink = None
+        return self._flusher
+
+    def _append(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._unfinished += 1
+        if item is not None:
+            self.queued_bytes += packet_bytes(item)
+
+    def _wake_getter(self) -> None:
+        getters = self._getters
+        while getters:
+            waiter = getters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _start_flush(self) -> None:
+        self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Hand the queued packets to the sink in order; ``None`` closes it.  Ends when
+        the queue is empty (or the sink detached: a new connection flushes the rest)."""
+        try:
+            while self._items and self._sink is not None:
+                sink = self._sink
+                item = self.get_nowait()
+                try:
+                    if item is None:
+                        self._sink = None
+                        await sink.close()
+                        return
+                    await sink.send(item.encode())
+                except Exception:  # the connection is gone: its handler ends the socket
+                    log.debug("websocket send failed", exc_info=True)
+                    self._sink = None
+                    return
+                finally:
+                    self.task_done()
+        finally:
+            self._flusher = None
+
+    # ------------------------------------------------------------ overflow
 
     def _overflow(self, backlog: int) -> None:
         self.overflowed = True
@@ -132,6 +301,25 @@ class SendQueue(asyncio.Queue[Any]):
             task = asyncio.ensure_future(abort_session(self.eio, sid))
             _CLOSING.add(task)
             task.add_done_callback(_CLOSING.discard)
+
+
+def _write_now(sink: Sink, item: Any) -> bool:
+    """Write a text packet straight to the transport when the sink allows it."""
+    encoded = item.encode()
+    if not isinstance(encoded, str):
+        return False
+    return sink.try_write_frame(text_frame(encoded))
+
+
+def text_frame(text: str) -> bytes:
+    """A final, unmasked, uncompressed websocket text frame (server to client)."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
 
 def bound_send_buffers(eio: Any, limit: int) -> None:

@@ -63,6 +63,7 @@ from socket_layer.sessions import guard_sessions
 from socket_layer.sharded_channels import ShardedChannelManager
 from socket_layer.stock_manager import make_manager
 from socket_layer.user_channels import UserChannelManager
+from socket_layer.websocket_handler import install_lean_websockets
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +415,8 @@ def create_sio(
     # writer (whichever manager) counts its share and can reset the connection
     install_direct_websockets(sio.eio)
     bound_send_buffers(sio.eio, config.ws_send_buffer_bytes)
+    # and no writer task or per-frame read task per websocket (the queue writes)
+    install_lean_websockets()
     # each session bound to the client that opened it; anonymous ones capped and timed out
     guard_sessions(
         sio,

@@ -39,7 +39,7 @@ from engineio.packet import Packet as EioPacket
 
 from quart_app.core import metrics
 from quart_app.core.redis_pools import PoolLimits
-from socket_layer.direct_websocket import install_direct_websockets, text_frame
+from socket_layer.direct_websocket import install_direct_websockets
 from socket_layer.eager import run_eager
 from socket_layer.emitter import encode_event_packet
 from socket_layer.pooled_redis import DEFAULT_LIMITS, WaitingPool
@@ -54,6 +54,7 @@ from socket_layer.protocol import (
 from socket_layer.redis_subscriber import RedisSubscriber, open_subscriber
 from socket_layer.resync import emit_resync
 from socket_layer.room_index import RoomIndex
+from socket_layer.send_buffer import text_frame
 from socket_layer.stopping import aclose_quietly, cancel_and_wait
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from typing import Any
 
 import redis as sync_redis
 
-from tests.benchmarks import common
+from tests.benchmarks import common, heap_probe
 from tests.benchmarks.common import ROOT, LoadFleet, ServerProc, free_port, print_table
 from tests.benchmarks.env import BenchEnv
 from tests.benchmarks.targets import ReeltrackTarget, Target, bench_users
@@ -220,6 +220,48 @@ async def measure(
         r.close()
 
 
+async def heap_breakdown(target: ReeltrackTarget, n: int, procs: int, out: Path) -> None:
+    """Print where the memory of ``n`` idle sockets goes: the server runs under
+    :mod:`tests.benchmarks.heap_probe`, which snapshots its heap before and after the
+    clients connect (tracemalloc, one frame per allocation, grouped by the line that
+    allocated)."""
+    target.entry = ("tests.benchmarks.heap_probe", str(out), "quart_app.cli", "serve")
+    (server,) = target.start(count=1, ping_interval=PING_INTERVAL)
+
+    async def snapshot(i: int) -> Path:
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGUSR2)
+        done = out / f"heap-{i}.done"
+        if await _wait_for(done.exists, 300) is None:
+            raise RuntimeError("the heap probe wrote no snapshot")
+        return out / f"heap-{i}.snap"
+
+    try:
+        await asyncio.sleep(common.SETTLE_S)
+        before = await snapshot(0)
+        rss0 = server.rss()
+        fleet = LoadFleet(
+            f"ws://127.0.0.1:{server.port}/api/ws/progress/", procs, extra=["--no-deflate"]
+        )
+        async with fleet:
+            conn = await fleet.connect(target.specs(n), concurrency=50)
+            await asyncio.sleep(common.SETTLE_S)
+            rss1 = server.rss()
+            after = await snapshot(1)
+            connected = max(conn["connected"], 1)
+            rss = (rss1 - rss0) / connected / 1024
+            for key in ("filename", "lineno"):
+                print_table(
+                    f"heap per idle socket by allocating {key}, {connected} sockets "
+                    f"(RSS {rss:.1f} KB per socket under tracing)",
+                    heap_probe.breakdown(before, after, connected, top=30, key=key),
+                )
+            await fleet.broadcast({"cmd": "exit"}, wait_s=60)
+    finally:
+        target.stop()
+        target.entry = ("quart_app.cli", "serve")
+
+
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each non-Node row's figures divided by Node's at the same size."""
     keys = ("cpu_per_connect_ms", "connect_all_s", "kb_per_conn", "idle_cpu_pct")
@@ -244,6 +286,7 @@ async def run(
     procs: int = 4,
     targets: tuple[str, ...] | None = None,
     before: Path | None = None,
+    heap: bool = False,
 ) -> list[dict[str, Any]]:
     """``make bench`` runs it with the defaults: Node and this tree, and the checkout
     ``BENCH_BEFORE_DIR`` names too when it is set."""
@@ -274,6 +317,8 @@ async def run(
                 target = env.target(name)
             for n in sizes:
                 rows.append(await measure(target, n, hold, procs, env.redis_url))
+            if heap and isinstance(target, ReeltrackTarget):
+                await heap_breakdown(target, max(sizes), procs, env.tmp / f"heap-{name}")
     keys = list(dict.fromkeys(k for row in rows for k in row))
     rows = [{k: row.get(k, "-") for k in keys} for row in rows]
     print_table(
@@ -294,9 +339,12 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--targets", default=None)
     parser.add_argument("--before", type=Path, default=None)
+    parser.add_argument(
+        "--heap", action="store_true", help="also print the heap breakdown per socket"
+    )
     args = parser.parse_args()
     targets = tuple(args.targets.split(",")) if args.targets else None
-    asyncio.run(run(args.sizes, args.hold, args.procs, targets, args.before))
+    asyncio.run(run(args.sizes, args.hold, args.procs, targets, args.before, args.heap))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import collections
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -40,42 +41,74 @@ def summarise(raw: Path, top: int) -> str:
         own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
-    out = [f"samples: {total}", "", "own time:"]
+    roots: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        roots[";".join(stack.split(";")[:2])[:160]] += int(count)
+    out = [f"samples: {total}", "", "stack roots:"]
+    out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in roots.most_common(8)]
+    out += ["", "own time:"]
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(top)]
     out += ["", "inclusive time:"]
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in incl.most_common(top)]
     return "\n".join(out)
 
 
-async def run(target_name: str, rate: int, clients: int, seconds: float, top: int) -> None:
+async def _record(pid: int, seconds: float, raw: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        _py_spy(),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "--nonblocking",
+        "-o",
+        str(raw),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def run(
+    target_name: str, rate: int, clients: int, seconds: float, top: int, phase: str = "fanout"
+) -> None:
+    """``phase``: ``fanout`` (the emitter at ``rate``), ``connect`` (while the clients
+    connect) or ``idle`` (while they are held, pings only)."""
     async with BenchEnv(need_db=target_name.startswith("reeltrack"), users=clients) as env:
         target = env.target(target_name)
-        (server,) = target.start(count=1)
+        (server,) = target.start(count=1, ping_interval=10.0)
+        raw = env.tmp / "profile.txt"
         try:
             specs = target.specs(clients)
             url = f"ws://127.0.0.1:{server.port}/api/ws/progress/"
-            async with LoadFleet(url, 2) as fleet:
+            async with LoadFleet(url, 4, extra=["--no-deflate"]) as fleet:
+                if phase == "connect":
+                    spy = await _record(server.pid, 600, raw)
+                    cpu0 = server.cpu()
+                    conn = await fleet.connect(specs, concurrency=100)
+                    spy.send_signal(signal.SIGINT)
+                    await spy.wait()
+                    used = server.cpu() - cpu0
+                    print(
+                        f"{target_name}: {conn['connected']} connected in {conn['wall_s']:.1f} s, "
+                        f"cpu {used / max(conn['connected'], 1) * 1e3:.3f} ms per connect"
+                    )
+                    print(summarise(raw, top))
+                    return
                 await fleet.connect(specs, concurrency=50)
                 await asyncio.sleep(1)
-                raw = env.tmp / "profile.txt"
-                spy = await asyncio.create_subprocess_exec(
-                    _py_spy(),
-                    "record",
-                    "--pid",
-                    str(server.pid),
-                    "--duration",
-                    str(int(seconds)),
-                    "--rate",
-                    "250",
-                    "--format",
-                    "raw",
-                    "--nonblocking",
-                    "-o",
-                    str(raw),
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
-                )
+                spy = await _record(server.pid, seconds, raw)
                 cpu0 = server.cpu()
+                if phase == "idle":
+                    await spy.wait()
+                    print(f"{target_name}: idle cpu {(server.cpu() - cpu0) / seconds * 100:.1f} %")
+                    print(summarise(raw, top))
+                    return
                 sent = await run_emitter(target.redis_url, specs, rate, seconds, target.wire)
                 await spy.wait()
                 st = await fleet.stats()
@@ -95,8 +128,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument("--phase", choices=("fanout", "connect", "idle"), default="fanout")
     args = parser.parse_args()
-    asyncio.run(run(args.target, args.rate, args.clients, args.seconds, args.top))
+    asyncio.run(run(args.target, args.rate, args.clients, args.seconds, args.top, args.phase))
 
 
 if __name__ == "__main__":

@@ -108,6 +108,8 @@ class ReeltrackTarget(Target):
         self.var_dir = var_dir
         self.env = env or {}
         self.name = name
+        #: the server's command after ``python -m`` (the heap probe wraps it)
+        self.entry: tuple[str, ...] = ("quart_app.cli", "serve")
         if self.env.get("SOCKETIO_MANAGER") == "stock":
             self.wire = "stock"
 
@@ -133,7 +135,7 @@ class ReeltrackTarget(Target):
             port = free_port()
             self.servers.append(
                 ServerProc(
-                    py_argv("quart_app.cli", "serve"),
+                    py_argv(*self.entry),
                     port,
                     env=self.server_env(port, ping_interval),
                     name=f"{self.name}-{i}",
