@@ -19,13 +19,17 @@ socket instead.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engineio.async_drivers import asgi as eio_asgi
 from wsproto.connection import ConnectionState
 
+from socket_layer.lean_queue import LeanQueue
 from socket_layer.send_buffer import SendQueue
 
 _WS_OPEN = ConnectionState.OPEN
@@ -111,6 +115,27 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
                 buffered = raw[1].get_write_buffer_size()  # type: ignore[index]
         return self.in_flight_bytes + buffered
 
+    def release_handshake(self) -> None:
+        """Drop the HTTP/1.1 parser hypercorn keeps under an accepted websocket (about
+        2 KB of h11 state per connection): once the stream is CONNECTED hypercorn only
+        passes frames through it and never sends an HTTP response on it again."""
+        raw = self._raw
+        if raw is None and self.asgi_send is not None:
+            raw = self._raw = self._resolve_raw()
+        if not raw:
+            return
+        from hypercorn.protocol.h11 import H11WSConnection
+        from hypercorn.protocol.ws_stream import ASGIWebsocketState
+
+        stream = raw[0]  # type: ignore[index]
+        connection = getattr(getattr(stream.send, "__self__", None), "connection", None)
+        if (
+            isinstance(connection, H11WSConnection)
+            and stream.state is ASGIWebsocketState.CONNECTED
+            and not connection.buffer
+        ):
+            connection.h11_connection = None  # type: ignore[assignment]
+
     def abort(self) -> None:
         """Reset the TCP connection, unsent bytes dropped: every send waiting in
         hypercorn's drain ends and hypercorn tells the handler the client is gone.  The
@@ -168,6 +193,41 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         if self.queue is not None and not self.queue.admit():
             return
         await self._handed_over({"type": "websocket.send", "bytes": None, "text": text}, len(text))
+
+
+def install_lean_app_inboxes() -> None:
+    """Give every connection hypercorn (asyncio) serves a :class:`LeanQueue` as the
+    application's inbox instead of an ``asyncio.Queue``: the same bound
+    (``max_app_queue_size``), no deques and event kept while a websocket idles.
+    Idempotent; the rest of ``TaskGroup.spawn_app`` is hypercorn 0.18's."""
+    from hypercorn.asyncio import task_group
+
+    if getattr(task_group.TaskGroup.spawn_app, "_reeltrack_lean", False):
+        return
+
+    async def spawn_app(
+        self: Any, app: Any, config: Any, scope: Any, send: Any
+    ) -> Callable[[Any], Awaitable[None]]:
+        inbox = LeanQueue(config.max_app_queue_size)
+        loop = self._loop
+
+        def call_soon(func: Callable[..., Any], *args: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(func(*args), loop).result()
+
+        self.spawn(
+            task_group._handle,
+            app,
+            config,
+            scope,
+            inbox.get,
+            send,
+            functools.partial(loop.run_in_executor, None),
+            call_soon,
+        )
+        return inbox.put
+
+    spawn_app._reeltrack_lean = True  # type: ignore[attr-defined]
+    task_group.TaskGroup.spawn_app = spawn_app  # type: ignore[method-assign]
 
 
 def install_direct_websockets(eio: Any) -> None:

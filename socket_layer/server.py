@@ -37,9 +37,10 @@ from quart_app.core.logs import bind_log_context
 from quart_app.core.origins import origin_allowed
 from quart_app.core.redis_pools import PoolLimits
 from quart_app.core.tokens import InvalidToken, verify_token
+from socket_layer import asgi_environ
 from socket_layer.cluster_pubsub import parse_nodes
 from socket_layer.connection_limit import ConnectionRegistry
-from socket_layer.direct_websocket import install_direct_websockets
+from socket_layer.direct_websocket import install_direct_websockets, install_lean_app_inboxes
 from socket_layer.input_guards import guard_polling_posts, guard_socketio_packets
 from socket_layer.ping_wheel import PingWheel
 from socket_layer.pooled_redis import DEFAULT_LIMITS
@@ -415,8 +416,11 @@ def create_sio(
     # writer (whichever manager) counts its share and can reset the connection
     install_direct_websockets(sio.eio)
     bound_send_buffers(sio.eio, config.ws_send_buffer_bytes)
-    # and no writer task or per-frame read task per websocket (the queue writes)
+    # and no writer task or per-frame read task per websocket (the queue writes), no
+    # class per request in the environ, no idle asyncio.Queue under each connection
     install_lean_websockets()
+    asgi_environ.install(sio.eio)
+    install_lean_app_inboxes()
     # each session bound to the client that opened it; anonymous ones capped and timed out
     guard_sessions(
         sio,

@@ -80,6 +80,7 @@ async def lean_websocket_handler(self: Any, ws: Any) -> None:
         self.upgraded = True
     limit = self.server.max_http_buffer_size
     queue.attach(ws)
+    ws.release_handshake()
     try:
         while True:
             try:

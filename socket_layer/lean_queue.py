@@ -1,0 +1,136 @@
+"""An asyncio queue that costs nothing while it is idle.
+
+``asyncio.Queue`` allocates three deques and an ``asyncio.Event`` (a fourth deque) when
+it is created: about 3 KB, held for as long as the queue lives.  A web process holds two
+per websocket (hypercorn's inbox for the application, engine.io's send queue), for
+connections that are idle almost all of the time.  :class:`LeanQueue` has the same API
+(``put``/``put_nowait``/``get``/``get_nowait``/``task_done``/``join``/``qsize``/
+``empty``/``full``) and semantics (FIFO; ``put`` waits while ``maxsize`` items are
+queued; a getter woken and then cancelled passes its wake-up on), but creates its
+item deque on the first put, drops it again when it runs empty, and creates waiter
+futures only while someone waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+
+def _wake_first(waiters: list[asyncio.Future[None]] | None) -> None:
+    """Resolve the first waiter of ``waiters`` still waiting (removing those before it)."""
+    while waiters:
+        waiter = waiters.pop(0)
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
+async def _wait(waiters: list[asyncio.Future[None]]) -> None:
+    """Wait on a new future in ``waiters`` until it is resolved; on cancellation it is
+    removed (a caller woken and then cancelled passes its wake-up on itself)."""
+    waiter = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    except BaseException:
+        if waiter in waiters:
+            waiters.remove(waiter)
+        raise
+
+
+class LeanQueue:
+    """``asyncio.Queue``'s API, allocated lazily (see the module docstring)."""
+
+    __slots__ = ("_maxsize", "_items", "_getters", "_putters", "_joiners", "_unfinished")
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self._maxsize = maxsize
+        self._items: collections.deque[Any] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
+        self._putters: list[asyncio.Future[None]] | None = None
+        self._joiners: list[asyncio.Future[None]] | None = None
+        #: items put and not yet marked done (what ``join`` waits for)
+        self._unfinished = 0
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self._maxsize <= self.qsize()
+
+    async def put(self, item: Any) -> None:
+        while self.full():
+            if self._putters is None:
+                self._putters = []
+            try:
+                await _wait(self._putters)
+            except BaseException:
+                if not self.full():  # our wake-up is lost with us: pass it on
+                    _wake_first(self._putters)
+                raise
+        self.put_nowait(item)
+
+    def put_nowait(self, item: Any) -> None:
+        if self.full():
+            raise asyncio.QueueFull
+        self._append(item)
+        _wake_first(self._getters)
+
+    def get_nowait(self) -> Any:
+        items = self._items
+        if not items:
+            raise asyncio.QueueEmpty
+        item = items.popleft()
+        if not items:
+            self._items = None  # an idle queue holds no deque
+        self._taken(item)
+        _wake_first(self._putters)
+        return item
+
+    async def get(self) -> Any:
+        while not self._items:
+            if self._getters is None:
+                self._getters = []
+            try:
+                await _wait(self._getters)
+            except BaseException:
+                if self._items:  # our wake-up is lost with us: pass it on
+                    _wake_first(self._getters)
+                raise
+        return self.get_nowait()
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if not self._unfinished and self._joiners:
+            joiners, self._joiners = self._joiners, None
+            for waiter in joiners:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def join(self) -> None:
+        if self._unfinished:
+            if self._joiners is None:
+                self._joiners = []
+            await _wait(self._joiners)
+
+    # ---------------------------------------------------------- for subclasses
+
+    def _append(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._unfinished += 1
+
+    def _taken(self, item: Any) -> None:
+        """Called with each item as it leaves the queue."""
