@@ -97,18 +97,18 @@ def guard_polling_posts(eio: Any, max_bytes: int) -> None:
     original: Asgi = eio.handle_request
     too_large = f"Socket.IO messages are limited to {max_bytes} bytes"
 
-    async def handle_request(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    # a plain function returning the coroutine to await: no frame of its own stays in
+    # the chain under every websocket for the connection's life
+    def handle_request(scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
         if scope.get("type") == "websocket":
             _guard_websocket_class(eio)
         elif scope.get("type") == "http" and scope.get("method") == "POST":
             length = _content_length(scope)
             if length is not None and 0 < length <= max_bytes:
-                await _checked_post(scope, receive, send)
-                return
+                return _checked_post(scope, receive, send)
             if length is not None and length > max_bytes:
-                await _send_json(send, 413, "message_too_large", too_large)
-                return
-        await original(scope, receive, send)
+                return _send_json(send, 413, "message_too_large", too_large)
+        return original(scope, receive, send)
 
     async def _checked_post(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body, pending = await _read_body(receive)

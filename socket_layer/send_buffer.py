@@ -28,12 +28,12 @@ socket send buffer, which the kernel bounds.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from typing import Any, Protocol
 
 from quart_app.core import metrics
 from socket_layer.input_guards import abort_session
+from socket_layer.lean_queue import LeanQueue
 
 log = logging.getLogger(__name__)
 
@@ -80,39 +80,25 @@ class Sink(Protocol):
         """Close the websocket."""
 
 
-class SendQueue:
+class SendQueue(LeanQueue):
     """An engine.io socket's packet queue that knows the bytes in it and refuses, by
     closing the socket, a packet that finds more than ``limit`` bytes waiting for the
     client (see the module docstring).  ``None``, engine.io's "closed" marker, always
     passes.
 
-    It is what python-engineio expects of ``asyncio.Queue`` (``put``/``put_nowait``,
-    ``get``/``get_nowait``, ``task_done``, ``join``, ``qsize``/``empty``) without its
-    three deques and an event per socket: the items live in a list created on the
-    first put, waiters are futures created only while someone waits.
-
-    While a websocket is attached (:meth:`attach`, by the lean websocket handler)
-    there is no writer task: a packet put when nothing waits before it is written to
-    the transport at once (:meth:`Sink.try_write_frame`); otherwise it waits here and a
-    short-lived flush task hands the queued packets to the server in order, then
-    ends.  ``None`` closes the websocket after what is queued before it.
+    It is what python-engineio expects of ``asyncio.Queue`` (a :class:`LeanQueue`: no
+    deques or event kept while idle).  While a websocket is attached (:meth:`attach`,
+    by the lean websocket handler) there is no writer task: a packet put when nothing
+    waits before it is written to the transport at once (:meth:`Sink.try_write_frame`);
+    otherwise it waits here and a short-lived flush task hands the queued packets to the
+    server in order, then ends.  ``None`` closes the websocket after what is queued
+    before it.
     """
 
-    __slots__ = (
-        "eio",
-        "limit",
-        "queued_bytes",
-        "writer",
-        "overflowed",
-        "_items",
-        "_getters",
-        "_joiners",
-        "_unfinished",
-        "_sink",
-        "_flusher",
-    )
+    __slots__ = ("eio", "limit", "queued_bytes", "writer", "overflowed", "_sink", "_flusher")
 
     def __init__(self, eio: Any, limit: int) -> None:
+        super().__init__()
         self.eio = eio
         self.limit = limit
         #: bytes of the packets in the queue
@@ -121,11 +107,6 @@ class SendQueue:
         self.writer: Writer | None = None
         #: the bound was passed: the socket is being closed, nothing more is queued
         self.overflowed = False
-        self._items: collections.deque[Any] | None = None
-        self._getters: list[asyncio.Future[None]] | None = None
-        self._joiners: list[asyncio.Future[None]] | None = None
-        #: items put and not yet marked done (what ``join`` waits for)
-        self._unfinished = 0
         self._sink: Sink | None = None
         self._flusher: asyncio.Task[None] | None = None
 
@@ -148,84 +129,31 @@ class SendQueue:
         self._overflow(backlog)
         return False
 
-    # ------------------------------------------------------------ asyncio.Queue's API
-
-    def qsize(self) -> int:
-        return len(self._items) if self._items else 0
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def full(self) -> bool:
-        return False
-
-    async def put(self, item: Any) -> None:
-        self.put_nowait(item)
+    # ------------------------------------------------------------ the queue
 
     def put_nowait(self, item: Any) -> None:
         if item is not None and not self.admit():
             return
         sink = self._sink
-        if sink is not None and not self._items and self._flusher is None:
-            if item is not None and _write_now(sink, item):
+        if sink is None:
+            super().put_nowait(item)
+            return
+        if self._flusher is None:
+            if item is not None and not self._items and _write_now(sink, item):
                 return
             self._append(item)
             self._start_flush()
             return
-        self._append(item)
-        if sink is not None:
-            if self._flusher is None:
-                self._start_flush()
-            return
-        getters = self._getters
-        while getters:
-            waiter = getters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                break
+        self._append(item)  # behind the packets being flushed
 
-    def get_nowait(self) -> Any:
-        items = self._items
-        if not items:
-            raise asyncio.QueueEmpty
-        item = items.popleft()
+    def _append(self, item: Any) -> None:
+        super()._append(item)
+        if item is not None:
+            self.queued_bytes += packet_bytes(item)
+
+    def _taken(self, item: Any) -> None:
         if item is not None:
             self.queued_bytes -= packet_bytes(item)
-        return item
-
-    async def get(self) -> Any:
-        while not self._items:
-            waiter = asyncio.get_running_loop().create_future()
-            if self._getters is None:
-                self._getters = []
-            self._getters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter in self._getters:
-                    self._getters.remove(waiter)
-                elif self._items and not waiter.cancelled():  # woken, then cancelled
-                    self._wake_getter()
-                raise
-        return self.get_nowait()
-
-    def task_done(self) -> None:
-        if self._unfinished <= 0:
-            raise ValueError("task_done() called too many times")
-        self._unfinished -= 1
-        if not self._unfinished and self._joiners:
-            joiners, self._joiners = self._joiners, None
-            for waiter in joiners:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    async def join(self) -> None:
-        if self._unfinished:
-            waiter = asyncio.get_running_loop().create_future()
-            if self._joiners is None:
-                self._joiners = []
-            self._joiners.append(waiter)
-            await waiter
 
     # ------------------------------------------------------------ the websocket sink
 
@@ -240,22 +168,6 @@ class SendQueue:
         any, is returned so the caller can wait for it."""
         self._sink = None
         return self._flusher
-
-    def _append(self, item: Any) -> None:
-        if self._items is None:
-            self._items = collections.deque()
-        self._items.append(item)
-        self._unfinished += 1
-        if item is not None:
-            self.queued_bytes += packet_bytes(item)
-
-    def _wake_getter(self) -> None:
-        getters = self._getters
-        while getters:
-            waiter = getters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
     def _start_flush(self) -> None:
         self._flusher = asyncio.get_running_loop().create_task(self._flush())

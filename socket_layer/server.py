@@ -428,6 +428,9 @@ def create_sio(
         max_pending_per_address=config.ws_max_pending_per_address,
         max_pending=config.ws_max_pending_sessions,
     )
+    # python-socketio's entry point only awaits engine.io's: hand engine.io's coroutine
+    # straight to the ASGI app instead (one frame less under every websocket)
+    sio.handle_request = lambda *args, **kwargs: sio.eio.handle_request(*args, **kwargs)
     sio.reeltrack = layer
     return sio
 

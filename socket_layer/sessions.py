@@ -147,22 +147,21 @@ class SessionGuard:
         on_eio_disconnect = eio.handlers["disconnect"]
         sio_connect = sio._handle_connect
 
-        async def handle_request(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # a plain function returning the coroutine to await: no frame of its own stays
+        # in the chain under every websocket for the connection's life
+        def handle_request(scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
             kind = scope.get("type")
             if kind not in ("http", "websocket"):
-                await original_request(scope, receive, send)
-                return
+                return original_request(scope, receive, send)
             sids = _query(scope).get("sid")
             sid = sids[0] if sids else None
             if sid is None:
                 if scope.get("method", "GET") == "GET" or kind == "websocket":
-                    await self._handshake(scope, receive, send, original_request)
-                    return
+                    return self._handshake(scope, receive, send, original_request)
             elif not self._allowed(sid, scope):
                 metrics.packet_refused(REFUSED_FOREIGN_SESSION)
-                await _refuse(scope, send, 400, 1, "Session ID unknown")
-                return
-            await original_request(scope, receive, send)
+                return _refuse(scope, send, 400, 1, "Session ID unknown")
+            return original_request(scope, receive, send)
 
         async def eio_connect(eio_sid: str, environ: dict[str, Any]) -> Any:
             binding = _handshake.get()
