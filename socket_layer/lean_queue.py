@@ -5,10 +5,11 @@ it is created: about 3 KB, held for as long as the queue lives.  A web process h
 per websocket (hypercorn's inbox for the application, engine.io's send queue), for
 connections that are idle almost all of the time.  :class:`LeanQueue` has the same API
 (``put``/``put_nowait``/``get``/``get_nowait``/``task_done``/``join``/``qsize``/
-``empty``/``full``) and semantics (FIFO; ``put`` waits while ``maxsize`` items are
-queued; a getter woken and then cancelled passes its wake-up on), but creates its
-item deque on the first put, drops it again when it runs empty, and creates waiter
-futures only while someone waits.
+``empty``/``full``) and semantics (FIFO, waiters served in the order they came; ``put`` waits while
+``maxsize`` items are queued; a getter or putter woken and then cancelled passes its
+wake-up on, one cancelled while still waiting wakes no one), but creates its item deque
+on the first put, drops it again when it runs empty, and creates waiter futures (and
+their lists) only while someone waits.
 """
 
 from __future__ import annotations
@@ -18,26 +19,39 @@ import collections
 from typing import Any
 
 
-def _wake_first(waiters: list[asyncio.Future[None]] | None) -> None:
-    """Resolve the first waiter of ``waiters`` still waiting (removing those before it)."""
+def _wake_first(waiters: list[asyncio.Future[None]] | None) -> list[asyncio.Future[None]] | None:
+    """Resolve the first waiter of ``waiters`` still waiting (removing those before it);
+    returns the list, None once it is empty (an idle queue holds no list)."""
     while waiters:
         waiter = waiters.pop(0)
         if not waiter.done():
             waiter.set_result(None)
-            return
+            break
+    return waiters or None
 
 
-async def _wait(waiters: list[asyncio.Future[None]]) -> None:
-    """Wait on a new future in ``waiters`` until it is resolved; on cancellation it is
-    removed (a caller woken and then cancelled passes its wake-up on itself)."""
-    waiter = asyncio.get_running_loop().create_future()
-    waiters.append(waiter)
-    try:
-        await waiter
-    except BaseException:
-        if waiter in waiters:
+def _discard(
+    waiters: list[asyncio.Future[None]] | None, waiter: asyncio.Future[None]
+) -> list[asyncio.Future[None]] | None:
+    """``waiters`` without ``waiter`` (a waker may have removed it already); None once
+    it is empty."""
+    if waiters:
+        try:
             waiters.remove(waiter)
-        raise
+        except ValueError:
+            pass
+    return waiters or None
+
+
+def _enlist(
+    waiters: list[asyncio.Future[None]] | None,
+) -> tuple[list[asyncio.Future[None]], asyncio.Future[None]]:
+    """``waiters`` (created when None) with a new future appended last, and the future."""
+    waiter = asyncio.get_running_loop().create_future()
+    if waiters is None:
+        return [waiter], waiter
+    waiters.append(waiter)
+    return waiters, waiter
 
 
 class LeanQueue:
@@ -69,13 +83,15 @@ class LeanQueue:
 
     async def put(self, item: Any) -> None:
         while self.full():
-            if self._putters is None:
-                self._putters = []
+            self._putters, waiter = _enlist(self._putters)
             try:
-                await _wait(self._putters)
+                await waiter
             except BaseException:
-                if not self.full():  # our wake-up is lost with us: pass it on
-                    _wake_first(self._putters)
+                waiter.cancel()  # not resolved yet (an exception other than a cancel)
+                self._putters = _discard(self._putters, waiter)
+                if not self.full() and not waiter.cancelled():
+                    # woken, then cancelled before it ran: pass the wake-up on
+                    self._putters = _wake_first(self._putters)
                 raise
         self.put_nowait(item)
 
@@ -83,7 +99,8 @@ class LeanQueue:
         if self.full():
             raise asyncio.QueueFull
         self._append(item)
-        _wake_first(self._getters)
+        if self._getters is not None:
+            self._getters = _wake_first(self._getters)
 
     def get_nowait(self) -> Any:
         items = self._items
@@ -93,18 +110,21 @@ class LeanQueue:
         if not items:
             self._items = None  # an idle queue holds no deque
         self._taken(item)
-        _wake_first(self._putters)
+        if self._putters is not None:
+            self._putters = _wake_first(self._putters)
         return item
 
     async def get(self) -> Any:
         while not self._items:
-            if self._getters is None:
-                self._getters = []
+            self._getters, waiter = _enlist(self._getters)
             try:
-                await _wait(self._getters)
+                await waiter
             except BaseException:
-                if self._items:  # our wake-up is lost with us: pass it on
-                    _wake_first(self._getters)
+                waiter.cancel()  # not resolved yet (an exception other than a cancel)
+                self._getters = _discard(self._getters, waiter)
+                if self._items and not waiter.cancelled():
+                    # woken, then cancelled before it ran: pass the wake-up on
+                    self._getters = _wake_first(self._getters)
                 raise
         return self.get_nowait()
 
@@ -120,9 +140,12 @@ class LeanQueue:
 
     async def join(self) -> None:
         if self._unfinished:
-            if self._joiners is None:
-                self._joiners = []
-            await _wait(self._joiners)
+            self._joiners, waiter = _enlist(self._joiners)
+            try:
+                await waiter
+            except BaseException:
+                self._joiners = _discard(self._joiners, waiter)
+                raise
 
     # ---------------------------------------------------------- for subclasses
 
