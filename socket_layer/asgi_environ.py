@@ -19,9 +19,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-#: the environ keys that are the same for every request
+#: the environ keys that are the same for every HTTP request (``wsgi.errors`` is set
+#: per request: python-engineio's is the ``sys.stderr`` of the moment)
 _CONSTANT = {
-    "wsgi.errors": sys.stderr,
     "wsgi.version": (1, 0),
     "wsgi.async": True,
     "wsgi.multithread": False,
@@ -130,6 +130,8 @@ async def translate_request(scope: dict[str, Any], receive: Any, send: Any) -> d
             value = f"{environ[key]},{value}"
         environ[key] = value
     environ["wsgi.url_scheme"] = environ.get("HTTP_X_FORWARDED_PROTO", "http")
+    if not websocket:
+        environ["wsgi.errors"] = sys.stderr
     return environ
 
 
