@@ -19,7 +19,7 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
@@ -213,6 +213,18 @@ async def serve_async(config: Config, shutdown: asyncio.Event) -> None:
     )
 
 
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory ``EVENT_LOOP`` names: uvloop's (the default: its transports and
+    timers are C, which is most of what an idle or connecting socket costs the loop),
+    or None for the standard library's."""
+    if name == "uvloop":
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    return None
+
+
 def serve(config: Config) -> int:
     """Run one web process on ``config.host:config.port`` until SIGTERM/SIGINT; 0 on a
     clean shutdown."""
@@ -231,7 +243,8 @@ def serve(config: Config) -> int:
         config.port,
         config.serve_role,
     )
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=event_loop_factory(config.event_loop)) as runner:
+        runner.run(main())
     log.info("web process stopped")
     return 0
 

@@ -184,6 +184,12 @@ class Config(BaseSettings):
         "what `reeltrack serve` serves: `all`, `sockets` (Socket.IO, /api/health, /metrics) "
         "or `api` (REST, the web app, /metrics); `--role` overrides it",
     )
+    event_loop: Literal["uvloop", "asyncio"] = _setting(
+        "uvloop",
+        "EVENT_LOOP",
+        "the web process's event loop: `uvloop` (libuv: less CPU per connection, packet "
+        "and disconnect) or `asyncio` (the standard library's)",
+    )
     socketio_manager: Literal["user-channels", "stock"] = _setting(
         "user-channels",
         "SOCKETIO_MANAGER",
@@ -426,7 +432,7 @@ class Config(BaseSettings):
         "log one line per HTTP request and websocket handshake (on anyway at LOG_LEVEL=DEBUG)",
     )
 
-    @field_validator("env", "socketio_manager", "serve_role", mode="before")
+    @field_validator("env", "socketio_manager", "serve_role", "event_loop", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
