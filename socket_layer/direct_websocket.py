@@ -20,6 +20,7 @@ socket instead.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import socket
 import struct
@@ -136,6 +137,31 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         ):
             connection.h11_connection = None  # type: ignore[assignment]
 
+    def slim_idle_state(self) -> None:
+        """Swap the empty deques hypercorn's stack keeps under every connection for
+        lists: wsproto's event queue, the stream protocol's drain waiters and the HTTP/1.1
+        protocol's can-read event's waiters (an empty deque is ~620 B, an empty list 56:
+        ~1.7 KB per idle websocket).  Only what they are used for is needed (append,
+        remove, iteration, ``popleft`` for wsproto's), and they hold a few items at most.
+        Anything not found as expected is left alone."""
+        raw = self._raw
+        if raw is None and self.asgi_send is not None:
+            raw = self._raw = self._resolve_raw()
+        if not raw:
+            return
+        stream = raw[0]  # type: ignore[index]
+        connection = getattr(stream, "connection", None)
+        if _empty_deque(getattr(connection, "_events", None)):
+            connection._events = _EventList()  # type: ignore[union-attr]
+        h11 = getattr(stream.send, "__self__", None)
+        event = getattr(getattr(h11, "can_read", None), "_event", None)
+        if isinstance(event, asyncio.Event) and _empty_deque(getattr(event, "_waiters", None)):
+            event._waiters = []  # type: ignore[assignment]
+        tcp = getattr(getattr(h11, "send", None), "__self__", None)
+        protocol = getattr(getattr(tcp, "writer", None), "_protocol", None)
+        if _empty_deque(getattr(protocol, "_drain_waiters", None)):
+            protocol._drain_waiters = []  # type: ignore[union-attr]
+
     def abort(self) -> None:
         """Reset the TCP connection, unsent bytes dropped: every send waiting in
         hypercorn's drain ends and hypercorn tells the handler the client is gone.  The
@@ -157,12 +183,18 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         transport.abort()
 
     async def __call__(self, environ: dict[str, Any]) -> Any:
+        # engine.io's WebSocket.__call__, inlined: one coroutine frame less held under
+        # every websocket for its life
         if self.socket is not None:
             self.socket._rt_ws = self
         if self.queue is not None:
             self.queue.writer = self
         try:
-            return await super().__call__(environ)
+            self.asgi_receive = environ["asgi.receive"]
+            self.asgi_send = environ["asgi.send"]
+            await self.asgi_send({"type": "websocket.accept"})
+            await self.handler(self)
+            return ""  # the response body: nothing
         finally:
             if self.socket is not None:
                 self.socket._rt_ws = None
@@ -195,6 +227,37 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         await self._handed_over({"type": "websocket.send", "bytes": None, "text": text}, len(text))
 
 
+class _EventList(list[Any]):
+    """wsproto's pending-event deque as a list (append, ``popleft``, truthiness)."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+def _empty_deque(value: object) -> bool:
+    return isinstance(value, collections.deque) and not value
+
+
+#: per event loop: the executor spawner and thread-safe caller hypercorn hands every
+#: ASGI application (made once, not per connection)
+_LOOP_HELPERS: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
+
+
+def _loop_helpers(loop: asyncio.AbstractEventLoop) -> tuple[Any, Any]:
+    helpers = _LOOP_HELPERS.get(loop)
+    if helpers is None:
+
+        def call_soon(func: Callable[..., Any], *args: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(func(*args), loop).result()
+
+        if len(_LOOP_HELPERS) > 16:  # loops of finished runs (tests): forget them
+            _LOOP_HELPERS.clear()
+        helpers = _LOOP_HELPERS[loop] = (functools.partial(loop.run_in_executor, None), call_soon)
+    return helpers
+
+
 def install_lean_app_inboxes() -> None:
     """Give every connection hypercorn (asyncio) serves a :class:`LeanQueue` as the
     application's inbox instead of an ``asyncio.Queue``: the same bound
@@ -209,21 +272,8 @@ def install_lean_app_inboxes() -> None:
         self: Any, app: Any, config: Any, scope: Any, send: Any
     ) -> Callable[[Any], Awaitable[None]]:
         inbox = LeanQueue(config.max_app_queue_size)
-        loop = self._loop
-
-        def call_soon(func: Callable[..., Any], *args: Any) -> Any:
-            return asyncio.run_coroutine_threadsafe(func(*args), loop).result()
-
-        self.spawn(
-            task_group._handle,
-            app,
-            config,
-            scope,
-            inbox.get,
-            send,
-            functools.partial(loop.run_in_executor, None),
-            call_soon,
-        )
+        sync_spawn, call_soon = _loop_helpers(self._loop)
+        self.spawn(task_group._handle, app, config, scope, inbox.get, send, sync_spawn, call_soon)
         return inbox.put
 
     spawn_app._reeltrack_lean = True  # type: ignore[attr-defined]

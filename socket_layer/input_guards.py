@@ -141,17 +141,22 @@ def _guard_websocket_class(eio: Any) -> None:
 
         async def wait(self) -> Any:
             data = await super().wait()
-            if data is None:
-                return None
-            try:
-                Packet(encoded_packet=data)
-            except Exception:  # any decoding error: garbage from the client
-                log.info("closing a websocket that sent an undecodable engine.io frame")
-                metrics.packet_refused(REFUSED_MALFORMED)
+            if data is None or client_packet(data) is None:
                 return None
             return data
 
     eio._async["websocket"] = GuardedWebSocket
+
+
+def client_packet(data: Any) -> Packet | None:
+    """The engine.io packet of a client's websocket frame, or None for one engine.io
+    cannot decode (logged and counted: the caller closes the connection)."""
+    try:
+        return Packet(encoded_packet=data)
+    except Exception:  # any decoding error: garbage from the client
+        log.info("closing a websocket that sent an undecodable engine.io frame")
+        metrics.packet_refused(REFUSED_MALFORMED)
+        return None
 
 
 def _refusal(sio: Any, data: Any) -> str | None:

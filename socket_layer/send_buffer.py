@@ -158,9 +158,18 @@ class SendQueue(LeanQueue):
     # ------------------------------------------------------------ the websocket sink
 
     def attach(self, sink: Sink) -> None:
-        """Write to ``sink`` from now on (no writer task); what is queued goes first."""
+        """Write to ``sink`` from now on (no writer task); what is queued goes first,
+        straight to the transport while it takes it (the OPEN packet of a new socket:
+        no flush task per connect), the rest through a flush."""
         self._sink = sink
-        if self._items and self._flusher is None:
+        if self._flusher is not None:
+            return
+        items = self._items
+        while items and items[0] is not None and _write_now(sink, items[0]):
+            self.get_nowait()
+            self.task_done()
+            items = self._items
+        if self._items:
             self._start_flush()
 
     def detach(self) -> asyncio.Task[None] | None:

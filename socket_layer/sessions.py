@@ -166,6 +166,7 @@ class SessionGuard:
         async def eio_connect(eio_sid: str, environ: dict[str, Any]) -> Any:
             binding = _handshake.get()
             if binding is not None:
+                _handshake.set(None)  # one session per handshake
                 self._opened(eio_sid, binding)
             return await on_eio_connect(eio_sid, environ)
 
@@ -186,14 +187,20 @@ class SessionGuard:
 
     # ---------------------------------------------------------------- handshake
 
-    async def _handshake(self, scope: dict[str, Any], receive: Any, send: Any, app: Asgi) -> None:
+    def _handshake(
+        self, scope: dict[str, Any], receive: Any, send: Any, app: Asgi
+    ) -> Awaitable[None]:
+        """The handshake request's coroutine: refused past the pending caps, else
+        ``app``'s, with the new session's binding in :data:`_handshake` for the engine.io
+        connect handler (read there in this request's task, then cleared).  A plain
+        function, so no frame of it stays under every websocket."""
         address = client_address(scope)
         if (
             self.pending_by_address[address] >= self.max_pending_per_address
             or self.pending >= self.max_pending
         ):
             metrics.packet_refused(REFUSED_TOO_MANY_PENDING)
-            await _refuse(
+            return _refuse(
                 scope,
                 send,
                 429,
@@ -201,17 +208,14 @@ class SessionGuard:
                 "too many Socket.IO sessions waiting for their connect; retry later",
                 retry_after=self.connect_timeout,
             )
-            return
         cookie = request_cookie(scope)
         new_cookie = cookie is None
         binding = Binding(address=address, cookie=cookie or secrets.token_urlsafe(24))
-        token = _handshake.set(binding)
+        # set in this request's task (its own context): the connect handler runs in it
+        _handshake.set(binding)
         if new_cookie and scope.get("type") == "http":
             send = self._with_cookie(scope, send, binding.cookie)
-        try:
-            await app(scope, receive, send)
-        finally:
-            _handshake.reset(token)
+        return app(scope, receive, send)
 
     @staticmethod
     def _with_cookie(scope: dict[str, Any], send: Any, value: str) -> Any:

@@ -25,8 +25,10 @@ import logging
 from typing import Any
 
 from engineio import async_socket, exceptions, packet
+from engineio.async_drivers import asgi as eio_asgi
 
 from socket_layer.direct_websocket import DirectWebSocket
+from socket_layer.input_guards import client_packet
 from socket_layer.send_buffer import SendQueue
 from socket_layer.stopping import cancel_and_wait
 
@@ -81,16 +83,22 @@ async def lean_websocket_handler(self: Any, ws: Any) -> None:
     limit = self.server.max_http_buffer_size
     queue.attach(ws)
     ws.release_handshake()
+    ws.slim_idle_state()
     try:
         while True:
             try:
-                data = await ws.wait()
-            except Exception:  # the connection ended (an OSError from the wrapper)
+                # the driver's own read: each frame is decoded once, here (the input
+                # guard's wrapper would decode it a second time)
+                data = await eio_asgi.WebSocket.wait(ws)
+            except Exception:  # the connection ended (an OSError from the driver)
                 break
             if data is None or len(data) > limit:
                 break
+            pkt = client_packet(data)
+            if pkt is None:  # garbage: closed, as the input guard does
+                break
             try:
-                await self.receive(packet.Packet(encoded_packet=data))
+                await self.receive(pkt)
             except exceptions.UnknownPacketError:
                 pass
             except exceptions.SocketIsClosedError:
