@@ -401,11 +401,14 @@ def refresh_transports(current: Callable[[str], str | None]) -> None:
     """Move upgraded sockets (polling -> websocket) to their current transport's count.
 
     ``current(sid)`` returns the socket's transport now, or None when it is gone.
-    Called periodically by the web process; O(live sockets).
+    Called periodically by the web process; O(sockets counted as polling): a websocket
+    never changes transport again.
     """
 
     def update() -> None:
         for sid, label in list(_counted.items()):
+            if label == "websocket":
+                continue
             now = current(sid)
             if now is None:
                 continue
