@@ -11,7 +11,9 @@ to hypercorn.
 
 - subscribes one Redis channel per user room (``reeltrack:socketio:user:<id>``) when the
   first local socket of that user joins, and unsubscribes when the last one leaves, so
-  each web process receives only the messages of its own users;
+  each web process receives only the messages of its own users; the (un)subscribes
+  requested in one event-loop iteration go out as one command (a connect storm of
+  10,000 users: ten SUBSCRIBE commands and ten timers, not 10,000 of each);
 - receives them on a raw asyncio connection parsed by hiredis
   (:mod:`socket_layer.redis_subscriber`),
   and gets each message as the final engine.io packet text (``42["progress",{...}]``,
@@ -67,8 +69,17 @@ RESUBSCRIBE_WAIT_S = 10.0
 #: the listener pings Redis this often and reconnects when no answer comes in time
 HEALTH_INTERVAL_S = 10.0
 HEALTH_TIMEOUT_S = 5.0
-#: channels per UNSUBSCRIBE command
+#: channels per SUBSCRIBE / UNSUBSCRIBE command
 SUBSCRIBE_CHUNK = 1000
+
+#: the state of a channel nobody asked for (``_subs`` has no entry)
+_ABSENT: Any = object()
+
+
+def _wake(waiters: list[asyncio.Future[bool]], confirmed: bool) -> None:
+    for w in waiters:
+        if not w.done():  # a cancelled waiter (its connect handler was cancelled)
+            w.set_result(confirmed)
 
 
 class _PreEncoded(EioPacket):  # type: ignore[misc]
@@ -121,9 +132,19 @@ class UserChannelManager(RoomIndex, WaitingPool, socketio.AsyncRedisManager):  #
         self.received = 0
         self.received_common = 0
         self._conn: RedisSubscriber | None = None
-        #: channel -> future resolved when Redis confirmed the subscription
-        self._confirm: dict[str, asyncio.Future[None]] = {}
+        #: every channel this process wants subscribed -> True once Redis confirmed it;
+        #: while its SUBSCRIBE is in flight, the futures of those waiting for it (each
+        #: waiter its own: cancelling one leaves the others waiting); False when not
+        #: sent (no connection) or given up (its wait expired): the next request re-sends
+        self._subs: dict[str, bool | list[asyncio.Future[bool]]] = {}
+        #: SUBSCRIBEs sent and not answered yet, per channel (replies come in order:
+        #: a channel is confirmed by the reply to the LAST SUBSCRIBE sent for it)
+        self._unanswered: dict[str, int] = {}
+        #: channels to send in the next flush (one command per SUBSCRIBE_CHUNK)
+        self._to_subscribe: dict[str, None] = {}
         self._to_unsubscribe: set[str] = set()
+        #: the longest wait asked for by a request of the next flush
+        self._batch_wait = 0.0
         self._flush_scheduled = False
         self._common: asyncio.Queue[str] = asyncio.Queue()
         self._pong: asyncio.Event = asyncio.Event()
@@ -171,8 +192,17 @@ class UserChannelManager(RoomIndex, WaitingPool, socketio.AsyncRedisManager):  #
                 conn = await self._connect()
                 self._conn = conn
                 channels = [self.channel, *self._local_room_channels()]
-                waits = [self._request_subscribe(c, force=True) for c in channels]
-                await asyncio.wait_for(asyncio.gather(*waits), RESUBSCRIBE_WAIT_S)
+                waits = [
+                    self._request_subscribe(c, force=True, wait=RESUBSCRIBE_WAIT_S)
+                    for c in channels
+                ]
+                confirmed = await asyncio.wait_for(
+                    asyncio.gather(*[w for w in waits if w is not None]), RESUBSCRIBE_WAIT_S
+                )
+                if not all(confirmed):
+                    raise TimeoutError(
+                        f"{confirmed.count(False)} of {len(channels)} subscriptions not confirmed"
+                    )
                 retry = RETRY_FIRST_S
                 self.subscribed.set()
                 if failed_before:
@@ -220,10 +250,12 @@ class UserChannelManager(RoomIndex, WaitingPool, socketio.AsyncRedisManager):  #
         conn, self._conn = self._conn, None
         if conn is not None and conn.transport is not None:
             conn.transport.abort()
-        for fut in self._confirm.values():
-            if not fut.done():
-                fut.cancel()
-        self._confirm.clear()
+        subs, self._subs = self._subs, {}
+        for state in subs.values():
+            if type(state) is list:
+                _wake(state, False)
+        self._unanswered.clear()
+        self._to_subscribe.clear()
         self._to_unsubscribe.clear()
 
     # -------------------------------------------------------------- subscriptions
@@ -232,40 +264,118 @@ class UserChannelManager(RoomIndex, WaitingPool, socketio.AsyncRedisManager):  #
         rooms = self.rooms.get(NAMESPACE, {})
         return [room_channel(r, self.channel) for r in rooms if is_user_room(r)]
 
-    def _request_subscribe(self, channel: str, force: bool = False) -> asyncio.Future[None]:
-        fut = self._confirm.get(channel)
-        if fut is not None and not force and not fut.cancelled():
-            return fut
-        fut = asyncio.get_running_loop().create_future()
-        self._confirm[channel] = fut
-        self._to_unsubscribe.discard(channel)
-        if self._conn is not None:
-            self._conn.command("SUBSCRIBE", channel)
-        return fut
+    def _request_subscribe(
+        self, channel: str, force: bool = False, wait: float | None = None
+    ) -> asyncio.Future[bool] | None:
+        """Want ``channel`` subscribed; returns a future of this caller's own (True once
+        Redis confirmed it or the channel is no longer wanted, False when the wait
+        expired or the connection was lost), or None when there is nothing to wait for
+        (already confirmed, or no connection: the reconnect subscribes it).
+
+        A channel confirmed or in flight is not sent again unless ``force``; the others
+        are sent by the next flush (one SUBSCRIBE for every request of this event-loop
+        iteration), which gives up on them after ``wait`` (ROOM_SUBSCRIBE_WAIT_S)."""
+        state = self._subs.get(channel, _ABSENT)
+        if state is True and not force:
+            return None
+        if self._conn is None:
+            if state is _ABSENT:
+                self._subs[channel] = False
+                self._to_unsubscribe.discard(channel)
+            return None
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if type(state) is list:
+            state.append(waiter)
+            if not force:
+                return waiter
+        else:
+            self._subs[channel] = [waiter]
+            self._to_unsubscribe.discard(channel)
+        self._to_subscribe[channel] = None
+        wait = ROOM_SUBSCRIBE_WAIT_S if wait is None else wait
+        if wait > self._batch_wait:
+            self._batch_wait = wait
+        self._schedule_flush()
+        return waiter
 
     def _on_control(self, kind: str, channel: str) -> None:
         if kind == "subscribe":
-            fut = self._confirm.get(channel)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+            unanswered = self._unanswered.pop(channel, 0)
+            if unanswered > 1:  # a later SUBSCRIBE of this channel is still unanswered
+                self._unanswered[channel] = unanswered - 1
+                return
+            state = self._subs.get(channel, _ABSENT)
+            if state is _ABSENT or state is True:  # no longer wanted (UNSUBSCRIBE queued)
+                return
+            self._subs[channel] = True
+            if type(state) is list:
+                _wake(state, True)
         elif kind == "pong":
             self._pong.set()
 
     def _schedule_unsubscribe(self, channel: str) -> None:
-        self._confirm.pop(channel, None)
+        state = self._subs.pop(channel, None)
+        if type(state) is list:  # nobody left to wait for it
+            _wake(state, True)
+        self._to_subscribe.pop(channel, None)
         self._to_unsubscribe.add(channel)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_unsubscribes)
+            asyncio.get_running_loop().call_soon(self._flush)
 
-    def _flush_unsubscribes(self) -> None:
+    def _flush(self) -> None:
+        """Send this iteration's requests: UNSUBSCRIBE the channels left and not wanted
+        again, SUBSCRIBE the channels requested (disjoint lists: a channel requested
+        after it was scheduled for unsubscribe stays subscribed), and start ONE timer
+        giving up on the SUBSCRIBEs not confirmed in time."""
         self._flush_scheduled = False
-        channels = [c for c in self._to_unsubscribe if c not in self._confirm]
+        subs = self._subs
+        leave = [c for c in self._to_unsubscribe if c not in subs]
         self._to_unsubscribe.clear()
-        if self._conn is None or not channels:
+        join = list(self._to_subscribe)
+        self._to_subscribe.clear()
+        wait, self._batch_wait = self._batch_wait, 0.0
+        conn = self._conn
+        if conn is None:  # the reconnect subscribes every local room again
             return
-        for i in range(0, len(channels), SUBSCRIBE_CHUNK):
-            self._conn.command("UNSUBSCRIBE", *channels[i : i + SUBSCRIBE_CHUNK])
+        for i in range(0, len(leave), SUBSCRIBE_CHUNK):
+            conn.command("UNSUBSCRIBE", *leave[i : i + SUBSCRIBE_CHUNK])
+        if not join:
+            return
+        unanswered = self._unanswered
+        for c in join:
+            unanswered[c] = unanswered.get(c, 0) + 1
+        for i in range(0, len(join), SUBSCRIBE_CHUNK):
+            conn.command("SUBSCRIBE", *join[i : i + SUBSCRIBE_CHUNK])
+        waiting: list[Any] = [subs[c] for c in join]  # each a list of waiters
+        asyncio.get_running_loop().call_later(wait, self._give_up, join, waiting, wait)
+
+    def _give_up(
+        self, channels: list[str], waiting: list[list[asyncio.Future[bool]]], wait: float
+    ) -> None:
+        """The wait of a flushed batch expired: wake whoever still waits for one of its
+        channels (the connect goes on; a later request sends the SUBSCRIBE again).  A
+        channel whose waiters are no longer this batch's (confirmed, left, or requested
+        again on a new connection) is not touched."""
+        subs = self._subs
+        late = []
+        for c, waiters in zip(channels, waiting, strict=True):
+            if subs.get(c) is waiters:
+                late.append(c)
+                subs[c] = False
+                _wake(waiters, False)
+        if late:
+            log.warning(
+                "%d of %d channel subscribes not confirmed within %.1fs (%s%s); continuing",
+                len(late),
+                len(channels),
+                wait,
+                late[0],
+                ", ..." if len(late) > 1 else "",
+            )
 
     async def enter_room(
         self, sid: str, namespace: str, room: str, eio_sid: str | None = None
@@ -279,13 +389,11 @@ class UserChannelManager(RoomIndex, WaitingPool, socketio.AsyncRedisManager):  #
             and is_user_room(room)
             and self.is_connected_or_pending(sid, namespace)
         ):
-            fut = self._request_subscribe(room_channel(room, self.channel))
-            if self._conn is None:
-                return
-            # asyncio.wait: neither a timeout nor a dropped connection raises here
-            done, _ = await asyncio.wait({fut}, timeout=ROOM_SUBSCRIBE_WAIT_S)
-            if not done or fut.cancelled():
-                log.warning("subscribe to %s not confirmed; continuing", room)
+            waiter = self._request_subscribe(room_channel(room, self.channel))
+            if waiter is not None:
+                # resolved (never raising) by the confirmation, by the batch's timer
+                # after ROOM_SUBSCRIBE_WAIT_S (which logs it) or by a lost connection
+                await waiter
 
     def is_connected_or_pending(self, sid: str, namespace: str) -> bool:
         return bool(self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace))
