@@ -12,13 +12,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 from tests.benchmarks.common import LoadFleet, run_emitter
 from tests.benchmarks.env import BenchEnv
+from tests.support.waiting import wait_until
 
 
 def _py_spy() -> str:
@@ -100,8 +103,27 @@ async def run(
                     )
                     print(summarise(raw, top))
                     return
+                fds0 = len(os.listdir(f"/proc/{server.pid}/fd"))
                 await fleet.connect(specs, concurrency=50)
                 await asyncio.sleep(1)
+                if phase == "disconnect":
+                    spy = await _record(server.pid, 600, raw)
+                    cpu0, t0 = server.cpu(), time.monotonic()
+                    await fleet.broadcast({"cmd": "exit"}, wait_s=60)
+                    # every connection closed: the process's descriptors back to before
+                    # (give or take the Redis and database connections opened meanwhile)
+                    await wait_until(
+                        lambda: len(os.listdir(f"/proc/{server.pid}/fd")) <= fds0 + 20, 60, 0.1
+                    )
+                    took = time.monotonic() - t0
+                    spy.send_signal(signal.SIGINT)
+                    await spy.wait()
+                    print(
+                        f"{target_name}: all closed after {took:.2f} s, "
+                        f"cpu {(server.cpu() - cpu0) / clients * 1e3:.3f} ms per disconnect"
+                    )
+                    print(summarise(raw, top))
+                    return
                 spy = await _record(server.pid, seconds, raw)
                 cpu0 = server.cpu()
                 if phase == "idle":
@@ -128,7 +150,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--top", type=int, default=35)
-    parser.add_argument("--phase", choices=("fanout", "connect", "idle"), default="fanout")
+    parser.add_argument(
+        "--phase", choices=("fanout", "connect", "idle", "disconnect"), default="fanout"
+    )
     args = parser.parse_args()
     asyncio.run(run(args.target, args.rate, args.clients, args.seconds, args.top, args.phase))
 
