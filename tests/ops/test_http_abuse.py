@@ -232,7 +232,16 @@ async def test_concurrent_logins_are_bounded_and_other_requests_stay_fast(
             )
             for i in range(64)
         ]
-        await asyncio.sleep(0.3)  # the burst is in: the hashing pool is full now
+        # the burst is in once a login is refused for a full hashing pool and queue
+        pending: set[asyncio.Task[httpx.Response]] = set(logins)
+        refused = False
+        while pending and not refused:
+            done, pending = await asyncio.wait(
+                pending, timeout=30, return_when=asyncio.FIRST_COMPLETED
+            )
+            assert done, "no login answered within 30 s"
+            refused = any(t.result().status_code == 503 for t in done)
+        assert refused, "every login was hashed: the pool never filled"
         began = time.perf_counter()
         r = await http.post(
             f"/api/lists/{vlist.id}/videos/bulk",
