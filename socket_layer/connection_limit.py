@@ -42,6 +42,8 @@ REFRESH_CHUNK = 5000
 RELEASE_RETRY_FIRST_S = 0.2
 #: slot releases per pipeline when many arrive at once
 RELEASE_CHUNK = 1000
+#: slot reserves per pipeline when many connects arrive at once
+RESERVE_CHUNK = 500
 RELEASE_RETRY_MAX_S = 5.0
 
 # redis.replicate_commands() lets Redis < 7 run a write after TIME; Redis 7 always does.
@@ -113,6 +115,9 @@ class ConnectionRegistry:
         #: releases waiting for the next pipelined flush, and the future it resolves
         self._removals: list[tuple[str, str]] = []
         self._removal_batch: asyncio.Future[None] | None = None
+        #: reserves waiting for the next pipelined flush, each with its answer's future
+        self._reservations: list[tuple[str, str, asyncio.Future[Any]]] = []
+        self._reserve_scheduled = False
         self._reserve = self._redis.register_script(_RESERVE)
         self._refresh = self._redis.register_script(_REFRESH)
         #: sid -> user id of every socket this process counts
@@ -132,16 +137,50 @@ class ConnectionRegistry:
         dashboard stays usable from the database) and the next heartbeat registers it.
         """
         self._local[sid] = user_id
-        try:
-            ok = await self._reserve(
-                keys=[presence_key(user_id)], args=[self.member(sid), self.limit, self.ttl]
+        # the reserves of one event-loop iteration (connects arriving together) share
+        # one pipelined round trip and pool checkout, as releases do
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._reservations.append((user_id, sid, waiter))
+        if not self._reserve_scheduled:
+            self._reserve_scheduled = True
+            task = asyncio.get_running_loop().create_task(
+                self._flush_reservations(), name="ws-slot-reserve"
             )
+            self._retrying.add(task)
+            task.add_done_callback(self._retrying.discard)
+        try:
+            ok = await waiter
         except Exception as exc:  # redis raises several unrelated types
             log.warning("connection limit not checked, Redis unavailable: %s", exc)
             return True
         if not ok:
             self._local.pop(sid, None)
         return bool(ok)
+
+    async def _flush_reservations(self) -> None:
+        await asyncio.sleep(0)  # let the other reserves of this moment join
+        items, self._reservations = self._reservations, []
+        self._reserve_scheduled = False
+        for start in range(0, len(items), RESERVE_CHUNK):
+            chunk = items[start : start + RESERVE_CHUNK]
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for user_id, sid, _ in chunk:
+                        await self._reserve(
+                            keys=[presence_key(user_id)],
+                            args=[self.member(sid), self.limit, self.ttl],
+                            client=pipe,
+                        )
+                    results = await pipe.execute(raise_on_error=False)
+            except Exception as exc:  # redis raises several unrelated types
+                results = [exc] * len(chunk)
+            for (_, _, waiter), result in zip(chunk, results, strict=True):
+                if waiter.done():  # its connect was cancelled meanwhile
+                    continue
+                if isinstance(result, Exception):
+                    waiter.set_exception(result)
+                else:
+                    waiter.set_result(result)
 
     async def release(self, sid: str) -> None:
         """Give ``sid``'s slot back (idempotent; never raises).  When Redis refuses, the
