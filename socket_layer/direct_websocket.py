@@ -55,6 +55,10 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         #: (hypercorn WSStream, its TCP transport, its send lock); None: not resolved
         #: yet; False: not a hypercorn HTTP/1.1 websocket, always use the ASGI path
         self._raw: tuple[Any, Any, Any] | None | bool = None
+        #: frames written directly in this event-loop iteration, sent together at its
+        #: end (one write system call, e.g. a connect's snapshot and its CONNECT answer)
+        self._corked: list[bytes] | None = None
+        self._corked_bytes = 0
 
     def _resolve_raw(self) -> tuple[Any, Any, Any] | bool:
         """Find the TCP transport under hypercorn's websocket (HTTP/1.1 only)."""
@@ -92,11 +96,33 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
             or stream.connection.state is not _WS_OPEN
             or lock.locked()
             or transport.is_closing()
-            or transport.get_write_buffer_size()
         ):
             return False
-        transport.write(frame)
+        corked = self._corked
+        if corked is not None:  # joins this iteration's write, after what is in it
+            corked.append(frame)
+            self._corked_bytes += len(frame)
+            return True
+        if transport.get_write_buffer_size():
+            return False
+        self._corked = [frame]
+        self._corked_bytes = len(frame)
+        asyncio.get_running_loop().call_soon(self.uncork)
         return True
+
+    def uncork(self) -> None:
+        """Write the frames gathered in this iteration (now, in order).  Every other
+        way out of this connection (a send through hypercorn, a close, an abort)
+        uncorks first, so nothing overtakes them."""
+        frames = self._corked
+        if frames is None:
+            return
+        self._corked = None
+        self._corked_bytes = 0
+        raw = self._raw
+        if not raw or raw[1].is_closing():  # type: ignore[index]
+            return
+        raw[1].write(frames[0] if len(frames) == 1 else b"".join(frames))  # type: ignore[index]
 
     @property
     def busy(self) -> bool:
@@ -114,7 +140,7 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
                 raw = self._raw = self._resolve_raw()
             if raw is not False:
                 buffered = raw[1].get_write_buffer_size()  # type: ignore[index]
-        return self.in_flight_bytes + buffered
+        return self.in_flight_bytes + buffered + self._corked_bytes
 
     def release_handshake(self) -> None:
         """Drop the HTTP/1.1 parser hypercorn keeps under an accepted websocket (about
@@ -171,6 +197,8 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         raw = self._raw
         if raw is None and self.asgi_send is not None:
             raw = self._raw = self._resolve_raw()
+        self._corked = None  # unsent, as everything else in the transport
+        self._corked_bytes = 0
         if not raw:
             return
         transport = raw[1]  # type: ignore[index]
@@ -201,7 +229,12 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
             if self.queue is not None and self.queue.writer is self:
                 self.queue.writer = None
 
+    async def close(self) -> None:
+        self.uncork()
+        await super().close()
+
     async def _handed_over(self, message: dict[str, Any], size: int) -> None:
+        self.uncork()
         self.in_flight += 1
         self.in_flight_bytes += size
         try:
