@@ -26,6 +26,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -103,7 +104,7 @@ class CheckoutTarget(ReeltrackTarget):
             port = free_port()
             env = {**self.server_env(port, ping_interval), "PYTHONPATH": str(self.root)}
             proc = ServerProc(
-                common.py_argv("quart_app.cli", "serve"),
+                [sys.executable, *self.entry],
                 port,
                 env=env,
                 name=f"{self.name}-{i}",
@@ -225,7 +226,8 @@ async def heap_breakdown(target: ReeltrackTarget, n: int, procs: int, out: Path)
     :mod:`tests.benchmarks.heap_probe`, which snapshots its heap before and after the
     clients connect (tracemalloc, one frame per allocation, grouped by the line that
     allocated)."""
-    target.entry = ("tests.benchmarks.heap_probe", str(out), "quart_app.cli", "serve")
+    # the probe of this tree, run as a file: it also wraps an older checkout's server
+    target.entry = (heap_probe.__file__, str(out), "quart_app.cli", "serve")
     (server,) = target.start(count=1, ping_interval=PING_INTERVAL)
 
     async def snapshot(i: int) -> Path:
@@ -259,7 +261,7 @@ async def heap_breakdown(target: ReeltrackTarget, n: int, procs: int, out: Path)
             await fleet.broadcast({"cmd": "exit"}, wait_s=60)
     finally:
         target.stop()
-        target.entry = ("quart_app.cli", "serve")
+        target.entry = ("-m", "quart_app.cli", "serve")
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

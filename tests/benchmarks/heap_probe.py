@@ -1,6 +1,6 @@
 """Run a module under tracemalloc and write a heap snapshot on each SIGUSR2.
 
-``python -m tests.benchmarks.heap_probe DIR MODULE [ARGS...]`` runs ``MODULE`` as
+``python tests/benchmarks/heap_probe.py DIR MODULE [ARGS...]`` (or ``-m``) runs ``MODULE`` as
 ``__main__`` with ``tracemalloc`` tracing one frame per allocation; every SIGUSR2 writes
 ``DIR/heap-<n>.snap`` (n = 0, 1, ...) and then ``DIR/heap-<n>.done``.  The benchmark
 (:mod:`tests.benchmarks.connection_costs` ``--heap``) takes one before the clients
@@ -12,6 +12,7 @@ probed run are not the connection-cost figures.
 
 from __future__ import annotations
 
+import os
 import runpy
 import signal
 import sys
@@ -74,6 +75,7 @@ def main() -> None:
     tracemalloc.start(1)
     signal.signal(signal.SIGUSR2, _snapshot_writer(out_dir))  # type: ignore[arg-type]
     sys.argv = [module, *args]
+    sys.path.insert(0, os.getcwd())  # the server's checkout, as ``python -m`` would
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 

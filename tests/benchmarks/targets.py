@@ -7,6 +7,7 @@ ProgressEmitter publishes) and makes the client specs (users, tokens, job ids).
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -17,7 +18,6 @@ from tests.benchmarks.common import (
     ClientSpec,
     ServerProc,
     free_port,
-    py_argv,
     stock_server,
 )
 
@@ -108,8 +108,8 @@ class ReeltrackTarget(Target):
         self.var_dir = var_dir
         self.env = env or {}
         self.name = name
-        #: the server's command after ``python -m`` (the heap probe wraps it)
-        self.entry: tuple[str, ...] = ("quart_app.cli", "serve")
+        #: the server's command after ``python`` (the heap probe wraps it)
+        self.entry: tuple[str, ...] = ("-m", "quart_app.cli", "serve")
         if self.env.get("SOCKETIO_MANAGER") == "stock":
             self.wire = "stock"
 
@@ -135,7 +135,7 @@ class ReeltrackTarget(Target):
             port = free_port()
             self.servers.append(
                 ServerProc(
-                    py_argv(*self.entry),
+                    [sys.executable, *self.entry],
                     port,
                     env=self.server_env(port, ping_interval),
                     name=f"{self.name}-{i}",
