@@ -8,7 +8,9 @@ it falls due.  The wire behaviour is the same: the next PING goes out ``ping_int
 (at most one tick later) after the previous PONG, ``last_ping`` is set when it is sent,
 and a socket that has not answered ``ping_timeout`` later (at most two ticks more) is
 closed by python-engineio's own check (``check_ping_timeout``), which the wheel runs for
-each PING it sent.
+each PING it sent; the socket's queue then gets engine.io's closed marker (``None``),
+which ends its websocket (the lean handler has no read timeout that would) or its
+pending long-poll.
 
 That check replaces python-engineio's service task, which walked every socket once per
 ``ping_timeout`` with a ``wait_for`` (a task and a timer) per socket: installed, the
@@ -95,7 +97,9 @@ class PingWheel:
             first = min(
                 min(self._buckets, default=math.inf), min(self._deadlines, default=math.inf)
             )
-            delay = first * self.tick - loop.time()
+            # at most one interval: a socket scheduled meanwhile is due no earlier than
+            # that, while a ping-timeout deadline may lie further out
+            delay = min(first * self.tick - loop.time(), self.interval)
             if delay > 0:
                 await asyncio.sleep(delay)
             now_bucket = math.floor(loop.time() / self.tick)
@@ -104,7 +108,10 @@ class PingWheel:
                     if sock.closing or sock.closed:
                         continue
                     try:
-                        await sock.check_ping_timeout()
+                        if not await sock.check_ping_timeout():
+                            # closed for its timeout: wake its transport, which no read
+                            # timeout ends any more (a websocket stayed open for good)
+                            sock.queue.put_nowait(None)
                     except Exception:  # closed under us: nothing to check
                         log.debug("ping timeout not checked", exc_info=True)
             for due in sorted(b for b in self._buckets if b <= now_bucket):
