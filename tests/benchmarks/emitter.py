@@ -3,10 +3,14 @@ way workers do (through Redis, never through the web process).
 
 ``--wire stock`` publishes python-socketio's own pub/sub message on its one channel (what
 the stock ``RedisManager.emit`` writes); ``--wire reeltrack`` publishes exactly what
-:class:`socket_layer.emitter.ProgressEmitter` writes.  Each event's ``created_at`` is
-its send time, so clients measure end-to-end latency from it.  Publishes are pipelined
-per 5 ms tick on a raw connection: the emitter stands for many workers and must not be
-the bottleneck (redis-py's pipeline cost ~110 us per publish, this ~15 us).
+:class:`socket_layer.emitter.ProgressEmitter` writes; ``--wire node`` publishes what
+``@socket.io/redis-emitter`` writes for ``emitter.to(room).emit("progress", event)``
+(MessagePack, read by Node's ``@socket.io/redis-adapter``; checked against the real
+emitter's bytes by :mod:`tests.benchmarks.node_fanout` before each Node run).  Each
+event's ``created_at`` is its send time, so clients measure end-to-end latency from it (the
+same for every wire).  Publishes are pipelined per 5 ms tick on a raw connection: the
+emitter stands for many workers and must not be the bottleneck (redis-py's pipeline cost
+~110 us per publish, this ~15 us).
 
 ``--cluster host:port,...`` (with ``--wire reeltrack``) publishes with SPUBLISH on each
 user's sharded channel instead, on a connection per master, routed by the slot map
@@ -115,6 +119,129 @@ def make_event(job: str, seq: int) -> dict[str, Any]:
         "error": None,
         "created_at": _now(),
     }
+
+
+#: the redis-adapter's broadcast channel of a namespace (its ``key`` option's default
+#: "socket.io"); an emit to exactly one room goes to that room's own sub-channel
+NODE_CHANNEL = f"socket.io#{NAMESPACE}#"
+#: the sender id @socket.io/redis-emitter puts in every message (adapters skip only their own)
+NODE_EMITTER_UID = "emitter"
+
+
+def _mp_str(s: str) -> bytes:
+    """A MessagePack string (the smallest header, as notepack.io writes it)."""
+    b = s.encode()
+    n = len(b)
+    if n < 0x20:
+        return bytes((0xA0 | n,)) + b
+    if n < 0x100:
+        return bytes((0xD9, n)) + b
+    if n < 0x10000:
+        return b"\xda" + n.to_bytes(2, "big") + b
+    return b"\xdb" + n.to_bytes(4, "big") + b
+
+
+def _mp_uint(i: int) -> bytes:
+    """A non-negative MessagePack integer (the smallest form, as notepack.io writes it)."""
+    if i < 0x80:
+        return bytes((i,))
+    if i < 0x100:
+        return bytes((0xCC, i))
+    if i < 0x10000:
+        return b"\xcd" + i.to_bytes(2, "big")
+    if i < 0x100000000:
+        return b"\xce" + i.to_bytes(4, "big")
+    return b"\xcf" + i.to_bytes(8, "big")
+
+
+def node_encoder() -> Encoder:
+    """What ``@socket.io/redis-emitter`` 5.1 publishes for
+    ``emitter.to(user_room(user)).emit("progress", make_event(job, seq))``: on channel
+    ``socket.io#/#user:<id>#``, MessagePack of ``["emitter", {type: 2 (EVENT), data:
+    ["progress", event], nsp: "/"}, {rooms: [room], flags: {}, except: []}]``.  Built
+    from pieces, not by a generic encoder, for the reason :func:`reeltrack_encoder` is a
+    template; the event's fields in :func:`make_event`'s order (the client sees them in
+    that order in the JSON Node sends)."""
+    s, u = _mp_str, _mp_uint
+    head = (
+        b"\x93"  # [uid, packet, opts]
+        + s(NODE_EMITTER_UID)
+        + b"\x83"  # packet: {type, data, nsp}
+        + s("type")
+        + u(2)
+        + s("data")
+        + b"\x92"  # [event name, event]
+        + s(EVENT_PROGRESS)
+        + b"\x8d"  # the event: a map of 13 fields
+    )
+    key = {
+        k: s(k)
+        for k in (
+            "job_id",
+            "seq",
+            "status",
+            "progress",
+            "current_video",
+            "total_videos",
+            "processed_videos",
+            "failed_videos",
+            "message",
+            "video_id",
+            "video_title",
+            "error",
+            "created_at",
+        )
+    }
+    status = key["status"] + s("processing")
+    totals = key["total_videos"] + u(100)
+    failed = key["failed_videos"] + u(0)
+    video = key["video_id"] + s(VIDEO_ID)
+    error = key["error"] + b"\xc0"
+    mid = s("nsp") + s(NAMESPACE) + b"\x83" + s("rooms") + b"\x91"
+    tail = s("flags") + b"\x80" + s("except") + b"\x90"
+
+    def encode(user: str, job: str, seq: int, ts: str | None = None) -> tuple[str, bytes]:
+        ts = ts or _now()
+        n = u(seq % 100)
+        room = user_room(user)
+        return f"{NODE_CHANNEL}{room}#", b"".join(
+            (
+                head,
+                key["job_id"],
+                s(job),
+                key["seq"],
+                u(seq),
+                status,
+                key["progress"],
+                n,
+                key["current_video"],
+                n,
+                totals,
+                key["processed_videos"],
+                n,
+                failed,
+                key["message"],
+                s(f"Processing video {seq % 100}/100: 'Benchmark clip {seq}'"),
+                video,
+                key["video_title"],
+                s(f"Benchmark clip {seq}"),
+                error,
+                key["created_at"],
+                s(ts),
+                mid,
+                s(room),
+                tail,
+            )
+        )
+
+    return encode  # type: ignore[return-value]
+
+
+ENCODERS: dict[str, Callable[[], Encoder]] = {
+    "stock": stock_encoder,
+    "reeltrack": reeltrack_encoder,
+    "node": node_encoder,
+}
 
 
 class _Publisher(asyncio.Protocol):
@@ -264,13 +391,13 @@ def main() -> None:
     parser.add_argument("--users", required=True, help="JSON file: [{user, jobs}]")
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--duration", type=float, required=True)
-    parser.add_argument("--wire", choices=["stock", "reeltrack"], default="reeltrack")
+    parser.add_argument("--wire", choices=sorted(ENCODERS), default="reeltrack")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cluster", default="", help="host:port,... of a Redis Cluster")
     args = parser.parse_args()
     with open(args.users) as fh:
         users = json.load(fh)
-    encode = stock_encoder() if args.wire == "stock" else reeltrack_encoder()
+    encode = ENCODERS[args.wire]()
     try:
         import uvloop
 
