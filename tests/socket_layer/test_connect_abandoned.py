@@ -8,53 +8,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import socketio
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HyperConfig
 
 import socket_layer.server as server_module
 from quart_app.core.config import Config
 from socket_layer.protocol import SOCKETIO_PATH
-from socket_layer.server import SocketLayer, create_sio, layer_of
-from tests.socket_layer.conftest import token_for
+from tests.socket_layer.conftest import InProcess, serve_in_process, token_for
 from tests.support.builders import make_user
-from tests.support.services import free_port, wait_for_port
 from tests.support.sio_client import FastCloseClient
 from tests.support.waiting import wait_until
 
 
-@dataclass
-class InProcess:
-    url: str
-    sio: socketio.AsyncServer
-    layer: SocketLayer
-
-
 @pytest.fixture
 async def in_process(db: str, make_config: Callable[..., Config]) -> AsyncIterator[InProcess]:
-    config = make_config(db, ws_ping_interval=1, ws_ping_timeout=1)
-    sio = create_sio(config)
-    layer = layer_of(sio)
-    app = socketio.ASGIApp(sio, socketio_path=SOCKETIO_PATH.lstrip("/"))
-    port = free_port()
-    hyper = HyperConfig()
-    hyper.bind = [f"127.0.0.1:{port}"]
-    hyper.accesslog = None
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, hyper, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    await layer.start()
-    await asyncio.to_thread(wait_for_port, port)
-    try:
-        yield InProcess(f"http://127.0.0.1:{port}", sio, layer)
-    finally:
-        await layer.stop()
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
+    async with serve_in_process(make_config(db, ws_ping_interval=1, ws_ping_timeout=1)) as server:
+        yield server
 
 
 async def test_client_gone_during_connect_releases_its_slot(

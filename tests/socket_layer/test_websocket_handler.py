@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import threading
 import time
@@ -32,22 +31,17 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
-import socketio
 from engineio import packet as eio_packet
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HyperConfig
 from redis import asyncio as aioredis
 
 from quart_app.core.config import Config
 from socket_layer.emitter import ProgressEmitter
 from socket_layer.ping_wheel import TICK_S
 from socket_layer.protocol import SOCKETIO_PATH, presence_key
-from socket_layer.server import SocketLayer, create_sio, layer_of
-from tests.socket_layer.conftest import token_for
+from tests.socket_layer.conftest import InProcess, serve_in_process, token_for
 from tests.support.attackers import connected_websocket
 from tests.support.builders import add_event, make_empty_job, make_user
 from tests.support.live import LiveServer
-from tests.support.services import free_port, wait_for_port
 from tests.support.sio_client import RecordingClient, connect_client
 from tests.support.waiting import wait_for, wait_until
 
@@ -243,38 +237,16 @@ async def test_a_connection_closed_without_a_close_packet_releases_the_slot_at_o
 # --- in-process: tasks per socket ---------------------------------------------------------
 
 
-@dataclass
-class InProcess:
-    url: str
-    sio: socketio.AsyncServer
-    layer: SocketLayer
-
-
 @pytest.fixture
 async def in_process(db: str, make_config: Callable[..., Config]) -> AsyncIterator[InProcess]:
     """A Socket.IO server as create_sio builds it, under hypercorn in the test's loop
     (pings far apart: the sockets are held idle while the tasks are counted)."""
-    config = make_config(
-        db, ws_ping_interval=30.0, ws_ping_timeout=30.0, ws_max_connections_per_user=SOCKETS
-    )
-    sio = create_sio(config)
-    layer = layer_of(sio)
-    app = socketio.ASGIApp(sio, socketio_path=SOCKETIO_PATH.lstrip("/"))
-    port = free_port()
-    hyper = HyperConfig()
-    hyper.bind = [f"127.0.0.1:{port}"]
-    hyper.accesslog = None
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, hyper, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    await layer.start()
-    await asyncio.to_thread(wait_for_port, port)
-    try:
-        yield InProcess(f"http://127.0.0.1:{port}", sio, layer)
-    finally:
-        await layer.stop()
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
+    async with serve_in_process(
+        make_config(
+            db, ws_ping_interval=30.0, ws_ping_timeout=30.0, ws_max_connections_per_user=SOCKETS
+        )
+    ) as server:
+        yield server
 
 
 class ClientLoop:
