@@ -74,6 +74,17 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
             pass
         return False
 
+    def _connection(self) -> tuple[Any, Any, Any] | None:
+        """(hypercorn's WSStream, its TCP transport, its send lock), resolved on first
+        use after the accept; None before it and under anything but hypercorn's
+        HTTP/1.1 websocket."""
+        raw = self._raw
+        if raw is None:
+            if self.asgi_send is None:  # not accepted yet: nothing to resolve
+                return None
+            raw = self._raw = self._resolve_raw()
+        return raw or None  # type: ignore[return-value]
+
     def try_write_frame(self, frame: bytes) -> bool:
         """Write a complete, final, uncompressed text frame straight to the transport
         when nothing else is in flight on this connection: hypercorn's send lock free,
@@ -85,12 +96,10 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         uncompressed message is legal even where permessage-deflate was negotiated
         (RFC 7692 section 6), and compression state only covers compressed messages.
         """
-        raw = self._raw
-        if raw is None:
-            raw = self._raw = self._resolve_raw()
-        if raw is False or self.busy:
+        raw = self._connection()
+        if raw is None or self.busy:
             return False
-        stream, transport, lock = raw  # type: ignore[misc]
+        stream, transport, lock = raw
         if (
             stream.closed
             or stream.connection.state is not _WS_OPEN
@@ -119,10 +128,10 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
             return
         self._corked = None
         self._corked_bytes = 0
-        raw = self._raw
-        if not raw or raw[1].is_closing():  # type: ignore[index]
+        raw = self._connection()
+        if raw is None or raw[1].is_closing():
             return
-        raw[1].write(frames[0] if len(frames) == 1 else b"".join(frames))  # type: ignore[index]
+        raw[1].write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     @property
     def busy(self) -> bool:
@@ -133,28 +142,21 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         """Bytes given to hypercorn that have not reached the kernel: sends in flight
         plus the TCP transport's buffer (a sent message already in that buffer counts
         twice until hypercorn's drain returns)."""
-        buffered = 0
-        if self.asgi_send is not None:  # before the accept there is nothing to resolve
-            raw = self._raw
-            if raw is None:
-                raw = self._raw = self._resolve_raw()
-            if raw is not False:
-                buffered = raw[1].get_write_buffer_size()  # type: ignore[index]
+        raw = self._connection()
+        buffered = raw[1].get_write_buffer_size() if raw is not None else 0
         return self.in_flight_bytes + buffered + self._corked_bytes
 
     def release_handshake(self) -> None:
         """Drop the HTTP/1.1 parser hypercorn keeps under an accepted websocket (about
         2 KB of h11 state per connection): once the stream is CONNECTED hypercorn only
         passes frames through it and never sends an HTTP response on it again."""
-        raw = self._raw
-        if raw is None and self.asgi_send is not None:
-            raw = self._raw = self._resolve_raw()
-        if not raw:
+        raw = self._connection()
+        if raw is None:
             return
         from hypercorn.protocol.h11 import H11WSConnection
         from hypercorn.protocol.ws_stream import ASGIWebsocketState
 
-        stream = raw[0]  # type: ignore[index]
+        stream = raw[0]
         connection = getattr(getattr(stream.send, "__self__", None), "connection", None)
         if (
             isinstance(connection, H11WSConnection)
@@ -170,12 +172,10 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         ~1.7 KB per idle websocket).  Only what they are used for is needed (append,
         remove, iteration, ``popleft`` for wsproto's), and they hold a few items at most.
         Anything not found as expected is left alone."""
-        raw = self._raw
-        if raw is None and self.asgi_send is not None:
-            raw = self._raw = self._resolve_raw()
-        if not raw:
+        raw = self._connection()
+        if raw is None:
             return
-        stream = raw[0]  # type: ignore[index]
+        stream = raw[0]
         connection = getattr(stream, "connection", None)
         if _empty_deque(getattr(connection, "_events", None)):
             connection._events = _EventList()  # type: ignore[union-attr]
@@ -194,14 +194,12 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         zero linger makes the kernel send a RST and free its send queue at once (a plain
         close would leave the socket lingering in FIN_WAIT1 with megabytes queued for a
         peer that never reads)."""
-        raw = self._raw
-        if raw is None and self.asgi_send is not None:
-            raw = self._raw = self._resolve_raw()
+        raw = self._connection()
         self._corked = None  # unsent, as everything else in the transport
         self._corked_bytes = 0
-        if not raw:
+        if raw is None:
             return
-        transport = raw[1]  # type: ignore[index]
+        transport = raw[1]
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
