@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import Any
 
 
@@ -82,17 +83,7 @@ class LeanQueue:
         return 0 < self._maxsize <= self.qsize()
 
     async def put(self, item: Any) -> None:
-        while self.full():
-            self._putters, waiter = _enlist(self._putters)
-            try:
-                await waiter
-            except BaseException:
-                waiter.cancel()  # not resolved yet (an exception other than a cancel)
-                self._putters = _discard(self._putters, waiter)
-                if not self.full() and not waiter.cancelled():
-                    # woken, then cancelled before it ran: pass the wake-up on
-                    self._putters = _wake_first(self._putters)
-                raise
+        await self._wait_in_line("_putters", self.full)
         self.put_nowait(item)
 
     def put_nowait(self, item: Any) -> None:
@@ -115,18 +106,24 @@ class LeanQueue:
         return item
 
     async def get(self) -> Any:
-        while not self._items:
-            self._getters, waiter = _enlist(self._getters)
+        await self._wait_in_line("_getters", self.empty)
+        return self.get_nowait()
+
+    async def _wait_in_line(self, line: str, blocked: Callable[[], bool]) -> None:
+        """Wait in ``line`` (``_getters`` or ``_putters``) while ``blocked()``: first come,
+        first woken.  A waiter woken and then cancelled before it ran passes its wake-up
+        on to the next in line, as asyncio.Queue's do."""
+        while blocked():
+            waiters, waiter = _enlist(getattr(self, line))
+            setattr(self, line, waiters)
             try:
                 await waiter
             except BaseException:
                 waiter.cancel()  # not resolved yet (an exception other than a cancel)
-                self._getters = _discard(self._getters, waiter)
-                if self._items and not waiter.cancelled():
-                    # woken, then cancelled before it ran: pass the wake-up on
-                    self._getters = _wake_first(self._getters)
+                setattr(self, line, _discard(getattr(self, line), waiter))
+                if not blocked() and not waiter.cancelled():
+                    setattr(self, line, _wake_first(getattr(self, line)))
                 raise
-        return self.get_nowait()
 
     def task_done(self) -> None:
         if self._unfinished <= 0:
