@@ -21,21 +21,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-import engineio
 import httpx
 import pytest
-from engineio.async_socket import AsyncSocket
 from engineio.packet import MESSAGE, Packet
 
 from models.entities import ProcessingJob
 from quart_app.core.tokens import issue_token
 from socket_layer.protocol import SOCKETIO_PATH
-from socket_layer.send_buffer import SendQueue, bound_send_buffers
 from tasks.publisher import make_emitter
 from tests.benchmarks.common import rss_bytes
 from tests.conftest import TEST_SECRET
 from tests.support.attackers import stalled_websocket, tcp_connection
-from tests.support.builders import add_event, make_empty_job, make_user
+from tests.support.builders import add_event, bounded_eio_socket, make_empty_job, make_user
 from tests.support.health_watch import HealthWatch
 from tests.support.live import LiveServer
 from tests.support.sio_client import RecordingClient, connect_client
@@ -219,12 +216,7 @@ async def test_one_large_message_passes_an_empty_backlog_and_the_next_closes() -
     """The bound is checked before a message is added: a message larger than the bound
     reaches a socket with nothing waiting (a large resume answer); the next one finds
     the backlog over the bound and closes the session, its queue emptied."""
-    eio = engineio.AsyncServer(async_mode="asgi")
-    bound_send_buffers(eio, 100)
-    sock = AsyncSocket(eio, "s1")
-    eio.sockets["s1"] = sock
-    queue = sock.queue
-    assert isinstance(queue, SendQueue)
+    eio, sock, queue = bounded_eio_socket(100)
     await sock.send(Packet(MESSAGE, data="x" * 1000))
     assert (queue.qsize(), queue.queued_bytes) == (1, 1001)
     await sock.send(Packet(MESSAGE, data="y"))

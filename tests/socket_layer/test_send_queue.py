@@ -13,12 +13,11 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-import engineio
 import pytest
 from engineio import packet
-from engineio.async_socket import AsyncSocket
 
-from socket_layer.send_buffer import SendQueue, bound_send_buffers, packet_bytes, text_frame
+from socket_layer.send_buffer import SendQueue, packet_bytes, text_frame
+from tests.support.builders import bounded_eio_socket
 from tests.support.waiting import wait_for
 
 LIMIT = 1 << 20
@@ -235,10 +234,7 @@ async def test_task_done_too_often_raises_value_error(make_queue: Callable[[], A
 async def test_engineio_poll_over_a_send_queue() -> None:
     """python-engineio's own long-polling read (AsyncSocket.poll: a ``get`` under
     ``wait_for``, then ``get_nowait`` until empty, ``None`` put back) works unchanged."""
-    eio = engineio.AsyncServer(async_mode="asgi")
-    bound_send_buffers(eio, LIMIT)
-    sock = AsyncSocket(eio, "s1")
-    assert isinstance(sock.queue, SendQueue)
+    eio, sock, _ = bounded_eio_socket(LIMIT)
     poll = asyncio.create_task(sock.poll())
     await asyncio.sleep(0)
     a, b = msg("a"), msg("b")
@@ -466,12 +462,7 @@ async def test_the_bound_counts_a_held_send_and_closes_the_socket() -> None:
     """In sink mode the backlog is the queue plus the websocket's share (a send held
     in the transport's drain): a packet finding more than the bound waiting closes the
     session, aborts the connection and frees the queue."""
-    eio = engineio.AsyncServer(async_mode="asgi")
-    bound_send_buffers(eio, 100)
-    sock = AsyncSocket(eio, "s1")
-    eio.sockets["s1"] = sock
-    queue = sock.queue
-    assert isinstance(queue, SendQueue)
+    eio, sock, queue = bounded_eio_socket(100)
     sink = FakeSink()
     queue.writer = sink
     queue.attach(sink)

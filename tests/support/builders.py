@@ -324,3 +324,19 @@ def multipart(
         )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def bounded_eio_socket(limit: int, sid: str = "s1") -> tuple[Any, Any, Any]:
+    """(an engine.io ASGI server whose sockets get a SendQueue bounded at ``limit``
+    bytes, one socket ``sid`` registered in it, that socket's queue)."""
+    import engineio
+    from engineio.async_socket import AsyncSocket
+
+    from socket_layer.send_buffer import SendQueue, bound_send_buffers
+
+    eio = engineio.AsyncServer(async_mode="asgi")
+    bound_send_buffers(eio, limit)
+    sock = AsyncSocket(eio, sid)
+    eio.sockets[sid] = sock
+    assert isinstance(sock.queue, SendQueue)
+    return eio, sock, sock.queue
