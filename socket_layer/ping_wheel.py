@@ -79,11 +79,7 @@ class PingWheel:
         """Send ``sock`` a PING ``interval`` seconds from now."""
         loop = asyncio.get_running_loop()
         due = math.ceil((loop.time() + self.interval) / self.tick)
-        bucket = self._buckets.get(due)
-        if bucket is None:
-            self._buckets[due] = [sock]
-        else:
-            bucket.append(sock)
+        self._buckets.setdefault(due, []).append(sock)
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="engineio-ping-wheel")
 
@@ -128,11 +124,7 @@ class PingWheel:
                         # two ticks on: python-engineio's check wants strictly more
                         # than the timeout to have passed since ``last_ping``
                         check = math.ceil((loop.time() + self.timeout) / self.tick) + 1
-                        bucket = self._deadlines.get(check)
-                        if bucket is None:
-                            self._deadlines[check] = [sock]
-                        else:
-                            bucket.append(sock)
+                        self._deadlines.setdefault(check, []).append(sock)
 
     async def stop(self) -> None:
         """Cancel the timer and forget every socket."""

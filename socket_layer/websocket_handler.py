@@ -42,29 +42,27 @@ async def _upgraded(sock: Any, ws: DirectWebSocket) -> bool:
     when the socket is now on the websocket."""
     sock.upgrading = True  # hold packet sends during the upgrade
     try:
-        probe = packet.Packet(encoded_packet=await ws.wait())
-    except Exception:  # closed, or not a packet
+        try:
+            probe = packet.Packet(encoded_packet=await ws.wait())
+        except Exception:  # closed, or not a packet
+            return False
+        if probe.packet_type != packet.PING or probe.data != "probe":
+            log.info("%s: failed websocket upgrade, no PING probe", sock.sid)
+            return False
+        await ws.send(packet.Packet(packet.PONG, data="probe").encode())
+        await sock.queue.put(packet.Packet(packet.NOOP))  # ends the pending long-poll
+        try:
+            upgrade = packet.Packet(encoded_packet=await ws.wait())
+        except Exception:
+            return False
+        if upgrade.packet_type != packet.UPGRADE:
+            log.info("%s: failed websocket upgrade, no UPGRADE packet", sock.sid)
+            sock.upgraded = False
+            return False
+        sock.upgraded = True
+        return True
+    finally:
         sock.upgrading = False
-        return False
-    if probe.packet_type != packet.PING or probe.data != "probe":
-        log.info("%s: failed websocket upgrade, no PING probe", sock.sid)
-        sock.upgrading = False
-        return False
-    await ws.send(packet.Packet(packet.PONG, data="probe").encode())
-    await sock.queue.put(packet.Packet(packet.NOOP))  # ends the pending long-poll
-    try:
-        upgrade = packet.Packet(encoded_packet=await ws.wait())
-    except Exception:
-        sock.upgrading = False
-        return False
-    if upgrade.packet_type != packet.UPGRADE:
-        log.info("%s: failed websocket upgrade, no UPGRADE packet", sock.sid)
-        sock.upgraded = False
-        sock.upgrading = False
-        return False
-    sock.upgraded = True
-    sock.upgrading = False
-    return True
 
 
 async def lean_websocket_handler(self: Any, ws: Any) -> None:
