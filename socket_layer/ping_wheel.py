@@ -3,7 +3,8 @@
 python-engineio schedules each socket's next PING as its own asyncio task sleeping
 ``ping_interval`` (a task, a timer and a coroutine per socket per interval: at 10,000
 sockets that is most of the idle CPU after the send itself).  :class:`PingWheel` keeps
-the due sockets in buckets of :data:`TICK_S` and one task sends each bucket's pings when
+the due sockets in buckets of :data:`TICK_S` (or a tenth of the interval, when that is
+shorter) and one task sends each bucket's pings when
 it falls due.  The wire behaviour is the same: the next PING goes out ``ping_interval``
 (at most one tick later) after the previous PONG, ``last_ping`` is set when it is sent,
 and a socket that has not answered ``ping_timeout`` later (at most two ticks more) is
@@ -52,9 +53,14 @@ def _schedule_ping(self: Any) -> None:
 class PingWheel:
     """The ping timer of one engine.io server (``install(eio)`` to use it)."""
 
-    def __init__(self, interval: float, tick: float = TICK_S, timeout: float | None = None) -> None:
+    def __init__(
+        self, interval: float, tick: float | None = None, timeout: float | None = None
+    ) -> None:
         self.interval = interval
-        self.tick = tick
+        #: at most TICK_S, and a tenth of the interval: a ping is never more than a
+        #: tenth of an interval late (0.5 s buckets on a 0.5 s interval made it up to
+        #: twice as long)
+        self.tick = tick if tick is not None else min(TICK_S, interval / 10)
         #: seconds a PING may wait for its PONG (None: no check, python-engineio's own)
         self.timeout = timeout
         #: bucket number (due time / tick, rounded up) -> sockets due then

@@ -202,3 +202,24 @@ async def test_install_replaces_the_service_task_with_the_sweep() -> None:
     finally:
         handle.cancel()
         await wheel.stop()
+
+
+async def test_a_short_interval_gets_ticks_a_tenth_of_it() -> None:
+    """A ping is at most a tenth of an interval late: 0.5 s buckets stay for long
+    intervals, short ones get finer buckets (0.5 s buckets on a 0.5 s interval let a ping
+    go out up to twice as late)."""
+    assert PingWheel(interval=25.0).tick == 0.5
+    wheel = PingWheel(interval=0.4)
+    assert wheel.tick == 0.04
+    loop = asyncio.get_running_loop()
+    sockets = [FakeSocket() for _ in range(20)]
+    t0 = loop.time()
+    for s in sockets:
+        wheel.schedule(s)
+    try:
+        async with asyncio.timeout(5):
+            await asyncio.gather(*(s.pinged.wait() for s in sockets))
+        took = loop.time() - t0
+        assert 0.4 <= took < 0.4 + 0.04 + 0.15, took
+    finally:
+        await wheel.stop()
