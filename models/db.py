@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 
 MODEL_MODULES = ["models.entities"]
 #: Tortoise's own INFO line of every close_connections(): a worker closes the database
@@ -46,7 +47,22 @@ def _connection(database_url: str) -> dict[str, Any] | str:
             },
         }
     parts = urlsplit(database_url)
-    return f"postgres://{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+    url = f"postgres://{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+    connection: dict[str, Any] = expand_db_url(url)
+    connection["credentials"]["reset"] = keep_session
+    return connection
+
+
+async def keep_session(connection: Any) -> None:
+    """asyncpg's pool ``reset``: nothing beyond what asyncpg does on every release anyway
+    (an open transaction is rolled back, listeners are dropped).
+
+    Its default reset runs ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release, and Tortoise releases after every statement outside a
+    transaction: one round trip in two (a Socket.IO connect's snapshot, every REST read)
+    undid session state that reeltrack never creates.  Nothing here takes advisory
+    locks, declares cursors, LISTENs or SETs a session variable.
+    """
 
 
 def tortoise_config(database_url: str, *, with_aerich: bool = False) -> dict[str, Any]:
