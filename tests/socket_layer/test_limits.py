@@ -115,16 +115,21 @@ async def test_two_web_processes_share_the_limit_and_a_killed_one_frees_its_slot
         assert refused.refusal == TOO_MANY
         assert time.monotonic() - killed_at < ttl / 2, "the check above came too late"
 
-        # each dead slot expires at most ttl after A's last heartbeat: B fills all five
+        # each dead slot expires at most ttl after A's last heartbeat: B fills all five.
+        # The bound is on the first slot B gets back (A's four share that heartbeat);
+        # the connects after it only measure how loaded the machine is
+        healed_at: list[float] = []
+
         async def five_on_b() -> bool:
             try:
                 on_b.append(await connect_client(web_b.url, token=token, transports=transports))
             except Exception:
                 return False
+            healed_at.append(time.monotonic())
             return len(on_b) == 5
 
-        await wait_for(five_on_b, ttl + 3, "a dead process's slots expire")
-        healed_after = time.monotonic() - killed_at
+        await wait_for(five_on_b, ttl + 5, "a dead process's slots expire")
+        healed_after = healed_at[0] - killed_at
         assert healed_after <= ttl + 2, healed_after
         refused = await connect_client(
             web_b.url, token=token, transports=transports, expect_refusal=True

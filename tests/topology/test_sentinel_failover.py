@@ -68,6 +68,9 @@ async def installation(fresh_pg_url: str, tmp_path: Path) -> AsyncIterator[Insta
         ws_ping_interval=1.0,
         ws_ping_timeout=2.0,
         ws_presence_ttl=3.0,
+        # the worker and the web keep reconnecting for as long as the test waits for a
+        # promotion (wait_promoted), so a slow one fails the test there, with a reason
+        redis_failover_wait=30.0,
         slice_videos=5,  # the job hands over between RQ jobs through the failover
     )
     try:
