@@ -37,7 +37,7 @@ from quart_app.core.logs import bind_log_context
 from quart_app.core.origins import origin_allowed
 from quart_app.core.redis_pools import PoolLimits
 from quart_app.core.tokens import InvalidToken, verify_token
-from socket_layer import asgi_environ
+from socket_layer import asgi_environ, polling_close
 from socket_layer.cluster_pubsub import parse_nodes
 from socket_layer.connection_limit import ConnectionRegistry
 from socket_layer.direct_websocket import install_direct_websockets, install_lean_app_inboxes
@@ -421,6 +421,9 @@ def create_sio(
     install_lean_websockets()
     asgi_environ.install(sio.eio)
     install_lean_app_inboxes()
+    # a long-polling client's CLOSE answers its pending GET now, not after the poll
+    # timeout (which also held a stopping process for its graceful timeout)
+    polling_close.install()
     # each session bound to the client that opened it; anonymous ones capped and timed out
     guard_sessions(
         sio,
