@@ -26,6 +26,7 @@ import uuid
 from typing import Any
 
 from redis import asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from quart_app.core import metrics
 from quart_app.core.redis_pools import PoolLimits, async_client
@@ -119,6 +120,7 @@ class ConnectionRegistry:
         self._reservations: list[tuple[str, str, asyncio.Future[Any]]] = []
         self._reserve_scheduled = False
         self._reserve = self._redis.register_script(_RESERVE)
+        self._reserve_loaded = False
         self._refresh = self._redis.register_script(_REFRESH)
         #: sid -> user id of every socket this process counts
         self._local: dict[str, str] = {}
@@ -164,14 +166,7 @@ class ConnectionRegistry:
         for start in range(0, len(items), RESERVE_CHUNK):
             chunk = items[start : start + RESERVE_CHUNK]
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for user_id, sid, _ in chunk:
-                        await self._reserve(
-                            keys=[presence_key(user_id)],
-                            args=[self.member(sid), self.limit, self.ttl],
-                            client=pipe,
-                        )
-                    results = await pipe.execute(raise_on_error=False)
+                results = await self._reserve_chunk(chunk)
             except Exception as exc:  # redis raises several unrelated types
                 results = [exc] * len(chunk)
             for (_, _, waiter), result in zip(chunk, results, strict=True):
@@ -181,6 +176,35 @@ class ConnectionRegistry:
                     waiter.set_exception(result)
                 else:
                     waiter.set_result(result)
+
+    async def _reserve_chunk(self, chunk: list[tuple[str, str, asyncio.Future[Any]]]) -> list[Any]:
+        """The reserve script's answers for ``chunk``, in one pipelined round trip.
+
+        EVALSHA straight into the pipeline: redis-py's Script on a pipeline first asks
+        SCRIPT EXISTS, a second round trip per batch.  A Redis that lost its script
+        cache (restarted) answers NOSCRIPT: the script is loaded and the chunk sent
+        once more (a member already reserved is answered 1 unchanged, so a reserve the
+        first attempt did run is not counted twice).
+        """
+        if not self._reserve_loaded:  # once per process: the first batch would be refused
+            await self._redis.script_load(_RESERVE)
+            self._reserve_loaded = True
+        for attempt in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id, sid, _ in chunk:
+                    pipe.evalsha(
+                        self._reserve.sha,
+                        1,
+                        presence_key(user_id),
+                        self.member(sid),
+                        self.limit,
+                        self.ttl,
+                    )
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt or not any(isinstance(r, NoScriptError) for r in results):
+                break
+            await self._redis.script_load(_RESERVE)
+        return results
 
     async def release(self, sid: str) -> None:
         """Give ``sid``'s slot back (idempotent; never raises).  When Redis refuses, the

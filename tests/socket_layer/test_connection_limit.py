@@ -1,7 +1,8 @@
 """The per-user connection slots (``ConnectionRegistry``) against the session Redis:
 reserves that arrive together share one pipelined round trip and still hold the limit
 exactly; Redis being unreachable fails open; a cancelled connect does not disturb the
-others of its batch."""
+others of its batch; a batch costs Redis no SCRIPT EXISTS, and a Redis that lost its
+script cache is reloaded and answers the same batch."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from redis import asyncio as aioredis
 
 from socket_layer.connection_limit import ConnectionRegistry
 from socket_layer.protocol import presence_key
-from tests.support.services import free_port
+from tests.support.services import RedisServer, free_port
 
 LIMIT = 5
 
@@ -100,3 +101,36 @@ async def test_an_unreachable_redis_lets_the_connection_in(
         assert "connection limit not checked" in caplog.text
     finally:
         await reg.stop()
+
+
+async def _calls(redis: aioredis.Redis, command: str) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_a_batch_of_reserves_is_one_round_trip_even_after_a_script_flush(
+    own_redis: RedisServer,
+) -> None:
+    reg = ConnectionRegistry(own_redis.url, limit=LIMIT, ttl=30)
+    admin = aioredis.from_url(own_redis.url)
+    try:
+        assert await asyncio.gather(*(reg.reserve("u", f"s{i}") for i in range(3))) == [True] * 3
+        await admin.config_resetstat()
+        assert await asyncio.gather(*(reg.reserve("u", f"t{i}") for i in range(3))) == [
+            True,
+            True,
+            False,
+        ]
+        assert await _calls(admin, "script|exists") == 0
+        assert await _calls(admin, "evalsha") == 3
+        # what a restarted Redis forgets: the batch is refused NOSCRIPT, then answered
+        await admin.script_flush()
+        await reg.release("s0")
+        assert await asyncio.gather(*(reg.reserve("u", f"v{i}") for i in range(2))) == [
+            True,
+            False,
+        ]
+        assert await members(admin, "u") == LIMIT
+    finally:
+        await reg.stop()
+        await admin.aclose()
