@@ -13,7 +13,9 @@ a temporary directory, never into the repo), ``reeltrack`` (this tree) and
 older commit, run from the same virtualenv against the same database).
 
 ``python -m tests.benchmarks.connection_costs [--sizes 5000,10000] [--hold 20]
-[--targets node,reeltrack,reeltrack-before] [--before /tmp/rt-before]``
+[--targets node,reeltrack,reeltrack-before] [--before /tmp/rt-before] [--rounds 3]``
+(``--rounds``: every target measured that many times, interleaved; the table is the
+median of each figure, with the CPU per connect's range)
 (``BENCH_BEFORE_DIR=/tmp/rt-before make bench`` adds the older checkout to make bench)
 """
 
@@ -25,6 +27,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -264,6 +267,33 @@ async def heap_breakdown(target: ReeltrackTarget, n: int, procs: int, out: Path)
         target.entry = ("-m", "quart_app.cli", "serve")
 
 
+def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (target, clients): the median of each numeric figure over its rounds
+    (a text figure, e.g. "not in 60 s", wins over numbers: it is the worst case), with
+    the CPU per connect's range across the rounds beside it."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["target"], row["clients"]), []).append(row)
+    out = []
+    for (target, clients), group in groups.items():
+        merged: dict[str, Any] = {"target": target, "clients": clients}
+        for key in group[0]:
+            if key in merged:
+                continue
+            values = [r[key] for r in group]
+            texts = [v for v in values if not isinstance(v, int | float)]
+            if texts:
+                merged[key] = texts[0]
+            elif all(isinstance(v, int) for v in values):  # counts stay counts
+                merged[key] = statistics.median_low(values)
+            else:
+                merged[key] = round(statistics.median(values), 3)
+            if key == "cpu_per_connect_ms" and not texts:
+                merged["cpu_per_connect_range"] = f"{min(values):g}-{max(values):g}"
+        out.append(merged)
+    return out
+
+
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each non-Node row's figures divided by Node's at the same size."""
     keys = ("cpu_per_connect_ms", "connect_all_s", "kb_per_conn", "idle_cpu_pct")
@@ -289,6 +319,7 @@ async def run(
     targets: tuple[str, ...] | None = None,
     before: Path | None = None,
     heap: bool = False,
+    rounds: int = 1,
 ) -> list[dict[str, Any]]:
     """``make bench`` runs it with the defaults: Node and this tree, and the checkout
     ``BENCH_BEFORE_DIR`` names too when it is set."""
@@ -299,9 +330,12 @@ async def run(
         targets = ("node", "reeltrack", "reeltrack-before") if before else ("node", "reeltrack")
     common.raise_nofile()
     rows: list[dict[str, Any]] = []
+    heaps_taken: set[str] = set()
     async with BenchEnv(need_db=True, users=max(sizes)) as env:
         assert env.database_url is not None
-        for name in targets:
+        # rounds interleave the targets, so a slow spell of the machine (seen: +-25 %
+        # on the CPU per connect between two runs of one tree) falls on all of them
+        for name in [t for _ in range(rounds) for t in targets]:
             if name == "node":
                 target: Target = NodeTarget(env.redis_url)
             elif name == "reeltrack-before":
@@ -319,15 +353,20 @@ async def run(
                 target = env.target(name)
             for n in sizes:
                 rows.append(await measure(target, n, hold, procs, env.redis_url))
-            if heap and isinstance(target, ReeltrackTarget):
+            if heap and isinstance(target, ReeltrackTarget) and name not in heaps_taken:
+                heaps_taken.add(name)  # once per target, not once per round
                 await heap_breakdown(target, max(sizes), procs, env.tmp / f"heap-{name}")
     keys = list(dict.fromkeys(k for row in rows for k in row))
     rows = [{k: row.get(k, "-") for k in keys} for row in rows]
-    print_table(
+    title = (
         f"connection costs, one server process, ping every {PING_INTERVAL:g} s, "
-        f"idle held {hold:g} s (root {ROOT.name})",
-        rows,
+        f"idle held {hold:g} s (root {ROOT.name})"
     )
+    if rounds > 1:
+        print_table(f"{title}, every round", rows)
+        rows = medians(rows)
+        title += f", median of {rounds} rounds"
+    print_table(title, rows)
     print_table("ratio to Node (same size, same run)", ratios(rows))
     return rows
 
@@ -344,9 +383,14 @@ def main() -> None:
     parser.add_argument(
         "--heap", action="store_true", help="also print the heap breakdown per socket"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every target this many times, interleaved"
+    )
     args = parser.parse_args()
     targets = tuple(args.targets.split(",")) if args.targets else None
-    asyncio.run(run(args.sizes, args.hold, args.procs, targets, args.before, args.heap))
+    asyncio.run(
+        run(args.sizes, args.hold, args.procs, targets, args.before, args.heap, args.rounds)
+    )
 
 
 if __name__ == "__main__":
