@@ -13,6 +13,9 @@ left alone.  Otherwise, by the state of its RQ job:
   killed) with retries left -> RQ retry, enqueued at once (the new run resumes
   after the last finished video);
 * no RQ job at all (Redis lost it) -> enqueued again, at most ``MAX_RETRIES`` times;
+  but while the Redis has been up for less than STALE_JOB_SECONDS (restarted, its
+  liveness keys lost) no run is judged dead by what Redis lacks (no RQ job, or a
+  started one without its key): the job is left for a later pass;
 * anything else (retries exhausted, failed, finished) -> the job ends ``failed`` with a
   final persisted and published event; its unprocessed videos are marked failed.  Like
   a worker's claim, this first stores the job's Redis journal (:mod:`tasks.journal`:
@@ -106,6 +109,15 @@ def _enqueue_overdue(queue: Queue, rq_job: Job, due_before: datetime) -> bool:
     return True
 
 
+def _uptime_s(redis: Redis) -> float:
+    """Seconds the Redis server has been up; infinity when INFO cannot say (the checks
+    that follow then go by what Redis holds, as before, and fail on their own)."""
+    try:
+        return float(redis.info("server")["uptime_in_seconds"])  # type: ignore[index]
+    except Exception:
+        return float("inf")
+
+
 def _requeue_budget_left(redis: Redis, job_id: uuid.UUID) -> bool:
     key = REQUEUE_COUNT_KEY.format(job_id)
     count = int(redis.incr(key))  # type: ignore[arg-type]
@@ -134,6 +146,11 @@ async def check_stale_jobs(
         scope,
         status=JobStatus.PROCESSING,
     )
+    # a Redis younger than the liveness TTL (restarted: its keys gone) cannot prove a run
+    # dead by a missing key or RQ job: a live worker sets its key again within a beat,
+    # and with the DB down too (heartbeat_at old as well) nothing else tells the two
+    # apart.  What it does hold (a failed RQ job, an overdue retry) still counts
+    unproven = bool(stale) and _uptime_s(redis) < config.stale_job_seconds
     for job in stale:
         rq_id = job.rq_job_id or rq_job_id_for(job.id)
         # a sliced job between two slices is here too (its heartbeat stops while its
@@ -153,6 +170,11 @@ async def check_stale_jobs(
                     report.requeued.append(str(job.id))
                     continue
             if status in WAITING:
+                report.left.append(str(job.id))
+                continue
+            if unproven and (rq_job is None or status == RQStatus.STARTED):
+                # only a missing key says this run is dead, and this Redis may have lost it
+                log.info("job %s: looks stale, but Redis restarted moments ago; next pass", job.id)
                 report.left.append(str(job.id))
                 continue
             if rq_job is not None and status == RQStatus.STARTED and rq_job.retries_left:
