@@ -161,8 +161,16 @@ class ServerProc:
             wait_for_port(self.port, timeout=timeout)
         except TimeoutError:
             self.stop()
-            raise RuntimeError(f"{self.name} did not start: {' '.join(self.argv)}") from None
+            raise RuntimeError(
+                f"{self.name} did not start: {' '.join(self.argv)}\n{self.log_tail()}"
+            ) from None
         return self
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the process's output ("" when it is not kept)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-chars:]
 
     @property
     def pid(self) -> int:

@@ -83,7 +83,13 @@ class NodeTarget(Target):
             port = free_port()
             argv = [node, str(NODE_SERVER), "--port", str(port), "--redis-url", self.redis_url]
             argv += ["--ping-interval", str(ping_interval)]
-            proc = ServerProc(argv, port, env={"NODE_PATH": str(modules)}, name="node")
+            proc = ServerProc(
+                argv,
+                port,
+                env={"NODE_PATH": str(modules)},
+                name="node",
+                log_path=NODE_DIR / f"server-{port}.log",
+            )
             self.servers.append(proc.start())
         return self.servers
 
