@@ -119,7 +119,8 @@ class ConnectionRegistry:
         #: reserves waiting for the next pipelined flush, each with its answer's future
         self._reservations: list[tuple[str, str, asyncio.Future[Any]]] = []
         self._reserve_scheduled = False
-        self._reserve = self._redis.register_script(_RESERVE)
+        self._reserve_sha = self._redis.register_script(_RESERVE).sha
+        #: the reserve script is known to be in Redis's script cache
         self._reserve_loaded = False
         self._refresh = self._redis.register_script(_REFRESH)
         #: sid -> user id of every socket this process counts
@@ -181,19 +182,19 @@ class ConnectionRegistry:
         """The reserve script's answers for ``chunk``, in one pipelined round trip.
 
         EVALSHA straight into the pipeline: redis-py's Script on a pipeline first asks
-        SCRIPT EXISTS, a second round trip per batch.  A Redis that lost its script
-        cache (restarted) answers NOSCRIPT: the script is loaded and the chunk sent
-        once more (a member already reserved is answered 1 unchanged, so a reserve the
-        first attempt did run is not counted twice).
+        SCRIPT EXISTS, a second round trip per batch.  The script is loaded once, and
+        again when a Redis that lost its script cache (restarted) answers NOSCRIPT; the
+        chunk is then sent once more (a member already reserved is answered 1
+        unchanged, so a reserve the first attempt did run is not counted twice).
         """
-        if not self._reserve_loaded:  # once per process: the first batch would be refused
-            await self._redis.script_load(_RESERVE)
-            self._reserve_loaded = True
-        for attempt in range(2):
+        for _attempt in range(2):
+            if not self._reserve_loaded:
+                await self._redis.script_load(_RESERVE)
+                self._reserve_loaded = True
             async with self._redis.pipeline(transaction=False) as pipe:
                 for user_id, sid, _ in chunk:
                     pipe.evalsha(
-                        self._reserve.sha,
+                        self._reserve_sha,
                         1,
                         presence_key(user_id),
                         self.member(sid),
@@ -201,9 +202,9 @@ class ConnectionRegistry:
                         self.ttl,
                     )
                 results: list[Any] = await pipe.execute(raise_on_error=False)
-            if attempt or not any(isinstance(r, NoScriptError) for r in results):
+            if not any(isinstance(r, NoScriptError) for r in results):
                 break
-            await self._redis.script_load(_RESERVE)
+            self._reserve_loaded = False
         return results
 
     async def release(self, sid: str) -> None:

@@ -21,9 +21,9 @@ _original_close = async_socket.AsyncSocket.close
 async def _close(self: Any, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
     first = not self.closed and not self.closing
     await _original_close(self, wait=wait, abort=abort, reason=reason)
-    # abort on a socket still on long-polling: the client's own CLOSE packet (a
-    # websocket's end is an abort too, but no GET of it can be waiting)
-    if first and abort and not self.upgraded:
+    # only the client's own CLOSE on long-polling: a server-side abort wakes the queue
+    # itself (input_guards.abort_session), and no GET can wait on a websocket's
+    if first and reason == self.server.reason.CLIENT_DISCONNECT and not self.upgraded:
         with contextlib.suppress(Exception):  # a queue that refuses: nothing waits on it
             self.queue.put_nowait(packet.Packet(packet.CLOSE))
 
