@@ -118,12 +118,48 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     return SentinelTarget(tuple(sentinels), segments[0], db, username, password or None)
 
 
+class _AsyncMasterConnection(aiosentinel.SentinelManagedConnection):
+    """A connection to the master the Sentinels name, also when it reconnects itself.
+
+    redis-py 8's ``send_packed_command`` reconnects a dropped connection through
+    ``connect_check_health``, which retries the address of the master it last had
+    (the one just killed) for the whole failover wait, then fails: RQ's worker then
+    quits.  That reconnect goes through ``connect`` instead, which asks the Sentinels
+    again on every attempt (``connect_to`` calls back here with
+    ``retry_socket_connect=False``).
+    """
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if retry_socket_connect and self._reader is None:
+            await self.connect()
+            return
+        await super().connect_check_health(check_health, retry_socket_connect)
+
+
+class _MasterConnection(redis.sentinel.SentinelManagedConnection):
+    """The blocking counterpart of :class:`_AsyncMasterConnection`."""
+
+    def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if retry_socket_connect and self._sock is None:
+            self.connect()
+            return
+        super().connect_check_health(check_health, retry_socket_connect)
+
+
 class _AsyncWaitingSentinelPool(
     aiosentinel.SentinelConnectionPool, aioredis.BlockingConnectionPool
 ):
     """redis-py's Sentinel pool (connects to whichever server the Sentinels name
     master), bounded and waiting like :class:`aioredis.BlockingConnectionPool`; a full
     close (the client's ``aclose``) also closes the connections to the Sentinels."""
+
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("connection_class", _AsyncMasterConnection)
+        super().__init__(service_name, sentinel_manager, **kwargs)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         await super().disconnect(inuse_connections)
@@ -133,6 +169,10 @@ class _AsyncWaitingSentinelPool(
 
 class _WaitingSentinelPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
     """The blocking counterpart of :class:`_AsyncWaitingSentinelPool`."""
+
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("connection_class", _MasterConnection)
+        super().__init__(service_name, sentinel_manager, **kwargs)
 
 
 def _sentinel_options(options: dict[str, Any]) -> dict[str, Any]:
