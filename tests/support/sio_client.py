@@ -58,9 +58,32 @@ class _PollingEngineIOClient(engineio.AsyncClient):  # type: ignore[misc]
             return response
         try:
             await response.read()  # aiohttp keeps the body: the loop's read() returns it
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        # RuntimeError: aiohttp's "Connection closed." when the session closes under a
+        # pending long-poll; escaping, it killed the read loop without waking the write
+        # loop, which then logged "packet queue is empty" into a later test
+        except (TimeoutError, aiohttp.ClientError, RuntimeError) as exc:
             return f"{type(exc).__name__}: {exc}"
         return response
+
+
+async def _end_transport_loops(eio: engineio.AsyncClient) -> None:
+    """Wait (briefly) for the engine.io client's read and write loops to end, waking
+    the write loop with engine.io's close marker first.
+
+    After an aborted polling session the write loop can be left waiting on an empty
+    queue (the read loop, ending, waits for it); 7 s later it logs "packet queue is
+    empty, aborting" at ERROR, into whichever test then runs.
+    """
+    loops = [t for t in (eio.write_loop_task, eio.read_loop_task) if t is not None and not t.done()]
+    if not loops:
+        return
+    if eio.write_loop_task is not None and not eio.write_loop_task.done():
+        eio.queue.put_nowait(None)
+    _, pending = await asyncio.wait(loops, timeout=2)
+    for task in pending:  # a transport call that does not return: stop it here
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=1)
 
 
 class FastCloseClient(socketio.AsyncClient):  # type: ignore[misc]
@@ -86,6 +109,7 @@ class FastCloseClient(socketio.AsyncClient):  # type: ignore[misc]
             else:
                 await asyncio.wait_for(eio.disconnect(), 3)
         self.connected = False
+        await _end_transport_loops(eio)
 
     def _engineio_client_class(self) -> type:
         return _PollingEngineIOClient

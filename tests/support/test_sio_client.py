@@ -1,4 +1,5 @@
-"""The test client's polling transport survives a long-poll response cut mid-body.
+"""The test client's polling transport survives a long-poll response cut mid-body,
+and its close() leaves no engine.io loop behind.
 
 A web process SIGKILLed between writing the response headers and the body of a pending
 long-poll makes nginx close the client connection mid-response.  python-engineio's own
@@ -17,7 +18,16 @@ import engineio
 import pytest
 from aiohttp import web
 
-from tests.support.sio_client import _PollingEngineIOClient
+from quart_app.core.tokens import issue_token
+from tests.conftest import TEST_SECRET
+from tests.support.builders import make_user
+from tests.support.live import LiveServer
+from tests.support.sio_client import (
+    TRANSPORT_IDS,
+    TRANSPORTS,
+    _PollingEngineIOClient,
+    connect_client,
+)
 
 OPEN = "0" + json.dumps(
     {"sid": "s1", "upgrades": [], "pingInterval": 25000, "pingTimeout": 20000, "maxPayload": 10**6}
@@ -79,3 +89,22 @@ async def test_stock_engineio_client_misses_the_truncated_long_poll(
         assert client.state == "connected"  # it still believes it is connected
     finally:
         await client.disconnect(abort=True)
+
+
+@pytest.mark.parametrize("transports", TRANSPORTS, ids=TRANSPORT_IDS)
+async def test_a_closed_client_leaves_no_engineio_loop_running(
+    live_server: LiveServer, db: str, transports: list[str]
+) -> None:
+    """close() ends the engine.io read and write loops: a write loop left waiting on
+    its queue logs "packet queue is empty, aborting" 7 s later into another test (it
+    failed test_direct_websocket's no-errors check in CI)."""
+    user = await make_user()
+    client = await connect_client(
+        live_server.url, token=issue_token(TEST_SECRET, user.id), transports=transports
+    )
+    await client.wait_for("snapshot")
+    eio = client.sio.eio
+    loops = [eio.read_loop_task, eio.write_loop_task]
+    assert all(t is not None and not t.done() for t in loops)
+    await client.close()
+    assert all(t.done() for t in loops), "an engine.io loop outlived close()"
