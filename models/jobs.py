@@ -6,9 +6,10 @@ Submitting a job (publishing that event, enqueueing it) is :mod:`tasks.submissio
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypedDict
 
 from tortoise.transactions import in_transaction
@@ -19,11 +20,14 @@ from models.entities import (
     JobSource,
     JobStatus,
     ProcessingJob,
+    User,
     Video,
     VideoStatus,
 )
 from models.events import ProgressEvent, job_event
 from models.history import record_event
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,30 @@ def _queued_event(job: ProcessingJob, message: str) -> ProgressEvent:
     return job_event(job.id, 1, "pending", message, total_videos=job.total_videos)
 
 
+async def _within_high_limit(
+    owner_id: uuid.UUID | str, spec: JobSpec, high_limit: int | None
+) -> JobSpec:
+    """``spec``, or it as ``normal`` when it asks for ``high`` and the owner already has
+    ``high_limit`` unfinished high jobs (None: no limit).  Called inside the creating
+    transaction: the owner's row stays locked until it commits, so submissions racing
+    each other are counted one after the other and never pass the limit together."""
+    if spec.priority != JobPriority.HIGH or high_limit is None:
+        return spec
+    # FOR UPDATE on PostgreSQL; SQLite's transactions already run one at a time
+    await User.select_for_update().filter(id=owner_id).only("id").first()
+    active = await ProcessingJob.filter(
+        owner_id=owner_id,
+        priority=JobPriority.HIGH,
+        status__in=[JobStatus.PENDING, JobStatus.PROCESSING],
+    ).count()
+    if active < high_limit:
+        return spec
+    log.info(
+        "owner %s has %d unfinished high jobs: this one is submitted as normal", owner_id, active
+    )
+    return replace(spec, priority=JobPriority.NORMAL)
+
+
 async def _create_job(
     owner_id: uuid.UUID | str,
     list_id: uuid.UUID | str,
@@ -110,7 +138,9 @@ async def _create_job(
     total: int,
     *,
     retry_of: ProcessingJob | None = None,
+    high_limit: int | None = None,
 ) -> ProcessingJob:
+    spec = await _within_high_limit(owner_id, spec, high_limit)
     name = (spec.name or "").strip()[:MAX_JOB_NAME] or default_job_name(
         spec.source, total, retry_of=retry_of.name if retry_of else None
     )
@@ -131,15 +161,18 @@ async def create_job_with_videos(
     list_id: uuid.UUID | str,
     videos: Sequence[NewVideo],
     spec: JobSpec = UNSPECIFIED,
+    *,
+    high_limit: int | None = None,
 ) -> tuple[ProcessingJob, ProgressEvent]:
     """Write the videos (in order), their job and its first ``pending`` event (seq 1) in
-    one transaction; returns the job and that event.
+    one transaction; returns the job and that event.  A ``high`` spec is stored
+    ``normal`` when the owner already has ``high_limit`` unfinished high jobs.
 
     Either everything is written or nothing is (the transaction rolls back on error).
     """
     n = len(videos)
     async with in_transaction():
-        job = await _create_job(owner_id, list_id, spec, n)
+        job = await _create_job(owner_id, list_id, spec, n, high_limit=high_limit)
         await Video.bulk_create(
             [
                 Video(
@@ -178,11 +211,12 @@ _RESET_VIDEO: dict[str, object] = {
 
 
 async def create_retry_job(
-    original: ProcessingJob, spec: JobSpec
+    original: ProcessingJob, spec: JobSpec, *, high_limit: int | None = None
 ) -> tuple[ProcessingJob, ProgressEvent]:
     """A new job over exactly the failed videos of ``original`` (which must be final):
     in one transaction the videos move to the new job, ``pending`` again with their
     error and metadata cleared (order kept), and its first event (seq 1) is written.
+    ``high_limit`` as in :func:`create_job_with_videos`.
 
     Raises :class:`NothingToRetry` when ``original`` has no failed video, or when a
     concurrent retry took some of them first (then nothing is written).
@@ -194,7 +228,12 @@ async def create_retry_job(
         if not ids:
             raise NothingToRetry(str(original.id))
         job = await _create_job(
-            original.owner_id, original.list_id, spec, len(ids), retry_of=original
+            original.owner_id,
+            original.list_id,
+            spec,
+            len(ids),
+            retry_of=original,
+            high_limit=high_limit,
         )
         moved = await Video.filter(
             id__in=list(ids), job_id=original.id, status=VideoStatus.FAILED

@@ -14,12 +14,11 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 
 from redis import Redis
 from redis.exceptions import RedisError
 
-from models.entities import JobPriority, JobStatus, ProcessingJob
+from models.entities import JobStatus, ProcessingJob
 from models.events import ProgressEvent, job_event
 from models.history import record_event
 from models.jobs import (
@@ -74,14 +73,14 @@ async def submit_job(
     ``pace_s``: the demo's pace, passed to the worker (0 for every real job).
     ``high_priority_max_active`` (HIGH_PRIORITY_MAX_ACTIVE; None: no limit): a ``high``
     job of an owner who already has that many unfinished ``high`` jobs is submitted as
-    ``normal`` (stored so: the API and the UI show what it got).
+    ``normal`` (stored so: the API and the UI show what it got), counted in the
+    creating transaction so that racing submissions cannot pass it together.
     """
-    if spec.priority == JobPriority.HIGH and high_priority_max_active is not None:
-        spec = await _within_high_limit(owner_id, spec, high_priority_max_active)
+    limit = high_priority_max_active
     if isinstance(videos, FailedVideosOf):
-        job, first = await create_retry_job(videos.job, spec)
+        job, first = await create_retry_job(videos.job, spec, high_limit=limit)
     else:
-        job, first = await create_job_with_videos(owner_id, list_id, videos, spec)
+        job, first = await create_job_with_videos(owner_id, list_id, videos, spec, high_limit=limit)
     await _publish(emitter, job, first)
     if not enqueue:
         return job
@@ -98,23 +97,6 @@ async def submit_job(
     await ProcessingJob.filter(id=job.id).update(rq_job_id=rq_job_id)
     job.rq_job_id = rq_job_id
     return job
-
-
-async def _within_high_limit(owner_id: uuid.UUID | str, spec: JobSpec, limit: int) -> JobSpec:
-    """``spec``, or it as ``normal`` when the owner has ``limit`` unfinished high jobs.
-    Two submissions at the same instant may both pass the count: the limit is a bound
-    on what one user takes, not a lock."""
-    active = await ProcessingJob.filter(
-        owner_id=owner_id,
-        priority=JobPriority.HIGH,
-        status__in=[JobStatus.PENDING, JobStatus.PROCESSING],
-    ).count()
-    if active < limit:
-        return spec
-    log.info(
-        "owner %s has %d unfinished high jobs: this one is submitted as normal", owner_id, active
-    )
-    return replace(spec, priority=JobPriority.NORMAL)
 
 
 async def _fail_unqueued(emitter: Emitter | None, job: ProcessingJob) -> None:
