@@ -11,7 +11,9 @@ Three entry points:
 * :func:`purge_history` — the async core (Tortoise must be open in this event loop);
 * :func:`purge_history_command` — ``reeltrack purge-history [--older-than DAYS] [--dry-run]``;
 * :func:`purge_history_job` — the daily RQ cron job, registered by ``reeltrack worker``
-  through :func:`register_cron`.
+  through :func:`register_cron`.  Every worker has its own cron scheduler (two under
+  ``reeltrack run``'s defaults, more across hosts), so each enqueues it: the first run
+  of a UTC day claims that day in Redis and the others skip.
 
 No Quart here (the worker imports this module).
 """
@@ -31,7 +33,8 @@ from tortoise.transactions import in_transaction
 from models.db import close_db, open_db
 from models.entities import JobProgressEvent
 from models.events import utcnow
-from quart_app.core.config import Config, ConfigError
+from quart_app.core.config import REDIS_KEY_PREFIX, Config, ConfigError
+from quart_app.core.redis_pools import PoolLimits, sync_client
 from tasks.queue import MAINTENANCE_QUEUE
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,10 @@ CRON_QUEUE = MAINTENANCE_QUEUE
 #: a purge job may take a while on a big backlog; it is batched, so a timeout only
 #: stops it between batches' worth of work — the next day continues
 CRON_JOB_TIMEOUT_S = 3600
+#: claimed (SET NX) by the day's first cron run; {} is the UTC date
+DAY_CLAIM_KEY = f"{REDIS_KEY_PREFIX}purge-history:ran:{{}}"
+#: kept past the day it names, so a run late in the day still finds it
+DAY_CLAIM_TTL_S = 2 * 86400
 
 
 def days_text(days: int) -> str:
@@ -171,14 +178,32 @@ def configure(config: Config) -> None:
 
 
 async def purge_history_job(older_than_days: int | None = None) -> int:
-    """The daily RQ cron job: purge with the worker's Config; returns the count deleted.
+    """The daily RQ cron job: purge with the worker's Config; returns the count deleted
+    (0 when another worker's run claimed today already, see :data:`DAY_CLAIM_KEY`).
 
     Opens and closes Tortoise in this coroutine (RQ runs each async job in a fresh event
-    loop).  Exceptions propagate so RQ marks the run failed.
+    loop).  Exceptions propagate so RQ marks the run failed; a failed run gives the day's
+    claim back, so a duplicate enqueued by another scheduler may still do the work.
     """
     config = _worker_config or Config.from_env()
     days = config.retention_days if older_than_days is None else older_than_days
-    return await _purge_with_db(config, days, dry_run=False, batch_size=DEFAULT_BATCH_SIZE)
+    if not config.redis_url:  # run by hand without a queue: nobody to share the day with
+        return await _purge_with_db(config, days, dry_run=False, batch_size=DEFAULT_BATCH_SIZE)
+    redis = sync_client(
+        config.redis_url, PoolLimits.of(config), socket_timeout=5, socket_connect_timeout=5
+    )
+    claim = DAY_CLAIM_KEY.format(utcnow().date().isoformat())
+    try:
+        if not redis.set(claim, "1", nx=True, ex=DAY_CLAIM_TTL_S):
+            log.info("history purge: today's run was claimed by another worker; skipped")
+            return 0
+        try:
+            return await _purge_with_db(config, days, dry_run=False, batch_size=DEFAULT_BATCH_SIZE)
+        except BaseException:
+            redis.delete(claim)
+            raise
+    finally:
+        redis.close()
 
 
 def register_cron(scheduler: Any) -> Any:

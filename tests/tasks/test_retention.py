@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -265,15 +265,61 @@ def test_cli_dispatches_purge_history(
 # --- the cron job ----------------------------------------------------------------------
 
 
-async def test_cron_job_purges_with_the_worker_config(cli_config: Config, monkeypatch: Any) -> None:
-    job_id = await _seed(cli_config.database_url, n_old=5, n_recent=1, old_days=31)
+@pytest.fixture
+def worker_config(cli_config: Config, monkeypatch: Any) -> Iterator[Config]:
+    """``cli_config`` as the worker's, with today's purge not yet claimed."""
     monkeypatch.setattr(retention, "_worker_config", cli_config)
+    assert cli_config.redis_url
+    redis = Redis.from_url(cli_config.redis_url)
+    claim = retention.DAY_CLAIM_KEY.format(utcnow().date().isoformat())
+    redis.delete(claim)
+    yield cli_config
+    redis.delete(claim)
+    redis.close()
 
+
+def _run_cron_job() -> int:
     # RQ runs an async job with asyncio.run in the work-horse: do the same
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        deleted = pool.submit(asyncio.run, retention.purge_history_job()).result()
-    assert deleted == 5
-    assert await _count(cli_config.database_url, job_id) == 1
+        return pool.submit(asyncio.run, retention.purge_history_job()).result()
+
+
+async def test_cron_job_purges_with_the_worker_config(worker_config: Config) -> None:
+    job_id = await _seed(worker_config.database_url, n_old=5, n_recent=1, old_days=31)
+    assert _run_cron_job() == 5
+    assert await _count(worker_config.database_url, job_id) == 1
+
+
+async def test_the_cron_job_runs_once_a_day_however_many_schedulers_enqueue_it(
+    worker_config: Config,
+) -> None:
+    """Each worker's cron scheduler enqueues the purge: the day's second run (another
+    worker's copy) leaves events that became purgeable meanwhile for tomorrow."""
+    first = await _seed(worker_config.database_url, n_old=5, n_recent=1, old_days=31)
+    assert _run_cron_job() == 5
+    assert await _count(worker_config.database_url, first) == 1
+    async with tortoise_open(worker_config.database_url):
+        second = (await make_job(3, age_days=31)).id
+    assert _run_cron_job() == 0
+    assert await _count(worker_config.database_url, second) == 3
+    assert worker_config.redis_url
+    claim = retention.DAY_CLAIM_KEY.format(utcnow().date().isoformat())
+    assert 0 < Redis.from_url(worker_config.redis_url).ttl(claim) <= retention.DAY_CLAIM_TTL_S
+
+
+async def test_a_failed_cron_run_gives_the_day_back(
+    worker_config: Config, monkeypatch: Any
+) -> None:
+    async def failing(*args: Any, **kwargs: Any) -> int:
+        raise ConnectionError("database down")
+
+    job_id = await _seed(worker_config.database_url, n_old=2, n_recent=1, old_days=31)
+    with monkeypatch.context() as patched:
+        patched.setattr(retention, "_purge_with_db", failing)
+        with pytest.raises(ConnectionError):
+            _run_cron_job()
+    assert _run_cron_job() == 2  # the duplicate, later, does the work
+    assert await _count(worker_config.database_url, job_id) == 1
 
 
 def test_register_cron_schedules_a_daily_job_on_the_worker_queue(redis_url: str) -> None:
