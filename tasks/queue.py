@@ -14,7 +14,11 @@ import uuid
 from datetime import timedelta
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, Retry
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
 from rq.utils import now as rq_now
 
 #: the queue of ``normal`` jobs (the name the queue always had)
@@ -107,3 +111,20 @@ def enqueue_processing(
     else:
         queue.enqueue_job(job)
     return str(job.id)
+
+
+def held_by_a_worker(redis: Redis, rq_job_id: str | None) -> bool:
+    """Whether a worker runs the RQ job ``rq_job_id`` now (RQ's ``started``): such a run
+    notices a cancel or a delete of its job itself and announces it.  False for a job
+    that waits (queued, scheduled between slices or deferred, failed awaiting a retry)
+    or that RQ no longer has.  True when Redis cannot tell: the caller then leaves the
+    announcement to the run, as for a running one.  Blocking (call it off the loop).
+    """
+    if not rq_job_id:
+        return False
+    try:
+        return Job(rq_job_id, connection=redis).get_status() == RQStatus.STARTED
+    except InvalidJobOperation:  # no such RQ job
+        return False
+    except RedisError:
+        return True

@@ -8,6 +8,7 @@ conditional ``record_event(..., expect_status=PENDING)``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -25,6 +26,7 @@ from models.jobs import (
 from quart_app.errors import ApiError
 from quart_app.services import Services
 from tasks.journal import JournalError, RedisJournal
+from tasks.queue import held_by_a_worker
 from tasks.submission import QueueUnavailable, submit_job
 
 log = logging.getLogger(__name__)
@@ -127,17 +129,44 @@ async def cancel_job(svc: Services, job: ProcessingJob) -> str:
     return "cancel_requested"
 
 
+async def unheld(svc: Services, jobs: Sequence[ProcessingJob]) -> list[ProcessingJob]:
+    """The unfinished ``jobs`` no worker runs now: pending ones, and processing ones
+    waiting between slices or for a slot.  A job deleted while it waits is never run
+    again, so nobody but the API can tell live clients it is gone.  Call it before the
+    delete: afterwards a slice that starts finds no row and stays silent."""
+    waiting = []
+    for job in jobs:
+        status = JobStatus(job.status)
+        if status == JobStatus.PENDING:
+            waiting.append(job)
+        elif status == JobStatus.PROCESSING:
+            # no Redis: no slices either, a processing job is held by its run
+            if svc.rq_redis is not None and not await asyncio.to_thread(
+                held_by_a_worker, svc.rq_redis, job.rq_job_id
+            ):
+                waiting.append(job)
+    return waiting
+
+
+async def announce_deleted(svc: Services, jobs: Sequence[ProcessingJob], message: str) -> None:
+    """Publish — not persist: their history is gone — a ``cancelled`` event with seq
+    last_seq+1 for each of ``jobs`` (those :func:`unheld` returned), so live clients
+    drop them."""
+    for job in jobs:
+        await svc.publish(job, _event(job, "cancelled", message).to_wire())
+
+
 async def delete_job(svc: Services, job: ProcessingJob) -> None:
     """Delete ``job`` and its history (events cascade).
 
-    A ``pending`` job gets a published — not persisted, there is no history any more —
-    ``cancelled`` event with seq last_seq+1 so live clients drop it; a ``processing``
-    job's worker publishes that when it notices, before its next video.  The job's
-    journal of unpersisted events (:mod:`tasks.journal`) goes too, best effort: a
-    recovery could not store it anyway (the job is gone), and it would expire.
+    A job no worker runs now (pending, or waiting between slices) is announced by a
+    published ``cancelled`` event (:func:`announce_deleted`); a running job's worker
+    publishes that when it notices, before its next video.  The job's journal of
+    unpersisted events (:mod:`tasks.journal`) goes too, best effort: a recovery could
+    not store it anyway (the job is gone), and it would expire.
     """
     await job.refresh_from_db()
-    was_pending = JobStatus(job.status) == JobStatus.PENDING
+    waiting = await unheld(svc, [job])
     await abandon_videos(job.id, "its job was deleted", status=VideoStatus.CANCELLED)
     await ProcessingJob.filter(id=job.id).delete()
     if svc.redis is not None:
@@ -145,14 +174,4 @@ async def delete_job(svc: Services, job: ProcessingJob) -> None:
             await RedisJournal(svc.redis).clear(job.id)
         except JournalError as exc:
             log.warning("job %s deleted; its journal stays until it expires: %s", job.id, exc)
-    if was_pending:
-        event = _event(job, "cancelled", "Job deleted")
-        await svc.publish(job, event.to_wire())
-
-
-async def notify_list_deleted(svc: Services, jobs: Sequence[ProcessingJob]) -> None:
-    """Publish ``cancelled`` for the pending jobs of a list that was just deleted."""
-    for job in jobs:
-        if JobStatus(job.status) == JobStatus.PENDING:
-            event = _event(job, "cancelled", "List deleted")
-            await svc.publish(job, event.to_wire())
+    await announce_deleted(svc, waiting, "Job deleted")

@@ -22,7 +22,7 @@ from werkzeug.http import parse_options_header
 from models.entities import JobPriority, JobSource, ProcessingJob, Video, VideoList, VideoStatus
 from models.jobs import JobSpec, NewVideo
 from models.pages import BadCursor, newest_first
-from quart_app.api.job_ops import notify_list_deleted, submit_for_user
+from quart_app.api.job_ops import announce_deleted, submit_for_user, unheld
 from quart_app.api.schemas import (
     BulkJsonIn,
     ErrorOut,
@@ -107,15 +107,15 @@ async def get_list(list_id: uuid.UUID) -> ListOut:
 @document_response(ErrorOut, 404)
 async def delete_list(list_id: uuid.UUID) -> tuple[str, int]:
     """Delete the list, its videos and its jobs (running jobs stop before their next
-    video; pending ones are announced as cancelled), then every file the list owns
+    video; pending and waiting ones are announced as cancelled), then every file the list owns
     under MEDIA_ROOT: uploads and thumbnails (never a file under IMPORT_ROOT).  A file
     that cannot be removed is logged; the answer is still 204."""
     found = await owned_list(list_id)
     config = services().config
-    jobs = await ProcessingJob.filter(list_id=found.id)
+    waiting = await unheld(services(), await ProcessingJob.filter(list_id=found.id))
     owned = await files_of_list(config, found)
     await found.delete()
-    await notify_list_deleted(services(), jobs)
+    await announce_deleted(services(), waiting, "List deleted")
     await remove_list_files(config, owned)
     return "", 204
 

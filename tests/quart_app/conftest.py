@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -12,11 +13,15 @@ from typing import Any
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
 
-from models.entities import User
+from models.entities import JobStatus, ProcessingJob, User
 from quart_app.app import create_app
 from quart_app.core.config import Config
-from tests.support.builders import auth_headers, make_user
+from socket_layer.protocol import user_room
+from tasks.queue import JOB_FUNCTION, next_rq_job_id
+from tests.support.builders import auth_headers, make_job, make_list, make_user
 
 QUART_REDIS_DB = 2
 
@@ -102,3 +107,46 @@ async def pg_api(pg_database_url: str, api_factory: ApiFactory) -> AsyncIterator
     """An app over PostgreSQL only (for tests where the database does not matter)."""
     async with api_factory(pg_database_url) as built:
         yield built
+
+
+class Published:
+    """Records what the app publishes through its ProgressEmitter (the emitter's wire
+    format and Redis delivery are the socket layer's tests; here: what, to whom)."""
+
+    def __init__(self, api: Api) -> None:
+        self.emitter = services_of(api).emitter
+        self.seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def __aenter__(self) -> Published:
+        real = self.emitter.publish_progress
+
+        async def record(user_id: object, event: dict[str, Any]) -> None:
+            await real(user_id, event)  # raises PublishError like the real one
+            await self.seen.put({"room": user_room(user_id), "data": event})
+
+        self.emitter.publish_progress = record  # type: ignore[method-assign]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        del self.emitter.publish_progress
+
+    async def next(self, wait: float = 5) -> dict[str, Any]:
+        async with asyncio.timeout(wait):
+            return await self.seen.get()
+
+
+def services_of(api: Api) -> Any:
+    return api.app.extensions["reeltrack.services"]
+
+
+async def processing_job_with_rq_job(api: Api, rq_status: RQStatus | None) -> ProcessingJob:
+    """A ``processing`` job (3 events) whose row names an RQ job of ``rq_status`` (None:
+    a slice id RQ does not have)."""
+    job = await make_job(await make_list(await make_user()), status=JobStatus.PROCESSING, events=3)
+    rq_id = next_rq_job_id(job.id)
+    await ProcessingJob.filter(id=job.id).update(rq_job_id=rq_id)
+    if rq_status is not None:
+        connection = services_of(api).rq_redis
+        rq_job = Job.create(JOB_FUNCTION, args=(str(job.id),), id=rq_id, connection=connection)
+        rq_job.set_status(rq_status)  # saves the job with that status
+    return await ProcessingJob.get(id=job.id)

@@ -2,52 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import uuid
 from typing import Any
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 from rq import Queue
+from rq.job import JobStatus as RQStatus
 
 from models.entities import JobProgressEvent, JobStatus, ProcessingJob, Video, VideoStatus
 from models.history import record_event
 from socket_layer.protocol import user_room
 from tasks.journal import RedisJournal, journal_key
 from tasks.queue import JOB_FUNCTION, QUEUE_NAME, rq_job_id_for
-from tests.quart_app.conftest import Api, ApiFactory
+from tests.quart_app.conftest import (
+    Api,
+    ApiFactory,
+    Published,
+    processing_job_with_rq_job,
+)
 from tests.support.builders import event_for, make_job, make_list, make_user
 from tests.support.services import free_port
-
-
-class Published:
-    """Records what the app publishes through its ProgressEmitter (the emitter's wire
-    format and Redis delivery are the socket layer's tests; here: what, to whom)."""
-
-    def __init__(self, api: Api) -> None:
-        self.emitter = services_of(api).emitter
-        self.seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    async def __aenter__(self) -> Published:
-        real = self.emitter.publish_progress
-
-        async def record(user_id: object, event: dict[str, Any]) -> None:
-            await real(user_id, event)  # raises PublishError like the real one
-            await self.seen.put({"room": user_room(user_id), "data": event})
-
-        self.emitter.publish_progress = record  # type: ignore[method-assign]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        del self.emitter.publish_progress
-
-    async def next(self, wait: float = 5) -> dict[str, Any]:
-        async with asyncio.timeout(wait):
-            return await self.seen.get()
-
-
-def services_of(api: Api) -> Any:
-    return api.app.extensions["reeltrack.services"]
 
 
 def _videos(n: int) -> dict[str, Any]:
@@ -244,19 +221,38 @@ async def test_delete_pending_job_publishes_cancelled_and_removes_history(api: A
     assert status == 404
 
 
-async def test_delete_processing_job_leaves_publishing_to_the_worker(api: Api) -> None:
-    user = await make_user()
-    job = await make_job(await make_list(user), status=JobStatus.PROCESSING, events=3)
+async def delete_and_collect(api: Api, job: ProcessingJob, wait: float) -> dict[str, Any] | None:
+    owner = await job.owner
+    message = None
     async with Published(api) as published:
-        status, _ = await api.call("DELETE", f"/api/jobs/{job.id}", user)
+        status, _ = await api.call("DELETE", f"/api/jobs/{job.id}", owner)
         assert status == 204
-        try:
-            message = await published.next(wait=0.3)
-        except TimeoutError:
-            message = None
-    assert message is None
+        with contextlib.suppress(TimeoutError):
+            message = await published.next(wait=wait)
     assert not await ProcessingJob.exists(id=job.id)
     assert not await JobProgressEvent.exists(job_id=job.id)
+    return message
+
+
+async def test_delete_a_running_job_leaves_the_announcement_to_its_worker(api: Api) -> None:
+    job = await processing_job_with_rq_job(api, RQStatus.STARTED)
+    assert await delete_and_collect(api, job, wait=0.3) is None
+
+
+@pytest.mark.parametrize("rq_status", [RQStatus.QUEUED, RQStatus.SCHEDULED, None])
+async def test_delete_a_job_waiting_between_slices_announces_it(
+    api: Api, rq_status: RQStatus | None
+) -> None:
+    """No worker holds a job waiting for its next slice (queued, scheduled: deferred) or
+    whose RQ job is gone: the next slice finds no row and says nothing, so the API
+    tells the owner's clients."""
+    job = await processing_job_with_rq_job(api, rq_status)
+    message = await delete_and_collect(api, job, wait=5)
+    assert message is not None
+    assert message["room"] == user_room(job.owner_id)
+    assert message["data"]["job_id"] == str(job.id)
+    assert message["data"]["status"] == "cancelled" and message["data"]["seq"] == 4
+    assert message["data"]["message"] == "Job deleted"
 
 
 async def test_delete_processing_job_removes_its_journal_of_unpersisted_events(

@@ -5,9 +5,13 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
+from rq.job import JobStatus as RQStatus
+
 from models.entities import JobStatus, ProcessingJob, Video, VideoList
 from quart_app.uploads import upload_dir
-from tests.quart_app.conftest import Api, ApiFactory
+from socket_layer.protocol import user_room
+from tests.quart_app.conftest import Api, ApiFactory, Published, processing_job_with_rq_job
 from tests.support.builders import make_job, make_list, make_user, make_video, multipart
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64 + b"\xff\xd9"
@@ -163,12 +167,27 @@ async def test_upload_limits(pg_database_url: str, api_factory: ApiFactory) -> N
         assert status == 202, answer
 
 
-async def test_delete_list_announces_pending_jobs(api: Api) -> None:
-    user = await make_user()
-    vlist = await make_list(user)
-    job = await make_job(vlist, events=1)
-    assert (await api.call("DELETE", f"/api/lists/{vlist.id}", user))[0] == 204
-    assert not await ProcessingJob.exists(id=job.id)
+async def test_delete_list_announces_the_jobs_no_worker_runs(api: Api) -> None:
+    """A pending job and one waiting for its next slice are announced ``cancelled`` to
+    the owner's clients; a running one is left to its worker."""
+    waiting = await processing_job_with_rq_job(api, RQStatus.SCHEDULED)
+    running = await processing_job_with_rq_job(api, RQStatus.STARTED)
+    vlist = await waiting.list
+    await ProcessingJob.filter(id=running.id).update(list_id=vlist.id)
+    pending = await make_job(vlist, events=1)
+    owner = await vlist.owner
+    async with Published(api) as published:
+        assert (await api.call("DELETE", f"/api/lists/{vlist.id}", owner))[0] == 204
+        announced = [await published.next(), await published.next()]
+        with pytest.raises(TimeoutError):
+            await published.next(wait=0.3)
+    assert sorted((m["data"]["job_id"], m["data"]["seq"]) for m in announced) == sorted(
+        [(str(waiting.id), 4), (str(pending.id), 2)]
+    )
+    assert {m["data"]["status"] for m in announced} == {"cancelled"}
+    assert {m["data"]["message"] for m in announced} == {"List deleted"}
+    assert {m["room"] for m in announced} == {user_room(owner.id)}
+    assert not await ProcessingJob.filter(list_id=vlist.id).exists()
 
 
 async def test_errors_are_json_never_html(pg_api: Api, tmp_path: Path) -> None:
