@@ -22,7 +22,8 @@ A background task refreshes ``heartbeat_at`` while the job runs; the stale-job c
 
 Under RQ a run is one time slice (DESIGN section 7): before its claim it asks for one
 of its owner's USER_MAX_ACTIVE_JOBS slots (:mod:`tasks.slices`; refused -> the job is
-deferred: a new RQ job DEFER_S later, named on the row, the run ends ``deferred``).  It
+deferred: a new RQ job :func:`tasks.slices.defer_delay` later, named on the row, the
+run ends ``deferred``).  It
 then processes videos until SLICE_SECONDS / SLICE_VIDEOS are used up and yields: its
 heartbeat stops, the row's ``rq_job_id`` is moved (conditionally on still naming this
 run) to a fresh RQ job enqueued at the back of the job's priority queue with this run's
@@ -55,7 +56,7 @@ from tasks.media import MediaError, ProcessedMedia, process_media
 from tasks.publisher import Emitter, JobPublisher, LostOwnership, make_emitter
 from tasks.queue import enqueue_processing, next_rq_job_id
 from tasks.rq_meta import MetaJob, RqMetaProgress
-from tasks.slices import UserSlots, add_elapsed, elapsed
+from tasks.slices import UserSlots, add_elapsed, defer_delay, elapsed
 from tasks.stale import alive_key
 from tasks.throttle import ThrottlePolicy
 
@@ -66,8 +67,6 @@ DONE_VIDEO_STATUSES = (VideoStatus.READY, VideoStatus.FAILED)
 #: seconds the end of a job waits for an unreachable DB to take the buffered events
 DRAIN_TIMEOUT = 30.0
 DB_READ_TIMEOUT = 5.0
-#: seconds a job refused a user slot waits before it asks again
-DEFER_S = 1.0
 
 
 def heartbeat_interval(config: Config) -> float:
@@ -129,7 +128,7 @@ async def run_job(
     ``skipped``: nothing to do (gone, already final, or another worker holds it).
     ``lost``: another writer took over the job mid-run.  ``yielded``: the slice is over
     and the next one is enqueued; ``deferred``: the owner's slots were all taken, the
-    job asks again DEFER_S later (both only when ``sliced``).  A run whose journal
+    job asks again later (both only when ``sliced``).  A run whose journal
     recovery (:func:`tasks.journal.recover`) stored the job's final event returns that
     event's status without processing anything.  Raises only for errors that happen
     before the run started processing (the DB unreachable at start, the journal
@@ -272,7 +271,8 @@ class _Turns:
             config.redis_url,
             cap=config.user_max_active_jobs,
             lease_s=config.stale_job_seconds,
-            # a deferred job asks every DEFER_S, but may wait behind a long queue
+            # a deferred job asks at least every DEFER_S x DEFER_MAX_FACTOR, but may
+            # wait behind a long queue
             forget_s=max(60.0, 2.0 * config.stale_job_seconds),
             limits=PoolLimits.of(config),
         )
@@ -287,14 +287,21 @@ class _Turns:
             return "skipped"
         self.owner_id = row.owner_id
         self.priority = str(row.priority)
-        if await self.slots.acquire(row.owner_id, self.job_id, self.priority):
+        turn = await self.slots.acquire(row.owner_id, self.job_id, self.priority)
+        if turn.granted:
             self.holding = True
             return "admitted"
         moved = await self._rename(row, [JobStatus.PENDING, JobStatus.PROCESSING])
         if moved is None:
             return "skipped"
-        log.info("job %s: its owner's slots are taken; asking again in %gs", self.job_id, DEFER_S)
-        await self._enqueue(moved, delay_s=DEFER_S)
+        delay = defer_delay(turn.ahead)
+        log.info(
+            "job %s: its owner's slots are taken (%d waiting ahead); asking again in %gs",
+            self.job_id,
+            turn.ahead,
+            delay,
+        )
+        await self._enqueue(moved, delay_s=delay)
         return "deferred"
 
     async def hand_over(self, job: ProcessingJob) -> str:

@@ -5,7 +5,8 @@
   expiry in ms) for as long as its run beats (the heartbeat refreshes it; a killed run's
   lease expires after STALE_JOB_SECONDS).  A job refused a lease waits in the user's
   queue (sorted set ``reeltrack:user-waiting:<user_id>``, by priority, then by when it
-  first waited) and is asked again later; a free lease goes to the user's best waiter,
+  first waited) and asks again later, the later the more waiters are ahead of it (see
+  :func:`defer_delay`); a free lease goes to the user's best waiter,
   so a job that just yielded does not win its turn back from the user's other jobs, and
   a ``high`` job waiting is served before a ``low`` one.  A lease is re-entrant per job:
   a run resumed after a crash of its own job gets it back.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -43,7 +45,8 @@ PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 
 # KEYS: active hash, waiting zset, waiting-seen hash.
 # ARGV: job, now_ms, lease_ms, cap, score, forget_waiter_after_ms, keys_ttl_ms.
-# Returns 1 when the job holds a lease now, 0 when it waits.
+# Returns -1 when the job holds a lease now, else how many of the user's waiters are
+# ahead of it.
 _ACQUIRE = """
 local now = tonumber(ARGV[2])
 local active = redis.call('HGETALL', KEYS[1])
@@ -73,7 +76,8 @@ else
   redis.call('HSET', KEYS[3], ARGV[1], now)
 end
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
-return granted
+if granted == 1 then return -1 end
+return redis.call('ZRANK', KEYS[2], ARGV[1])
 """
 
 # KEYS: active hash.  ARGV: job, expiry_ms.  Refreshes a lease the job still holds.
@@ -84,6 +88,14 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
 end
 return 0
 """
+
+
+class Turn(NamedTuple):
+    """What :meth:`UserSlots.acquire` answered: ``granted`` (the job holds a lease now),
+    else ``ahead``: how many of the user's waiting jobs come before it."""
+
+    granted: bool
+    ahead: int = 0
 
 
 def _now_ms() -> int:
@@ -117,11 +129,12 @@ class UserSlots:
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def acquire(self, user_id: uuid.UUID | str, job_id: uuid.UUID, priority: str) -> bool:
-        """True when job ``job_id`` may run a slice now (it then holds a lease until
-        :meth:`release` or expiry); False: it waits its turn among the user's jobs."""
+    async def acquire(self, user_id: uuid.UUID | str, job_id: uuid.UUID, priority: str) -> Turn:
+        """Granted when job ``job_id`` may run a slice now (it then holds a lease until
+        :meth:`release` or expiry); else it waits its turn among the user's jobs, with
+        ``ahead`` of them before it."""
         if self.cap <= 0:
-            return True
+            return Turn(True)
         now = _now_ms()
         score = PRIORITY_RANK.get(str(priority), 1) * 10**13 + now
         keys = [k.format(user_id) for k in (ACTIVE_KEY, WAITING_KEY, WAITING_SEEN_KEY)]
@@ -135,10 +148,11 @@ class UserSlots:
             USER_KEYS_TTL_MS,
         ]
         try:
-            return bool(await self.redis.eval(_ACQUIRE, 3, *keys, *args))  # type: ignore[misc]
+            answer = int(await self.redis.eval(_ACQUIRE, 3, *keys, *args))  # type: ignore[misc]
         except Exception as exc:  # processing never waits on Redis trouble
             log.warning("job %s: user slot not checked (%s); running", job_id, exc)
-            return True
+            return Turn(True)
+        return Turn(True) if answer < 0 else Turn(False, answer)
 
     async def refresh(self, user_id: uuid.UUID | str, job_id: uuid.UUID) -> None:
         """Extend the job's lease (called by the run's heartbeat)."""
@@ -159,6 +173,20 @@ class UserSlots:
                 await pipe.execute()
         except Exception as exc:
             log.warning("job %s: user slot not released (%s); it expires", job_id, exc)
+
+
+#: seconds a job refused a user slot waits before it asks again, with no waiter ahead
+DEFER_S = 1.0
+#: a waiter further back asks at most this many DEFER_S apart
+DEFER_MAX_FACTOR = 10
+
+
+def defer_delay(ahead: int) -> float:
+    """How long a job with ``ahead`` waiters before it waits before it asks again: the
+    next in line every DEFER_S, the n-th every n x DEFER_S (at most DEFER_MAX_FACTOR x).
+    A user with N waiting jobs so costs the workers about ln N polls a second, not N
+    (each poll is an RQ job: a fork, a DB and a Redis round trip)."""
+    return DEFER_S * min(1 + max(0, ahead), DEFER_MAX_FACTOR)
 
 
 async def elapsed(redis: aioredis.Redis, job_id: uuid.UUID) -> float:

@@ -34,6 +34,7 @@ from models.jobs import (
 from socket_layer.emitter import PublishError
 from tasks.publisher import Emitter
 from tasks.queue import enqueue_processing
+from tasks.slices import DEFER_S
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ async def submit_job(
     spec: JobSpec = UNSPECIFIED,
     pace_s: float = 0.0,
     high_priority_max_active: int | None = None,
+    user_max_active_jobs: int = 0,
 ) -> ProcessingJob:
     """Create the job of ``videos`` in list ``list_id``, publish its first event through
     ``emitter`` (None: not published; clients read it from the history), enqueue it on
@@ -75,7 +77,20 @@ async def submit_job(
     job of an owner who already has that many unfinished ``high`` jobs is submitted as
     ``normal`` (stored so: the API and the UI show what it got), counted in the
     creating transaction so that racing submissions cannot pass it together.
+    ``user_max_active_jobs`` (USER_MAX_ACTIVE_JOBS; 0: no cap): an owner who already has
+    that many unfinished jobs gets this one queued as a waiter, DEFER_S from now, not at
+    the queue's back: enqueued there, behind the owner's earlier jobs, it would hold
+    every other user's next job behind all of them (each is short enough to pass its
+    slot on to the next), so one user's 30 small imports made another user's one video
+    wait for all 30.
     """
+    delay_s = 0.0
+    if user_max_active_jobs > 0 and enqueue:
+        unfinished = await ProcessingJob.filter(
+            owner_id=owner_id, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]
+        ).count()
+        if unfinished >= user_max_active_jobs:
+            delay_s = DEFER_S
     limit = high_priority_max_active
     if isinstance(videos, FailedVideosOf):
         job, first = await create_retry_job(videos.job, spec, high_limit=limit)
@@ -88,7 +103,12 @@ async def submit_job(
         if redis is None:
             raise RedisError("REDIS_URL is not configured")
         rq_job_id = await asyncio.to_thread(
-            enqueue_processing, redis, job.id, priority=str(job.priority), pace_s=pace_s
+            enqueue_processing,
+            redis,
+            job.id,
+            priority=str(job.priority),
+            pace_s=pace_s,
+            delay_s=delay_s,
         )
     except (RedisError, OSError) as exc:
         log.error("enqueue failed job_id=%s: %s", job.id, exc)

@@ -57,6 +57,7 @@ async def submit_for_user(
             redis=svc.rq_redis,
             spec=spec,
             high_priority_max_active=svc.config.high_priority_max_active,
+            user_max_active_jobs=svc.config.user_max_active_jobs,
         )
     except QueueUnavailable as exc:
         raise ApiError(

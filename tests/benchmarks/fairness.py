@@ -126,6 +126,7 @@ async def run_mode(
                     emitter=None,
                     redis=redis,
                     spec=JobSpec(source=JobSource.JSON),
+                    user_max_active_jobs=cfg.user_max_active_jobs,
                 )
                 started_wall = started_wall or job.created_at
                 jobs[name].append(job.id)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from redis import Redis
+from rq import Worker as RQWorker
 
 from models.entities import JobPriority, JobSource, JobStatus, ProcessingJob, User
 from models.history import events_after
@@ -64,8 +65,16 @@ async def origin(samples: Path) -> AsyncIterator[Origin]:
 
 
 async def _submit(
-    redis: Redis, origin: Origin, user: User, count: int, priority: str = "normal"
+    redis: Redis,
+    origin: Origin,
+    user: User,
+    count: int,
+    priority: str = "normal",
+    *,
+    user_cap: int = 0,
 ) -> uuid.UUID:
+    """Submit a job of ``count`` videos from the origin (``user_cap``: the
+    USER_MAX_ACTIVE_JOBS the API passes; 0: queued at once, as before it did)."""
     vlist = await make_list(user, f"{count} videos")
     tag = uuid.uuid4().hex[:8]
     items = [
@@ -78,6 +87,7 @@ async def _submit(
         emitter=None,
         redis=redis,
         spec=JobSpec(source=JobSource.JSON, priority=JobPriority(priority)),
+        user_max_active_jobs=user_cap,
     )
     return job.id
 
@@ -154,6 +164,41 @@ async def test_make_run_defaults_other_user_first_and_high_before_low(
         assert await _status(low) == JobStatus.PROCESSING
         print(f"the high job completed {finished - t0:.1f}s after submission, before the low one")
         await _cancel_and_check(low)
+    finally:
+        for w in workers:
+            w.close()
+
+
+async def test_many_small_jobs_of_one_user_do_not_hold_another_users_job_behind_them(
+    own_pg: str, config: Callable[..., Config], own_redis: RedisServer, origin: Origin
+) -> None:
+    """A's 12 short jobs (each done within one slice, so each passes its slot straight
+    on) are submitted, then B's 1-video job: B's completes while most of A's wait.
+    Queued behind all of A's, B's waited for every one of them."""
+    origin.delay = 0.2
+    cfg = config(redis_url=own_redis.url, database_url=own_pg, import_allow_private_hosts=True)
+    redis = Redis.from_url(own_redis.url)
+    a, b = await make_user(), await make_user()
+    workers = _workers(cfg, 2)
+    try:
+        await wait_for(lambda: RQWorker.count(connection=redis) >= 2, 60, "2 workers up")
+        cap = cfg.user_max_active_jobs
+        many = [await _submit(redis, origin, a, 2, user_cap=cap) for _ in range(12)]
+        t0 = time.monotonic()
+        one = await _submit(redis, origin, b, 1, user_cap=cap)
+        finished = await _final(one, 30)
+        assert await _status(one) == JobStatus.COMPLETED
+        waiting = [j for j in many if not (await _status(j)).is_final]
+        print(
+            f"\nB's job completed {finished - t0:.1f}s after submission; "
+            f"A's jobs still waiting: {len(waiting)}"
+        )
+        assert len(waiting) >= 6, f"B's job waited for {12 - len(waiting)} of A's 12"
+        for job in many:
+            await _final(job, 60)
+            assert await _status(job) == JobStatus.COMPLETED
+            events = await events_after(job)
+            assert seqs(events) == list(range(1, len(events) + 1))
     finally:
         for w in workers:
             w.close()

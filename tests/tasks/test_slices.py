@@ -29,7 +29,7 @@ from tasks.queue import (
     parse_queues,
     rq_job_id_for,
 )
-from tasks.slices import UserSlots
+from tasks.slices import DEFER_MAX_FACTOR, DEFER_S, Turn, UserSlots, defer_delay
 from tasks.submission import submit_job
 from tests.support.builders import make_list, make_user, place_videos, seed_job, seqs
 from tests.support.services import RedisServer
@@ -117,7 +117,7 @@ async def test_a_job_over_its_owners_cap_is_deferred_and_high_waits_ahead_of_nor
         )
     slots = UserSlots.from_url(own_redis.url, cap=1, lease_s=60, forget_s=60)
     try:
-        assert await slots.acquire(user.id, jobs["busy"].id, "normal")  # the busy slice
+        assert (await slots.acquire(user.id, jobs["busy"].id, "normal")).granted  # the busy slice
         outcome, first_id = await _next_slice(cfg, jobs["normal"].id)
         assert outcome == "deferred"
         row = await ProcessingJob.get(id=jobs["normal"].id)
@@ -165,3 +165,37 @@ async def test_priorities_have_their_own_queues_and_high_is_limited_per_user(
     assert len(Queue(HIGH_QUEUE, connection=redis).get_job_ids()) == 2
     assert len(Queue(QUEUE_NAME, connection=redis).get_job_ids()) == 1
     assert len(Queue(LOW_QUEUE, connection=redis).get_job_ids()) == 1
+
+
+async def test_a_waiter_is_told_how_many_wait_ahead_and_asks_again_later_the_further_back(
+    own_redis: RedisServer,
+) -> None:
+    """Polls of a user's waiting jobs cost the workers a fork each: the next in line
+    asks every DEFER_S, the n-th n times less often (at most DEFER_MAX_FACTOR)."""
+    slots = UserSlots.from_url(own_redis.url, cap=1, lease_s=60, forget_s=60)
+    user = uuid.uuid4()
+    jobs = [uuid.uuid4() for _ in range(4)]
+    try:
+        assert await slots.acquire(user, jobs[0], "normal") == Turn(True)
+        for job in jobs[1:]:
+            assert not (await slots.acquire(user, job, "normal")).granted
+        # asked again: each keeps its place (waiters of one millisecond are ordered by id)
+        ahead = {job: (await slots.acquire(user, job, "normal")).ahead for job in jobs[1:]}
+        assert sorted(ahead.values()) == [0, 1, 2]
+        # a high job waiting goes ahead of the normal ones
+        assert await slots.acquire(user, uuid.uuid4(), "high") == Turn(False, 0)
+        for job in jobs[1:]:
+            assert await slots.acquire(user, job, "normal") == Turn(False, ahead[job] + 1)
+        await slots.release(user, jobs[0])
+        # the free slot is the high waiter's: the next normal one still waits behind it
+        nearest = min(ahead, key=ahead.__getitem__)
+        assert await slots.acquire(user, nearest, "normal") == Turn(False, 1)
+    finally:
+        await slots.close()
+    assert [defer_delay(n) for n in (0, 1, 4, 9, 50)] == [
+        DEFER_S,
+        2 * DEFER_S,
+        5 * DEFER_S,
+        DEFER_MAX_FACTOR * DEFER_S,
+        DEFER_MAX_FACTOR * DEFER_S,
+    ]
