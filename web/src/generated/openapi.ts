@@ -169,9 +169,9 @@ export interface paths {
         put?: never;
         post?: never;
         /**
-         * Delete the list, its videos and its jobs (running jobs stop before their next video; pending ones are announced as cancelled), then every file the list owns under MEDIA_ROOT: uploads and thumbnails (never a file under IMPORT_ROOT)
+         * Delete the list, its videos and its jobs (running jobs stop before their next video; pending and waiting ones are announced as cancelled), then every file the list owns under MEDIA_ROOT: uploads and thumbnails (never a file under IMPORT_ROOT)
          * @description Delete the list, its videos and its jobs (running jobs stop before their next
-         *     video; pending ones are announced as cancelled), then every file the list owns
+         *     video; pending and waiting ones are announced as cancelled), then every file the list owns
          *     under MEDIA_ROOT: uploads and thumbnails (never a file under IMPORT_ROOT).  A file
          *     that cannot be removed is logged; the answer is still 204.
          */
