@@ -206,6 +206,61 @@ async def test_delete_a_job_after_confirming(stack: Stack, browser: BrowserConte
     await expect(page.get_by_role("heading", name="Job not found")).to_be_visible()
 
 
+async def test_cancel_several_selected_jobs_at_once(stack: Stack, browser: BrowserContext) -> None:
+    """POST /api/jobs/cancel from the page: tick two of three active jobs (one running,
+    one pending), confirm, read what each got; the third goes on to the end."""
+    account = await stack.account()
+    list_id = await stack.create_list(account, "Too many")
+    errors: list[str] = []
+    page = await open_logged_in(browser, stack, account, "/jobs", errors=errors)
+    await wait_connected(page)
+    first = stack.add_videos("many-a", 4)
+    stack.media.hold(first[1])
+    running = await import_csv(stack, account, list_id, first)
+    pending = await import_csv(stack, account, list_id, stack.add_videos("many-b", 2))
+    other = await import_csv(stack, account, list_id, stack.add_videos("many-c", 2))
+    active = page.get_by_test_id("active-jobs")
+    for job_id in (running, pending, other):
+        await expect(
+            active.locator(f'[data-testid="job-card"][data-job-id="{job_id}"]')
+        ).to_have_count(1)
+    await expect(job_card(page, running).get_by_test_id("progress-count")).to_have_text(
+        "1/4 videos"
+    )
+    bar = page.get_by_test_id("selection-bar")
+    cancel = bar.get_by_role("button", name=re.compile(r"^Cancel selected"))
+    await expect(cancel).to_have_text("Cancel selected (0)")
+    await expect(cancel).to_be_disabled()
+    await bar.get_by_label("Select all").check()
+    await expect(cancel).to_have_text("Cancel selected (3)")
+    await bar.get_by_label("Select all").uncheck()
+    for job_id in (running, pending):
+        await job_card(page, job_id).get_by_role("checkbox").check()
+    await expect(cancel).to_have_text("Cancel selected (2)")
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    await cancel.click()
+    await expect(cancel).to_have_text("Cancel selected (2)")  # dismissed: nothing sent
+    page.once("dialog", lambda dialog: dialog.accept())
+    await cancel.click()
+    await expect(bar.get_by_test_id("selection-outcome")).to_have_text(
+        "1 job cancelled, 1 job stopping before its next video."
+    )
+    await expect(cancel).to_have_text("Cancel selected (0)")
+    stack.media.release(first[1])
+    finished = page.get_by_test_id("finished-jobs")
+    for job_id in (running, pending):
+        await expect(
+            finished.locator(f'[data-testid="job-card"][data-job-id="{job_id}"]').get_by_test_id(
+                "status-badge"
+            )
+        ).to_have_text("Cancelled")
+    await expect_completed(finished.locator(f'[data-testid="job-card"][data-job-id="{other}"]'), 2)
+    for job_id, status in ((running, "cancelled"), (pending, "cancelled"), (other, "completed")):
+        assert (await stack.job(account, job_id))["status"] == status
+    assert errors == []
+
+
 async def test_cancel_leaves_no_pending_video(stack: Stack, browser: BrowserContext) -> None:
     account = await stack.account()
     list_id = await stack.create_list(account, "Stop it")

@@ -3,7 +3,7 @@
  * the newest live event the socket delivered, plus the wording rules (plurals, final
  * outcome, errors written for people). Plain functions, unit tested directly.
  */
-import { ApiError } from "./api";
+import { ApiError, type CancelResult } from "./api";
 import type { JobProgress } from "./progress/store";
 import { isFinalStatus, type Job, type JobStatus, type ProgressEvent } from "./types";
 
@@ -116,4 +116,19 @@ export function describeError(error: unknown): string {
     return "Cannot reach the server right now; retrying when the connection is back.";
   }
   return error instanceof Error ? error.message : String(error);
+}
+
+/** What a batch cancel did, as one sentence: "2 cancelled, 1 stopping before its next video." */
+export function cancelSummary(results: readonly Pick<CancelResult, "result">[]): string {
+  const count = (r: CancelResult["result"]) => results.filter((x) => x.result === r).length;
+  const parts: string[] = [];
+  const cancelled = count("cancelled");
+  const stopping = count("cancel_requested");
+  const finished = count("already_finished");
+  const missing = count("not_found");
+  if (cancelled) parts.push(`${plural(cancelled, "job")} cancelled`);
+  if (stopping) parts.push(`${plural(stopping, "job")} stopping before ${stopping === 1 ? "its" : "their"} next video`);
+  if (finished) parts.push(`${plural(finished, "job")} had already finished`);
+  if (missing) parts.push(`${plural(missing, "job")} no longer found`);
+  return parts.length ? `${parts.join(", ")}.` : "Nothing to cancel.";
 }

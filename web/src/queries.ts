@@ -118,6 +118,9 @@ export function useHistory(jobId: string) {
 }
 
 /** Cancel, delete and retry of a job; each refreshes what it changes. */
+/** The most job ids one POST /api/jobs/cancel takes (BatchCancelIn). */
+export const CANCEL_BATCH = 1000;
+
 export function useJobActions() {
   const client = useQueryClient();
   const refresh = (id: string) => {
@@ -134,7 +137,16 @@ export function useJobActions() {
     },
   });
   const retry = useMutation({ mutationFn: (id: string) => api.retryJob(id), onSuccess: (_r, id) => refresh(id) });
-  return { cancel, remove, retry };
+  const cancelMany = useMutation({
+    mutationFn: async (ids: readonly string[]) => {
+      const results = [];
+      // the API takes at most CANCEL_BATCH ids a request
+      for (let i = 0; i < ids.length; i += CANCEL_BATCH) results.push(...(await api.cancelJobs(ids.slice(i, i + CANCEL_BATCH))));
+      return results;
+    },
+    onSuccess: (_r, ids) => ids.forEach(refresh),
+  });
+  return { cancel, remove, retry, cancelMany };
 }
 
 /**

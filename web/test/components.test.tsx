@@ -6,7 +6,7 @@ import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { JobCard } from "../src/components/JobCard";
 import { VideoTable } from "../src/components/VideoTable";
 import { formatDuration } from "../src/format";
-import { jobName, jobView, outcomeText, plural } from "../src/jobView";
+import { cancelSummary, jobName, jobView, outcomeText, plural } from "../src/jobView";
 import { notifyFinished, NOTIFY_KEY } from "../src/notifications";
 import type { JobProgress } from "../src/progress/store";
 import { parseRoute } from "../src/router";
@@ -72,6 +72,31 @@ describe("JobCard", () => {
     expect(card).toHaveTextContent("Started");
   });
 
+  it("has a checkbox named for the job only where several jobs can be picked", () => {
+    const onToggle = vi.fn();
+    const client = new QueryClient();
+    const view = jobView(JOB_A, REST_JOB, undefined);
+    const { rerender } = render(
+      <QueryClientProvider client={client}>
+        <ul>
+          <JobCard view={view} selection={{ selected: false, onToggle }} />
+        </ul>
+      </QueryClientProvider>,
+    );
+    const box = screen.getByRole("checkbox", { name: "Select CSV import · 10 videos" });
+    expect(box).not.toBeChecked();
+    fireEvent.click(box);
+    expect(onToggle).toHaveBeenCalledWith(JOB_A, true);
+    rerender(
+      <QueryClientProvider client={client}>
+        <ul>
+          <JobCard view={view} />
+        </ul>
+      </QueryClientProvider>,
+    );
+    expect(screen.queryByRole("checkbox")).toBeNull();
+  });
+
   it("keeps the REST state when the live event is older", () => {
     renderCard(jobView(JOB_A, { ...REST_JOB, latest_event: ev(JOB_A, 8) }, job(JOB_A, 4)));
     expect(screen.getByTestId("progress-count")).toHaveTextContent("7/10 videos");
@@ -120,6 +145,16 @@ describe("jobView wording", () => {
     expect(plural(3, "video")).toBe("3 videos");
     expect(outcomeText({ status: "failed", total: 3, processed: 3, failed: 3, message: "" })).toBe("All 3 videos failed");
     expect(outcomeText({ status: "completed", total: 1, processed: 1, failed: 0, message: "" })).toBe("The video is ready");
+  });
+
+  it("sums up a batch cancel in one sentence", () => {
+    expect(
+      cancelSummary([{ result: "cancelled" }, { result: "cancelled" }, { result: "cancel_requested" }, { result: "already_finished" }]),
+    ).toBe("2 jobs cancelled, 1 job stopping before its next video, 1 job had already finished.");
+    expect(cancelSummary([{ result: "cancel_requested" }, { result: "cancel_requested" }, { result: "not_found" }])).toBe(
+      "2 jobs stopping before their next video, 1 job no longer found.",
+    );
+    expect(cancelSummary([])).toBe("Nothing to cancel.");
   });
 
   it("names a job without a name by its id and size", () => {

@@ -5,10 +5,25 @@ import { JobActions } from "./JobActions";
 import { Link } from "./Link";
 import { ProgressBar } from "./ProgressBar";
 
-export function JobCard({ view, showList = true }: { view: JobView; showList?: boolean }) {
+/** A card's checkbox for actions on several jobs at once (the all-jobs page's active ones). */
+export interface CardSelection {
+  selected: boolean;
+  onToggle: (id: string, selected: boolean) => void;
+}
+
+export function JobCard({ view, showList = true, selection }: { view: JobView; showList?: boolean; selection?: CardSelection }) {
   return (
     <li className="job-card" data-testid="job-card" data-job-id={view.id} data-status={view.status}>
       <div className="job-card-head">
+        {selection && (
+          <input
+            type="checkbox"
+            className="job-select"
+            aria-label={`Select ${view.name}`}
+            checked={selection.selected}
+            onChange={(e) => selection.onToggle(view.id, e.target.checked)}
+          />
+        )}
         <div className="job-card-names">
           <Link to={`/jobs/${view.id}`} className="job-title">
             {view.name}

@@ -7,9 +7,9 @@ import { useEffect, useMemo, useState } from "react";
 
 import type { JobsFilter } from "../api";
 import { JobCard } from "../components/JobCard";
-import { describeError, jobView, type JobView } from "../jobView";
+import { cancelSummary, describeError, jobView, plural, type JobView } from "../jobView";
 import { useJobProgress } from "../progress/useJobProgress";
-import { useJobsListing, useLists } from "../queries";
+import { useJobActions, useJobsListing, useLists } from "../queries";
 import { isFinalStatus, type Job } from "../types";
 
 const STATUS_OPTIONS: [JobsFilter | "", string][] = [
@@ -60,6 +60,59 @@ function byNewest(a: JobView, b: JobView): number {
   return (b.createdAt ?? "").localeCompare(a.createdAt ?? "");
 }
 
+/** The active jobs the user ticked, and the one action on all of them: cancel. */
+function useSelection(views: JobView[]) {
+  const [picked, setPicked] = useState<ReadonlySet<string>>(new Set());
+  // a job that finished (or left the filter) is no longer selected
+  const selected = views.filter((v) => picked.has(v.id)).map((v) => v.id);
+  const toggle = (id: string, on: boolean) =>
+    setPicked((old) => {
+      const next = new Set(old);
+      if (on) next.add(id);
+      else next.delete(id);
+      return next;
+    });
+  const setAll = (on: boolean) => setPicked(on ? new Set(views.map((v) => v.id)) : new Set());
+  return { selected, toggle, setAll, clear: () => setPicked(new Set()) };
+}
+
+type Selection = ReturnType<typeof useSelection>;
+
+/** Select all / Cancel selected (n), with the outcome of the last cancel as a sentence. */
+function SelectionBar({ views, selection }: { views: JobView[]; selection: Selection }) {
+  const { cancelMany } = useJobActions();
+  const [outcome, setOutcome] = useState<{ text: string; error: boolean } | null>(null);
+  const n = selection.selected.length;
+  const all = n > 0 && n === views.length;
+  const cancelSelected = async () => {
+    if (!window.confirm(`Cancel ${plural(n, "job")}? Running ones stop before their next video.`)) return;
+    setOutcome(null);
+    try {
+      const results = await cancelMany.mutateAsync(selection.selected);
+      selection.clear();
+      setOutcome({ text: cancelSummary(results), error: false });
+    } catch (e) {
+      setOutcome({ text: describeError(e), error: true });
+    }
+  };
+  return (
+    <div className="selection-bar" data-testid="selection-bar">
+      <label>
+        <input type="checkbox" checked={all} onChange={(e) => selection.setAll(e.target.checked)} />
+        Select all
+      </label>
+      <button type="button" className="small" disabled={n === 0 || cancelMany.isPending} onClick={() => void cancelSelected()}>
+        Cancel selected ({n})
+      </button>
+      {outcome && (
+        <span className={outcome.error ? "error-text" : "ok-text"} role="status" data-testid="selection-outcome">
+          {outcome.text}
+        </span>
+      )}
+    </div>
+  );
+}
+
 /** A titled list of job cards (``empty`` when there is none) and a button for the listing's next page. */
 function JobSection({
   id,
@@ -68,6 +121,7 @@ function JobSection({
   empty,
   listing,
   more,
+  selection,
 }: {
   id: string;
   title: string;
@@ -75,16 +129,22 @@ function JobSection({
   empty: string;
   listing: { hasNextPage: boolean; isFetchingNextPage: boolean; fetchNextPage: () => unknown };
   more: string;
+  selection?: Selection;
 }) {
   return (
     <section aria-labelledby={id} data-testid={id}>
       <h2 id={id}>{title}</h2>
+      {selection && views.length > 0 && <SelectionBar views={views} selection={selection} />}
       {views.length === 0 ? (
         <p className="muted">{empty}</p>
       ) : (
         <ul className="job-list">
           {views.map((v) => (
-            <JobCard key={v.id} view={v} />
+            <JobCard
+              key={v.id}
+              view={v}
+              selection={selection && { selected: selection.selected.includes(v.id), onToggle: selection.toggle }}
+            />
           ))}
         </ul>
       )}
@@ -124,6 +184,7 @@ export function JobsPage() {
     };
   }, [active.data, finished.data, jobProgress, showActive, showFinished, filters.status]);
 
+  const selection = useSelection(activeViews);
   const error = (showActive && active.error) || (showFinished && finished.error) || null;
   const loading = (showActive && active.isPending) || (showFinished && finished.isPending);
   const filtered = Boolean(filters.list || q || filters.status);
@@ -171,6 +232,7 @@ export function JobsPage() {
           empty={loading ? "Loading..." : "No job is running."}
           listing={active}
           more="More active jobs"
+          selection={selection}
         />
       )}
       {showFinished && (
