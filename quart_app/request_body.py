@@ -12,11 +12,11 @@ memory while the view waits (on a password hash, on the database).  Here:
   :data:`DEFAULT_BODY_BYTES`), never above ``MAX_REQUEST_BYTES``.  A declared
   ``Content-Length`` over it answers 413 JSON before any of the body is read; a body
   without one is cut off with 413 as soon as it passes the limit;
-- a body must keep arriving (:class:`BodyPace`): no gap of ``BODY_READ_TIMEOUT``
-  seconds between its bytes and at least ``BODY_MIN_RATE`` bytes/s over each such
-  window, else the view reads a 408 JSON error and the connection is closed after it.
-  Time the receiver spends waiting for the view to take what it buffered is not
-  counted: that wait is the server's, not the client's.
+- a body must keep arriving (:class:`~quart_app.core.body_pace.BodyPace`): no gap of
+  ``BODY_READ_TIMEOUT`` seconds between its bytes and at least ``BODY_MIN_RATE``
+  bytes/s over each such window, else the view reads a 408 JSON error and the
+  connection is closed after it.  Time the receiver spends waiting for the view to
+  take what it buffered is not counted: that wait is the server's, not the client's.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from quart.asgi import ASGIHTTPConnection
 from quart.wrappers.request import Body, Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from quart_app.core.body_pace import BodyPace
 from quart_app.core.config import Config
 from quart_app.errors import ApiError
 
@@ -112,45 +113,6 @@ class BodyTooSlow(ApiError):
         super().__init__(408, "request_timeout", message, headers={"Connection": "close"})
 
 
-class BodyPace:
-    """The pace a body must keep while it arrives: no gap longer than ``timeout`` s and
-    at least ``min_rate`` bytes/s over each window of ``timeout`` s (0: no rate)."""
-
-    def __init__(self, timeout: float, min_rate: int) -> None:
-        self.timeout = timeout
-        self.min_bytes = int(min_rate * timeout)
-        self.restart()
-
-    def restart(self) -> None:
-        """Begin a new window now (at the start, and after the server made it wait)."""
-        now = asyncio.get_running_loop().time()
-        self.last_byte = now
-        self.window_end = now + self.timeout
-        self.window_bytes = 0
-
-    def deadline(self) -> float:
-        return min(self.last_byte + self.timeout, self.window_end)
-
-    def received(self, size: int) -> None:
-        if size:
-            self.last_byte = asyncio.get_running_loop().time()
-            self.window_bytes += size
-
-    def expired(self) -> BodyTooSlow | None:
-        """At :meth:`deadline`: the error to answer, or None (a new window began)."""
-        now = asyncio.get_running_loop().time()
-        if now >= self.last_byte + self.timeout:
-            return BodyTooSlow(f"no part of the request body arrived for {self.timeout:g} s")
-        if self.window_bytes < self.min_bytes:
-            return BodyTooSlow(
-                f"the request body arrived at {self.window_bytes / self.timeout:.0f} bytes/s,"
-                f" slower than the minimum of {self.min_bytes / self.timeout:.0f} bytes/s"
-            )
-        self.window_end = now + self.timeout
-        self.window_bytes = 0
-        return None
-
-
 class BoundedHTTPConnection(ASGIHTTPConnection):
     """Quart's HTTP connection whose receiver waits while the body buffer is full and
     times the client while it sends the body (:class:`BodyPace`)."""
@@ -168,10 +130,10 @@ class BoundedHTTPConnection(ASGIHTTPConnection):
                     async with asyncio.timeout_at(pace.deadline()):
                         message = await receive()
                 except TimeoutError:
-                    error = pace.expired()
-                    if error is not None:
+                    reason = pace.expired()
+                    if reason is not None:
                         complete = True
-                        _fail(body, error)
+                        _fail(body, BodyTooSlow(reason))
                     continue
             if message["type"] == "http.request":
                 data = message.get("body", b"")

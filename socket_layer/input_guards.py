@@ -12,8 +12,11 @@ handler; that waits for the CLOSE packet to be fetched by a GET that a misbehavi
 client never sends, so the POST (and its memory) hangs until hypercorn gives up with a
 500.  :func:`guard_polling_posts` answers such a POST ``413`` before engineio sees it.
 (The websocket transport enforces the same limit correctly: the socket is closed.)
-Polling POSTs within the limit are read here and checked to be an engine.io payload;
-junk answers ``400`` and ends the session (engineio would log a traceback per POST).
+Polling POSTs within the limit are read here, at the REST API's body pace
+(BODY_READ_TIMEOUT, BODY_MIN_RATE: a stalled or trickling one answers ``408``), and
+checked to be an engine.io payload; junk answers ``400`` and ends the session (engineio
+would log a traceback per POST).  A POST with a body but no ``Content-Length`` answers
+``411``: engineio reads it as empty only once it has all arrived, however slowly.
 
 Socket.IO packets python-socketio cannot handle (``42``, ``42[``, bytes outside a
 binary event, a client CONNECT_ERROR, a binary placeholder naming no attachment) make it
@@ -29,6 +32,7 @@ transport at once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,6 +41,7 @@ from typing import Any
 from engineio.packet import Packet
 
 from quart_app.core import metrics
+from quart_app.core.body_pace import BodyPace
 from socket_layer.protocol import RESERVED_EVENTS
 
 log = logging.getLogger(__name__)
@@ -89,11 +94,17 @@ async def _send_json(send: Any, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def guard_polling_posts(eio: Any, max_bytes: int) -> None:
+def guard_polling_posts(
+    eio: Any, max_bytes: int, *, read_timeout: float | None = None, min_rate: int = 0
+) -> None:
     """Wrap ``eio.handle_request`` so a polling POST declaring more than ``max_bytes``
     gets ``413 {"code": "message_too_large", ...}`` at once (the session lives on; the
-    message is dropped; POSTs without a length are read as empty by engineio), and so
-    websocket frames engine.io cannot decode close their connection cleanly."""
+    message is dropped), one with a body but no length ``411 length_required`` (every
+    engine.io client sends one; engineio would read the body as empty, however long it
+    took to arrive), one whose body stalls or trickles (``read_timeout`` /
+    ``min_rate``: BODY_READ_TIMEOUT / BODY_MIN_RATE, as for the REST API) ``408
+    request_timeout``, and so websocket frames engine.io cannot decode close their
+    connection cleanly."""
     original: Asgi = eio.handle_request
     too_large = f"Socket.IO messages are limited to {max_bytes} bytes"
 
@@ -108,10 +119,19 @@ def guard_polling_posts(eio: Any, max_bytes: int) -> None:
                 return _checked_post(scope, receive, send)
             if length is not None and length > max_bytes:
                 return _send_json(send, 413, "message_too_large", too_large)
+            if length is None and _has_body(scope):
+                return _send_json(
+                    send, 411, "length_required", "a Socket.IO POST must declare its Content-Length"
+                )
         return original(scope, receive, send)
 
     async def _checked_post(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body, pending = await _read_body(receive)
+        pace = BodyPace(read_timeout, min_rate) if read_timeout else None
+        try:
+            body, pending = await _read_body(receive, pace)
+        except _TooSlow as slow:
+            await _send_json(send, 408, "request_timeout", str(slow))
+            return
         if not _valid_payload(body):
             metrics.packet_refused(REFUSED_MALFORMED)
             sid = _query_sid(scope)
@@ -265,11 +285,38 @@ def _valid_payload(body: bytes) -> bool:
     return bool(payload.packets)
 
 
-async def _read_body(receive: Any) -> tuple[bytes, list[dict[str, Any]]]:
+class _TooSlow(Exception):
+    """A polling POST's body broke its :class:`BodyPace` (the message is the reason)."""
+
+
+def _has_body(scope: dict[str, Any]) -> bool:
+    return any(
+        name.lower() == b"transfer-encoding" and value.lower() != b"identity"
+        for name, value in scope.get("headers") or ()
+    )
+
+
+async def _read_body(
+    receive: Any, pace: BodyPace | None = None
+) -> tuple[bytes, list[dict[str, Any]]]:
+    """The whole body and what came after it; raises :class:`_TooSlow` when it stalls
+    or trickles past ``pace``."""
     chunks: list[bytes] = []
     events: list[dict[str, Any]] = []
     while True:
-        event = await receive()
+        if pace is None:
+            event = await receive()
+        else:
+            try:
+                async with asyncio.timeout_at(pace.deadline()):
+                    event = await receive()
+            except TimeoutError:
+                reason = pace.expired()
+                if reason is not None:
+                    raise _TooSlow(reason) from None
+                continue
+            if event["type"] == "http.request":
+                pace.received(len(event.get("body") or b""))
         if event["type"] != "http.request":
             events.append(event)
             break

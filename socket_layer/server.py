@@ -408,7 +408,12 @@ def create_sio(
     sio.on(EVENT_RESUME, layer.on_resume, namespace=NAMESPACE)
     # malformed or oversize input that python-engineio/socketio handle badly: refuse it
     # in front of them (socket_layer/input_guards.py)
-    guard_polling_posts(sio.eio, config.ws_max_message_bytes)
+    guard_polling_posts(
+        sio.eio,
+        config.ws_max_message_bytes,
+        read_timeout=config.body_read_timeout,
+        min_rate=config.body_min_rate,
+    )
     # one ping timer per process, not a task per socket per interval
     PingWheel.install(sio.eio)
     guard_socketio_packets(sio)

@@ -12,9 +12,11 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from models.entities import Video
+from socket_layer.protocol import SOCKETIO_PATH
 from tests.support.builders import bearer, make_list, make_user
 from tests.support.health_watch import HealthWatch
 from tests.support.live import LiveServer
@@ -201,3 +203,51 @@ async def test_a_slow_but_steady_upload_passes(
     video = await Video.get(list_id=vlist.id)
     stored = server.config.media_root / video.source.removeprefix("upload:")
     assert stored.read_bytes() == clip
+
+
+async def _socketio_post(server: LiveServer, head_extra: str, body: bytes) -> SlowUpload:
+    """A long-polling session opened over HTTP, then a POST to it sent by hand (with the
+    session's cookie): ``head_extra`` headers and the start of its body."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}{SOCKETIO_PATH}/?EIO=4&transport=polling") as r:
+            assert r.status == 200
+            sid = json.loads((await r.text())[1:])["sid"]
+        cookie = "; ".join(f"{c.key}={c.value}" for c in http.cookie_jar)
+    post = SlowUpload(server.port, "", uuid.uuid4(), "")
+    post.reader, post.writer = await asyncio.open_connection("127.0.0.1", server.port)
+    post.began = time.perf_counter()
+    post.writer.write(
+        (
+            f"POST {SOCKETIO_PATH}/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nCookie: {cookie}\r\nContent-Type: text/plain\r\n"
+            f"{head_extra}\r\n"
+        ).encode()
+        + body
+    )
+    await post.writer.drain()
+    return post
+
+
+async def test_a_stalled_socketio_post_is_408_like_a_rest_body(
+    db: str, start_live_server: Start
+) -> None:
+    """A long-polling POST is held to the same pace as a REST body: a client that
+    declares 100 bytes and sends 10 is answered 408 and closed after BODY_READ_TIMEOUT
+    (python-engineio would wait for the rest for ever)."""
+    server = await start_live_server(body_read_timeout=TIMEOUT_S, body_min_rate=0)
+    post = await _socketio_post(server, "Content-Length: 100\r\n", b'40{"token":')
+    status, headers, body, closed, took = await post.answer(within_s=10)
+    assert status == 408 and body["code"] == "request_timeout", body
+    assert body["message"] == f"no part of the request body arrived for {TIMEOUT_S:g} s"
+    assert headers["content-type"] == "application/json"
+    assert closed
+    assert TIMEOUT_S <= took < TIMEOUT_S + 2, took
+
+
+async def test_a_socketio_post_without_a_length_is_411(db: str, start_live_server: Start) -> None:
+    server = await start_live_server(body_read_timeout=TIMEOUT_S)
+    post = await _socketio_post(server, "Transfer-Encoding: chunked\r\n", b"3\r\n40{\r\n")
+    status, _headers, body, closed, took = await post.answer(within_s=5)
+    assert status == 411 and body["code"] == "length_required", body
+    assert closed
+    assert took < TIMEOUT_S, took  # answered at once, not after the body
