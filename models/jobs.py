@@ -15,6 +15,7 @@ from typing import TypedDict
 from tortoise.transactions import in_transaction
 
 from models.entities import (
+    ACTIVE_JOB_STATUSES,
     MAX_JOB_NAME,
     JobPriority,
     JobSource,
@@ -121,7 +122,7 @@ async def _within_high_limit(
     active = await ProcessingJob.filter(
         owner_id=owner_id,
         priority=JobPriority.HIGH,
-        status__in=[JobStatus.PENDING, JobStatus.PROCESSING],
+        status__in=ACTIVE_JOB_STATUSES,
     ).count()
     if active < high_limit:
         return spec

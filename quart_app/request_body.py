@@ -30,7 +30,7 @@ from quart.asgi import ASGIHTTPConnection
 from quart.wrappers.request import Body, Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from quart_app.core.body_pace import BodyPace
+from quart_app.core.body_pace import BodyPace, BodyTooSlowError
 from quart_app.core.config import Config
 from quart_app.errors import ApiError
 
@@ -127,19 +127,13 @@ class BoundedHTTPConnection(ASGIHTTPConnection):
                 message = await receive()
             else:
                 try:
-                    async with asyncio.timeout_at(pace.deadline()):
-                        message = await receive()
-                except TimeoutError:
-                    reason = pace.expired()
-                    if reason is not None:
-                        complete = True
-                        _fail(body, BodyTooSlow(reason))
+                    message = await pace.next_message(receive)
+                except BodyTooSlowError as slow:
+                    complete = True
+                    _fail(body, BodyTooSlow(str(slow)))
                     continue
             if message["type"] == "http.request":
-                data = message.get("body", b"")
-                body.append(data)
-                if pace is not None:
-                    pace.received(len(data))
+                body.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     complete = True
                     body.set_complete()

@@ -32,7 +32,6 @@ transport at once.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -41,7 +40,7 @@ from typing import Any
 from engineio.packet import Packet
 
 from quart_app.core import metrics
-from quart_app.core.body_pace import BodyPace
+from quart_app.core.body_pace import BodyPace, BodyTooSlowError
 from socket_layer.protocol import RESERVED_EVENTS
 
 log = logging.getLogger(__name__)
@@ -129,7 +128,7 @@ def guard_polling_posts(
         pace = BodyPace(read_timeout, min_rate) if read_timeout else None
         try:
             body, pending = await _read_body(receive, pace)
-        except _TooSlow as slow:
+        except BodyTooSlowError as slow:
             await _send_json(send, 408, "request_timeout", str(slow))
             return
         if not _valid_payload(body):
@@ -285,10 +284,6 @@ def _valid_payload(body: bytes) -> bool:
     return bool(payload.packets)
 
 
-class _TooSlow(Exception):
-    """A polling POST's body broke its :class:`BodyPace` (the message is the reason)."""
-
-
 def _has_body(scope: dict[str, Any]) -> bool:
     return any(
         name.lower() == b"transfer-encoding" and value.lower() != b"identity"
@@ -299,24 +294,12 @@ def _has_body(scope: dict[str, Any]) -> bool:
 async def _read_body(
     receive: Any, pace: BodyPace | None = None
 ) -> tuple[bytes, list[dict[str, Any]]]:
-    """The whole body and what came after it; raises :class:`_TooSlow` when it stalls
-    or trickles past ``pace``."""
+    """The whole body and what came after it; raises
+    :class:`~quart_app.core.body_pace.BodyTooSlowError` when it falls behind ``pace``."""
     chunks: list[bytes] = []
     events: list[dict[str, Any]] = []
     while True:
-        if pace is None:
-            event = await receive()
-        else:
-            try:
-                async with asyncio.timeout_at(pace.deadline()):
-                    event = await receive()
-            except TimeoutError:
-                reason = pace.expired()
-                if reason is not None:
-                    raise _TooSlow(reason) from None
-                continue
-            if event["type"] == "http.request":
-                pace.received(len(event.get("body") or b""))
+        event = await receive() if pace is None else await pace.next_message(receive)
         if event["type"] != "http.request":
             events.append(event)
             break

@@ -20,16 +20,15 @@ One run of a job:
 A background task refreshes ``heartbeat_at`` while the job runs; the stale-job check
 (:mod:`tasks.stale`) relies on it.
 
-Under RQ a run is one time slice (DESIGN section 7): before its claim it asks for one
-of its owner's USER_MAX_ACTIVE_JOBS slots (:mod:`tasks.slices`; refused -> the job is
-deferred: a new RQ job :func:`tasks.slices.defer_delay` later, named on the row, the
-run ends ``deferred``).  It
-then processes videos until SLICE_SECONDS / SLICE_VIDEOS are used up and yields: its
-heartbeat stops, the row's ``rq_job_id`` is moved (conditionally on still naming this
-run) to a fresh RQ job enqueued at the back of the job's priority queue with this run's
-retries left, and the run ends ``yielded``.  The next slice's claim is then the
-same-RQ-job re-claim, so there is never a second writer, and it continues from the
-saved video rows and last_seq like a resumed run.
+Under RQ a run is one time slice (DESIGN section 7): before its claim it asks for one of
+its owner's USER_MAX_ACTIVE_JOBS slots (:mod:`tasks.slices`; refused -> the job is
+deferred: a new RQ job :func:`tasks.slices.defer_delay` later, named on the row, the run
+ends ``deferred``).  It then processes videos until SLICE_SECONDS / SLICE_VIDEOS are
+used up and yields: its heartbeat stops, the row's ``rq_job_id`` is moved (conditionally
+on still naming this run) to a fresh RQ job enqueued at the back of the job's priority
+queue with this run's retries left, and the run ends ``yielded``.  The next slice's
+claim is then the same-RQ-job re-claim, so there is never a second writer, and it
+continues from the saved video rows and last_seq like a resumed run.
 """
 
 from __future__ import annotations

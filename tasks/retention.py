@@ -21,6 +21,7 @@ No Quart here (the worker imports this module).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 from collections.abc import Callable
@@ -187,8 +188,11 @@ async def purge_history_job(older_than_days: int | None = None) -> int:
     """
     config = _worker_config or Config.from_env()
     days = config.retention_days if older_than_days is None else older_than_days
+    purge = functools.partial(
+        _purge_with_db, config, days, dry_run=False, batch_size=DEFAULT_BATCH_SIZE
+    )
     if not config.redis_url:  # run by hand without a queue: nobody to share the day with
-        return await _purge_with_db(config, days, dry_run=False, batch_size=DEFAULT_BATCH_SIZE)
+        return await purge()
     redis = sync_client(
         config.redis_url, PoolLimits.of(config), socket_timeout=5, socket_connect_timeout=5
     )
@@ -198,7 +202,7 @@ async def purge_history_job(older_than_days: int | None = None) -> int:
             log.info("history purge: today's run was claimed by another worker; skipped")
             return 0
         try:
-            return await _purge_with_db(config, days, dry_run=False, batch_size=DEFAULT_BATCH_SIZE)
+            return await purge()
         except BaseException:
             redis.delete(claim)
             raise

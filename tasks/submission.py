@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from redis import Redis
 from redis.exceptions import RedisError
 
-from models.entities import JobStatus, ProcessingJob
+from models.entities import ACTIVE_JOB_STATUSES, JobStatus, ProcessingJob
 from models.events import ProgressEvent, job_event
 from models.history import record_event
 from models.jobs import (
@@ -87,15 +87,16 @@ async def submit_job(
     delay_s = 0.0
     if user_max_active_jobs > 0 and enqueue:
         unfinished = await ProcessingJob.filter(
-            owner_id=owner_id, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]
+            owner_id=owner_id, status__in=ACTIVE_JOB_STATUSES
         ).count()
         if unfinished >= user_max_active_jobs:
             delay_s = DEFER_S
-    limit = high_priority_max_active
     if isinstance(videos, FailedVideosOf):
-        job, first = await create_retry_job(videos.job, spec, high_limit=limit)
+        job, first = await create_retry_job(videos.job, spec, high_limit=high_priority_max_active)
     else:
-        job, first = await create_job_with_videos(owner_id, list_id, videos, spec, high_limit=limit)
+        job, first = await create_job_with_videos(
+            owner_id, list_id, videos, spec, high_limit=high_priority_max_active
+        )
     await _publish(emitter, job, first)
     if not enqueue:
         return job

@@ -9,6 +9,11 @@ window of ``timeout`` seconds (0: no rate).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+
+class BodyTooSlowError(Exception):
+    """The body broke its pace; the message is the reason, as the client reads it."""
 
 
 class BodyPace:
@@ -49,3 +54,19 @@ class BodyPace:
         self.window_end = now + self.timeout
         self.window_bytes = 0
         return None
+
+    async def next_message(self, receive: Any) -> dict[str, Any]:
+        """The next ASGI message from ``receive``, its body bytes counted; raises
+        :class:`BodyTooSlowError` once the body falls behind the pace."""
+        while True:
+            try:
+                async with asyncio.timeout_at(self.deadline()):
+                    message: dict[str, Any] = await receive()
+            except TimeoutError:
+                reason = self.expired()
+                if reason is not None:
+                    raise BodyTooSlowError(reason) from None
+                continue
+            if message["type"] == "http.request":
+                self.received(len(message.get("body") or b""))
+            return message

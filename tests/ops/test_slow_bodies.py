@@ -77,6 +77,16 @@ class SlowUpload:
         return int(lines[0].split()[1]), headers, json.loads(body), rest == b"", took
 
 
+def assert_stalled_408(answer: tuple[int, dict[str, str], dict, bool, float]) -> None:
+    """A body that stopped arriving: 408 JSON naming the gap, closed after one timeout."""
+    status, headers, body, closed, took = answer
+    assert status == 408 and body["code"] == "request_timeout", body
+    assert body["message"] == f"no part of the request body arrived for {TIMEOUT_S:g} s"
+    assert headers["content-type"] == "application/json"
+    assert closed
+    assert TIMEOUT_S <= took < TIMEOUT_S + 2, took
+
+
 async def _server(start: Start, min_rate: int = MIN_RATE) -> LiveServer:
     return await start(
         body_read_timeout=TIMEOUT_S,
@@ -94,12 +104,7 @@ async def test_a_stalled_upload_is_408_and_closed_after_the_timeout(
     vlist = await make_list(user)
     path = f"/api/lists/{vlist.id}/videos/upload"
     upload = await SlowUpload(server.port, path, user.id, "203.0.113.1").open()
-    status, headers, body, closed, took = await upload.answer(within_s=10)
-    assert status == 408 and body["code"] == "request_timeout", body
-    assert body["message"] == f"no part of the request body arrived for {TIMEOUT_S:g} s"
-    assert headers["content-type"] == "application/json"
-    assert closed
-    assert TIMEOUT_S <= took < TIMEOUT_S + 2, took
+    assert_stalled_408(await upload.answer(within_s=10))
     # nothing of it is kept
     assert not list((server.config.media_root / "uploads").rglob("*.mp4"))
 
@@ -236,12 +241,7 @@ async def test_a_stalled_socketio_post_is_408_like_a_rest_body(
     (python-engineio would wait for the rest for ever)."""
     server = await start_live_server(body_read_timeout=TIMEOUT_S, body_min_rate=0)
     post = await _socketio_post(server, "Content-Length: 100\r\n", b'40{"token":')
-    status, headers, body, closed, took = await post.answer(within_s=10)
-    assert status == 408 and body["code"] == "request_timeout", body
-    assert body["message"] == f"no part of the request body arrived for {TIMEOUT_S:g} s"
-    assert headers["content-type"] == "application/json"
-    assert closed
-    assert TIMEOUT_S <= took < TIMEOUT_S + 2, took
+    assert_stalled_408(await post.answer(within_s=10))
 
 
 async def test_a_socketio_post_without_a_length_is_411(db: str, start_live_server: Start) -> None:
