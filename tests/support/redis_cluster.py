@@ -112,7 +112,9 @@ class RedisClusterRig:
                 time.sleep(0.1)
 
     def _create(self, timeout: float = 30.0) -> None:
-        subprocess.run(
+        """``redis-cli --cluster create``; raises RuntimeError with its output when it
+        refuses (a CalledProcessError alone hid why)."""
+        done = subprocess.run(
             [
                 "redis-cli",
                 "--cluster",
@@ -122,10 +124,16 @@ class RedisClusterRig:
                 str(self.replicas),
                 "--cluster-yes",
             ],
-            check=True,
+            check=False,
             capture_output=True,
+            text=True,
             timeout=timeout,
         )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"redis-cli --cluster create exited {done.returncode}:\n"
+                f"{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )
 
     def slot_owners(self, port: int) -> dict[int, int] | None:
         """slot -> master port as the node on ``port`` sees it (None: no answer)."""
