@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, expect
+from playwright.async_api import BrowserContext, Page, Route, expect
 
 from tests.e2e.pages import (
     bar_state,
@@ -326,4 +327,74 @@ async def test_a_refused_token_sends_the_user_to_the_login_page(
     await page.get_by_label("Password").fill(account.password)
     await page.get_by_role("button", name="Log in").click()
     await page.wait_for_url(re.compile(r"/lists$"))
+    await wait_connected(page)
+
+
+async def open_refused_with_its_401_held(
+    stack: Stack, browser: BrowserContext
+) -> tuple[Account, Page, Callable[[], Awaitable[None]]]:
+    """A tab opened on /lists with a forged token, sent to the login page by the socket's
+    refusal while the REST call's 401 is held back; and the call that lets it through
+    and waits until the page has handled it."""
+    account = await stack.account()
+    forged = Account(account.username, account.password, account.user_id, "not-a-valid-token")
+    held: list[Route] = []
+
+    async def hold_the_forged_tokens_calls(route: Route) -> None:
+        if route.request.headers.get("authorization") == f"Bearer {forged.token}":
+            held.append(route)
+        else:
+            await route.continue_()
+
+    await browser.route(re.compile(r"/api/"), hold_the_forged_tokens_calls)
+    page = await open_logged_in(browser, stack, forged, "/lists")
+    await page.wait_for_url(re.compile(r"/login\?next=%2Flists"))
+    assert held, "the list request was never made"
+
+    async def release() -> None:
+        async with page.expect_response(re.compile(r"/api/lists")) as answer:
+            for route in held:
+                await route.continue_()
+        response = await answer.value
+        assert response.status == 401
+        await response.finished()
+        # let the page's handlers of that answer run (two frames)
+        await page.evaluate(
+            "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+        )
+
+    return account, page, release
+
+
+async def log_in_on_the_login_page(page: Page, account: Account) -> None:
+    await page.get_by_label("Username").fill(account.username)
+    await page.get_by_label("Password").fill(account.password)
+    await page.get_by_role("button", name="Log in").click()
+
+
+async def test_a_second_refusal_on_the_login_page_keeps_the_way_back(
+    stack: Stack, browser: BrowserContext
+) -> None:
+    account, page, release_the_401 = await open_refused_with_its_401_held(stack, browser)
+    await release_the_401()
+    assert re.search(r"/login\?next=%2Flists$", page.url), page.url
+    await log_in_on_the_login_page(page, account)
+    await page.wait_for_url(re.compile(r"/lists$"), timeout=5_000)
+    await wait_connected(page)
+
+
+async def test_a_late_refusal_of_the_old_token_does_not_log_the_new_session_out(
+    stack: Stack, browser: BrowserContext
+) -> None:
+    account, page, release_the_401 = await open_refused_with_its_401_held(stack, browser)
+    await log_in_on_the_login_page(page, account)
+    await page.wait_for_url(re.compile(r"/lists$"), timeout=5_000)
+    await wait_connected(page)
+    new_token = await page.evaluate("() => localStorage.getItem('reeltrack.token')")
+    assert new_token
+
+    await release_the_401()
+    assert page.url.endswith("/lists")
+    assert await page.evaluate("() => localStorage.getItem('reeltrack.token')") == new_token
+    await expect(page.get_by_text("Your session has expired")).to_have_count(0)
     await wait_connected(page)

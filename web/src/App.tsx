@@ -37,7 +37,9 @@ export function App() {
       setSession(null);
       setNotice(message);
       const here = location.pathname;
-      navigate(here === "/login" ? "/login" : `/login?next=${encodeURIComponent(here)}`, { replace: true });
+      // already on the login page (a second refusal, e.g. the socket's after a REST 401):
+      // stay, keeping the ?next= the first one set
+      if (here !== "/login") navigate(`/login?next=${encodeURIComponent(here)}`, { replace: true });
     },
     [queryClient],
   );

@@ -1,6 +1,6 @@
 /**
- * The REST client (DESIGN.md section 6). Every call sends the bearer token; a 401 calls
- * the registered handler (back to the login page) and throws {@link ApiError}.
+ * The REST client (DESIGN.md section 6). Every call sends the bearer token; a 401 for the token
+ * still in use calls the registered handler (back to the login page) and throws {@link ApiError}.
  */
 import { currentToken } from "./auth";
 import type { Job, JobStatus, Page, ProgressEvent, RequestJson, ResponseJson, User, Video, VideoList, VideoStatus } from "./types";
@@ -33,8 +33,10 @@ function authHeaders(headers: Record<string, string> = {}): Record<string, strin
   return h;
 }
 
-/** The ApiError for a non-2xx answer (and the 401 handler called when it applies). */
-function failure(status: number, statusText: string, text: string, path: string, hadToken: boolean): ApiError {
+/** The ApiError for a non-2xx answer (and the 401 handler called when it applies: a 401
+ * for the token still in use; a late one for a token already logged out, or replaced by a
+ * new login meanwhile, must not log the new session out or move the login page on). */
+function failure(status: number, statusText: string, text: string, path: string, sentToken: string | undefined): ApiError {
   let data: unknown = null;
   try {
     data = text ? JSON.parse(text) : null;
@@ -42,8 +44,12 @@ function failure(status: number, statusText: string, text: string, path: string,
     data = null;
   }
   const err = (data ?? {}) as { code?: string; message?: string } & Record<string, unknown>;
-  if (status === 401 && hadToken && path !== "/api/auth/login") unauthorizedHandler?.();
+  if (status === 401 && sentToken && sentToken === currentToken() && path !== "/api/auth/login") unauthorizedHandler?.();
   return new ApiError(status, err.code ?? `http_${status}`, err.message ?? statusText, err);
+}
+
+function bearer(headers: Record<string, string>): string | undefined {
+  return headers.Authorization?.slice("Bearer ".length);
 }
 
 async function request<T>(method: string, path: string, body?: BodyInit | object | null, headers: Record<string, string> = {}): Promise<T> {
@@ -58,7 +64,7 @@ async function request<T>(method: string, path: string, body?: BodyInit | object
   const response = await fetch(path, { method, headers: h, body: payload });
   if (response.status === 204) return undefined as T;
   const text = await response.text();
-  if (!response.ok) throw failure(response.status, response.statusText, text, path, "Authorization" in h);
+  if (!response.ok) throw failure(response.status, response.statusText, text, path, bearer(h));
   try {
     return (text ? JSON.parse(text) : null) as T;
   } catch {
@@ -93,7 +99,7 @@ function postFormWithProgress<T>(path: string, form: FormData, onProgress?: (p: 
         } catch (e) {
           reject(e instanceof Error ? e : new Error(String(e)));
         }
-      } else reject(failure(xhr.status, xhr.statusText, xhr.responseText, path, "Authorization" in h));
+      } else reject(failure(xhr.status, xhr.statusText, xhr.responseText, path, bearer(h)));
     };
     xhr.onerror = () => reject(new TypeError("Failed to fetch"));
     xhr.onabort = () => reject(new DOMException("The upload was cancelled.", "AbortError"));
