@@ -299,17 +299,19 @@ def remove_dir(path: str) -> None:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    pg_database_url: str, base: Path, *, web_processes: int = 1
+    pg_database_url: str, base: Path, *, web_processes: int = 1, **overrides: Any
 ) -> AsyncIterator[Stack]:
     """Web process(es) + one worker on a PRIVATE Redis (so the worker takes no other
     test's jobs) and the session's PostgreSQL database; the worker may fetch from
-    loopback (the media origin).  With more than one web process, nginx with
-    deploy/nginx.conf stands in front and is the stack's ``url``.  Everything is
-    stopped at the end of the block."""
+    loopback (the media origin); ``overrides`` are settings of its Config.  With more
+    than one web process, nginx with deploy/nginx.conf stands in front and is the
+    stack's ``url``.  Everything is stopped at the end of the block."""
     check_prerequisites()
     redis = RedisServer().start()
     media = await MediaOrigin().start()
-    config = live_config(base, pg_database_url, redis.url, import_allow_private_hosts=True)
+    config = live_config(
+        base, pg_database_url, redis.url, **{"import_allow_private_hosts": True, **overrides}
+    )
     webs = [LiveServer(config, name=f"e2e-web{i}") for i in range(web_processes)]
     worker: WorkerProcess | None = None
     nginx: Nginx | None = None
