@@ -19,6 +19,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from werkzeug.utils import secure_filename
 
 from models.jobs import NewVideo
+from quart_app.core.byte_sizes import byte_size
 from quart_app.core.text import MAX_TITLE_LENGTH, clean_title
 from quart_app.errors import ApiError
 
@@ -147,7 +148,7 @@ class _Receiver:
                 raise ApiError(
                     413,
                     "file_too_large",
-                    f"a file is larger than the upload limit of {self.max_file_bytes} bytes",
+                    f"a file is larger than the upload limit of {byte_size(self.max_file_bytes)}",
                     filename=self.saved[-1].path.name[5:],
                 )
             self.out.write(event.data)

@@ -38,6 +38,7 @@ from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
+from quart_app.core.byte_sizes import byte_size
 from quart_app.core.config import Config
 
 MAX_REDIRECTS = 5
@@ -242,8 +243,8 @@ async def download(url_text: str, config: Config) -> Path:
                     with path.open("wb") as out:  # noqa: ASYNC230
                         async for chunk in resp.content.iter_chunked(CHUNK):
                             size += len(chunk)
-                            if size > config.max_upload_bytes:
-                                raise MediaError(f"too large: over {config.max_upload_bytes} bytes")
+                            if size > (limit := config.max_upload_bytes):
+                                raise MediaError(f"too large: over {byte_size(limit)}")
                             out.write(chunk)
                     ok = True
                     return path

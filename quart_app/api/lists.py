@@ -35,6 +35,7 @@ from quart_app.api.schemas import (
     VideosQuery,
 )
 from quart_app.api.videos import video_out
+from quart_app.core.byte_sizes import byte_size
 from quart_app.core.config import Config
 from quart_app.errors import ApiError
 from quart_app.import_parsing import ImportRejected, max_import_bytes, parse_csv, parse_json
@@ -170,14 +171,18 @@ def _json_options(data: object, query: JobOptions) -> JobOptions:
     return query.model_copy(update=body.model_dump(exclude_unset=True))
 
 
+def _too_large(what: str, limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"an import {what} may hold at most {byte_size(limit)}")
+
+
 async def _read_limited(limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "too_large", f"an import body may hold at most {limit} bytes")
+        raise _too_large("body", limit)
     data = bytearray()
     async for chunk in request.body:
         data.extend(chunk)
         if len(data) > limit:
-            raise ApiError(413, "too_large", f"an import body may hold at most {limit} bytes")
+            raise _too_large("body", limit)
     return bytes(data)
 
 
@@ -196,14 +201,14 @@ async def _import_items(options: JobOptions) -> tuple[list[NewVideo], JobSpec]:
         return parse_csv(raw, import_root=config.import_root, max_rows=max_rows), spec
     if mimetype == "multipart/form-data":
         if request.content_length is not None and request.content_length > limit:
-            raise ApiError(413, "too_large", f"an import body may hold at most {limit} bytes")
+            raise _too_large("body", limit)
         files = await request.files
         upload = files.get("file")
         if upload is None:
             raise ApiError(400, "missing_file", "send the CSV in multipart field 'file'")
         raw = upload.read(limit + 1)
         if len(raw) > limit:
-            raise ApiError(413, "too_large", f"an import file may hold at most {limit} bytes")
+            raise _too_large("file", limit)
         return parse_csv(raw, import_root=config.import_root, max_rows=max_rows), spec
     raise ApiError(
         415,

@@ -13,14 +13,14 @@ from playwright.async_api import BrowserContext, expect
 from tests.e2e.pages import card_of, expect_completed, expect_video_rows, open_logged_in
 from tests.e2e.support import Stack, running_stack
 
-LIMIT = 1_000_000
+LIMIT = 1024**2
 
 
 @pytest.fixture(scope="module")
 async def stack(
     pg_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    """The e2e stack with a 1 MB upload limit."""
+    """The e2e stack with a 1 MiB upload limit."""
     async with running_stack(
         pg_database_url, tmp_path_factory.mktemp("e2e-limit"), max_upload_bytes=LIMIT
     ) as the_stack:
@@ -41,7 +41,7 @@ async def test_a_video_over_the_upload_limit_is_refused_with_the_reason_and_noth
     await page.get_by_role("tab", name="Upload videos").click()
     await page.get_by_label("Video files").set_input_files([str(small), str(big)])
     await page.get_by_role("button", name="Upload").click()
-    await expect(page.get_by_text(f"larger than the upload limit of {LIMIT} bytes")).to_be_visible()
+    await expect(page.get_by_text("larger than the upload limit of 1 MiB")).to_be_visible()
     assert await stack.videos(account, list_id) == []
     assert await stack.jobs(account) == []
     await expect(page.get_by_test_id("job-card")).to_have_count(0)
