@@ -234,16 +234,15 @@ async def download(url_text: str, config: Config) -> Path:
                     if resp.status != 200:
                         raise MediaError(f"HTTP {resp.status} {resp.reason or ''}".strip())
                     length = resp.content_length
-                    if length is not None and length > config.max_upload_bytes:
-                        raise MediaError(
-                            f"too large: {length} bytes (limit {config.max_upload_bytes})"
-                        )
+                    limit = config.max_upload_bytes
+                    if length is not None and length > limit:
+                        raise MediaError(f"too large: {byte_size(length)}, over {byte_size(limit)}")
                     size = 0
                     # local-disk writes of 256 KiB chunks: not worth a thread hop each
                     with path.open("wb") as out:  # noqa: ASYNC230
                         async for chunk in resp.content.iter_chunked(CHUNK):
                             size += len(chunk)
-                            if size > (limit := config.max_upload_bytes):
+                            if size > limit:
                                 raise MediaError(f"too large: over {byte_size(limit)}")
                             out.write(chunk)
                     ok = True
