@@ -91,14 +91,12 @@ def card_of(page: Page) -> Locator:
     return cards.first
 
 
-async def bar_state(card: Locator) -> dict[str, str | None]:
-    return {
-        "valuenow": await card.get_by_role("progressbar").get_attribute("aria-valuenow"),
-        "status": await card.locator(".progress").get_attribute("data-status"),
-        "color": await card.locator(".progress-fill").evaluate(
-            "el => getComputedStyle(el).backgroundColor"
-        ),
-    }
+async def expect_bar(card: Locator, status: str, color: str) -> None:
+    """Until ``card``'s bar is in ``status`` and painted ``color``.  Retried like every
+    expect: a card re-rendered (moved to the finished jobs, refreshed from the API) is
+    a new element, and the style of the one it replaced reads as ''."""
+    await expect(card.locator(".progress")).to_have_attribute("data-status", status)
+    await expect(card.locator(".progress-fill")).to_have_css("background-color", color)
 
 
 async def expect_completed(card: Locator, total: int) -> None:
@@ -107,8 +105,7 @@ async def expect_completed(card: Locator, total: int) -> None:
     noun = "video" if total == 1 else "videos"
     await expect(card.get_by_test_id("progress-count")).to_have_text(f"{total}/{total} {noun}")
     await expect(card.get_by_test_id("status-badge")).to_have_text("Completed")
-    state = await bar_state(card)
-    assert state["color"] == GREEN, state
+    await expect_bar(card, "completed", GREEN)
 
 
 async def expect_video_rows(page: Page, total: int, ready: int) -> None:

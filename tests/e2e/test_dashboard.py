@@ -17,8 +17,8 @@ import pytest
 from playwright.async_api import BrowserContext, Page, Route, expect
 
 from tests.e2e.pages import (
-    bar_state,
     card_of,
+    expect_bar,
     expect_completed,
     expect_video_rows,
     import_csv,
@@ -60,8 +60,7 @@ async def test_import_ten_videos_updates_the_bar_per_video_and_ends_green(
             await expect(card.get_by_role("progressbar")).to_have_attribute(
                 "aria-valuenow", str(i * 10)
             )
-            state = await bar_state(card)
-            assert state["status"] == "processing" and state["color"] == BLUE, state
+            await expect_bar(card, "processing", BLUE)
             await expect(card.get_by_test_id("progress-percent")).to_have_text(f"{i * 10}%")
         if i == 5:
             await expect_video_rows(page, 10, 5)
@@ -276,7 +275,7 @@ async def test_cancel_from_the_dashboard(stack: Stack, browser: BrowserContext) 
     stack.media.release(names[2])  # the worker stops before the next video
     await expect(card.locator(".progress")).to_have_attribute("data-status", "cancelled")
     await expect(card.get_by_test_id("status-badge")).to_have_text("Cancelled")
-    assert (await bar_state(card))["color"] == AMBER
+    await expect_bar(card, "cancelled", AMBER)
     await expect(card.get_by_role("button", name="Cancel")).to_have_count(0)
     assert names[3] not in stack.media.requested
 
