@@ -78,7 +78,7 @@ web-types: install $(WEB_STAMP)
 	$(BIN)/python -m tests.support.web_types
 
 pytest: install system-deps $(if $(wildcard web/package.json),web/dist/index.html)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=40
 
 test: lint typecheck web-test pytest
 
