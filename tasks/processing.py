@@ -53,9 +53,9 @@ from quart_app.core.redis_pools import PoolLimits, async_client, sync_client
 from tasks.journal import Journal, RedisJournal, recover
 from tasks.media import MediaError, ProcessedMedia, process_media
 from tasks.publisher import Emitter, JobPublisher, LostOwnership, make_emitter
-from tasks.queue import enqueue_processing, next_rq_job_id
+from tasks.queue import enqueue_processing, next_rq_job_id, queue_for
 from tasks.rq_meta import MetaJob, RqMetaProgress
-from tasks.slices import UserSlots, add_elapsed, defer_delay, elapsed
+from tasks.slices import UserSlots, add_elapsed, ask_again_in, elapsed, slot_rules, waiting_rq
 from tasks.stale import alive_key
 from tasks.throttle import ThrottlePolicy
 
@@ -267,13 +267,7 @@ class _Turns:
         self.priority = "normal"
         self.holding = False  # this run holds one of the owner's slots
         self.slots = UserSlots.from_url(
-            config.redis_url,
-            cap=config.user_max_active_jobs,
-            lease_s=config.stale_job_seconds,
-            # a deferred job asks at least every DEFER_S x DEFER_MAX_FACTOR, but may
-            # wait behind a long queue
-            forget_s=max(60.0, 2.0 * config.stale_job_seconds),
-            limits=PoolLimits.of(config),
+            config.redis_url, **slot_rules(config), limits=PoolLimits.of(config)
         )
 
     async def admit(self) -> str:
@@ -286,14 +280,18 @@ class _Turns:
             return "skipped"
         self.owner_id = row.owner_id
         self.priority = str(row.priority)
-        turn = await self.slots.acquire(row.owner_id, self.job_id, self.priority)
+        # the RQ job that asks again if this one is refused (a release wakes it)
+        next_id = next_rq_job_id(self.job_id)
+        turn = await self.slots.start(
+            row.owner_id, self.job_id, self.priority, self._waiting_rq(next_id)
+        )
         if turn.granted:
             self.holding = True
             return "admitted"
-        moved = await self._rename(row, [JobStatus.PENDING, JobStatus.PROCESSING])
+        moved = await self._rename(row, [JobStatus.PENDING, JobStatus.PROCESSING], next_id)
         if moved is None:
             return "skipped"
-        delay = defer_delay(turn.ahead)
+        delay = ask_again_in(turn)
         log.info(
             "job %s: its owner's slots are taken (%d waiting ahead); asking again in %gs",
             self.job_id,
@@ -307,23 +305,36 @@ class _Turns:
         """End the slice: the row names a new RQ job, the slot is given back, that RQ
         job is enqueued at the back of the job's queue.  ``yielded``, or ``deleted`` /
         ``lost`` when the row no longer names this run."""
-        moved = await self._rename(job, [JobStatus.PROCESSING], beat=True)
+        moved = await self._rename(
+            job, [JobStatus.PROCESSING], next_rq_job_id(self.job_id), beat=True
+        )
         if moved is None:
             exists = await ProcessingJob.filter(id=self.job_id).exists()
             return "lost" if exists else "deleted"
-        # released first: the next slice must queue for a slot like the owner's other jobs
+        # released first (waking the owner's best waiters): the next slice asks for a
+        # slot behind the owner's other waiting jobs, and goes into the queue only with one
         assert self.owner_id is not None
         await self.slots.release(self.owner_id, self.job_id)
         self.holding = False
-        await self._enqueue(moved)
-        log.info("job %s: slice over; continues as RQ job %s", self.job_id, moved)
+        turn = await self.slots.enter(
+            self.owner_id, self.job_id, self.priority, self._waiting_rq(moved)
+        )
+        await self._enqueue(moved, delay_s=0.0 if turn.granted else ask_again_in(turn))
+        log.info(
+            "job %s: slice over; continues as RQ job %s%s",
+            self.job_id,
+            moved,
+            "" if turn.granted else " when its owner's turn comes",
+        )
         return "yielded"
 
+    def _waiting_rq(self, rq_job_id: str) -> str:
+        return waiting_rq(rq_job_id, queue_for(self.priority))
+
     async def _rename(
-        self, row: ProcessingJob, statuses: list[JobStatus], *, beat: bool = False
+        self, row: ProcessingJob, statuses: list[JobStatus], new_id: str, *, beat: bool = False
     ) -> str | None:
-        """Point the row at a fresh RQ job id if it still names this run; the id, or None."""
-        new_id = next_rq_job_id(self.job_id)
+        """Point the row at RQ job ``new_id`` if it still names this run; the id, or None."""
         fields: dict[str, Any] = {"rq_job_id": new_id}
         if beat:  # the next slice may wait a while in the queue; it is not stale
             fields["heartbeat_at"] = utcnow()
@@ -346,6 +357,7 @@ class _Turns:
                 enqueue_processing(
                     client,
                     self.job_id,
+                    owner_id=self.owner_id,
                     priority=self.priority,
                     pace_s=self.pace_s,
                     rq_job_id=rq_job_id,

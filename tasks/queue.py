@@ -42,6 +42,10 @@ RETRY_INTERVALS = [1, 5, 15]
 JOB_TIMEOUT_S = 6 * 3600
 
 
+#: the RQ job meta keys naming whose turn a processing job waits for
+TURN_META = ("owner_id", "priority")
+
+
 def parse_queues(text: str) -> tuple[str, ...]:
     """``"maintenance,videos"`` -> the queue names, in order; raises ValueError naming
     an unknown or repeated queue, or when none is given."""
@@ -78,6 +82,7 @@ def enqueue_processing(
     redis: Redis,
     job_id: uuid.UUID | str,
     *,
+    owner_id: uuid.UUID | str | None = None,
     priority: str | None = "normal",
     pace_s: float = 0.0,
     rq_job_id: str | None = None,
@@ -89,7 +94,9 @@ def enqueue_processing(
     least; see ``tasks.processing.run_job``).  ``rq_job_id``: the id (default: the job's
     first, stable one); ``retries_left``: what the run before it had left (a slice or a
     deferral passes its budget on); ``delay_s`` > 0 schedules it that much later (RQ's
-    scheduler, which every ``reeltrack worker`` runs, enqueues it then).
+    scheduler, which every ``reeltrack worker`` runs, enqueues it then).  ``owner_id``
+    and the priority go into the RQ job's ``meta`` (:data:`TURN_META`): with them the
+    worker asks for the owner's slot before it forks (:mod:`tasks.worker`).
 
     Raises redis.exceptions.RedisError when Redis is unreachable.
     """
@@ -103,6 +110,9 @@ def enqueue_processing(
         retry=Retry(max=MAX_RETRIES, interval=RETRY_INTERVALS),
         result_ttl=3600,
         failure_ttl=7 * 86400,
+        meta={"owner_id": str(owner_id), "priority": str(priority or "normal")}
+        if owner_id is not None
+        else None,
     )
     if retries_left is not None:
         job.retries_left = max(0, retries_left)

@@ -189,7 +189,9 @@ async def check_stale_jobs(
                 continue
             if rq_job is None and _requeue_budget_left(redis, job.id):
                 # under the id the row names, so the run's claim is the same-job re-claim
-                enqueue_processing(redis, job.id, priority=job.priority, rq_job_id=rq_id)
+                enqueue_processing(
+                    redis, job.id, owner_id=job.owner_id, priority=job.priority, rq_job_id=rq_id
+                )
                 log.warning("job %s: worker lost and no RQ job; enqueued again", job.id)
                 report.requeued.append(str(job.id))
                 continue
@@ -204,7 +206,9 @@ async def check_stale_jobs(
         rq_id = job.rq_job_id or rq_job_id_for(job.id)
         try:
             if _fetch_rq_job(redis, rq_id) is None and _requeue_budget_left(redis, job.id):
-                enqueue_processing(redis, job.id, priority=job.priority, rq_job_id=rq_id)
+                enqueue_processing(
+                    redis, job.id, owner_id=job.owner_id, priority=job.priority, rq_job_id=rq_id
+                )
                 log.warning("job %s: pending without an RQ job; enqueued again", job.id)
                 report.requeued.append(str(job.id))
         except Exception:

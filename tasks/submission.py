@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from redis import Redis
 from redis.exceptions import RedisError
 
-from models.entities import ACTIVE_JOB_STATUSES, JobStatus, ProcessingJob
+from models.entities import JobStatus, ProcessingJob
 from models.events import ProgressEvent, job_event
 from models.history import record_event
 from models.jobs import (
@@ -33,8 +33,8 @@ from models.jobs import (
 )
 from socket_layer.emitter import PublishError
 from tasks.publisher import Emitter
-from tasks.queue import enqueue_processing
-from tasks.slices import DEFER_S
+from tasks.queue import enqueue_processing, queue_for, rq_job_id_for
+from tasks.slices import BlockingUserSlots, SlotSettings, ask_again_in, waiting_rq
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ async def submit_job(
     spec: JobSpec = UNSPECIFIED,
     pace_s: float = 0.0,
     high_priority_max_active: int | None = None,
-    user_max_active_jobs: int = 0,
+    turns: SlotSettings | None = None,
 ) -> ProcessingJob:
     """Create the job of ``videos`` in list ``list_id``, publish its first event through
     ``emitter`` (None: not published; clients read it from the history), enqueue it on
@@ -77,20 +77,14 @@ async def submit_job(
     job of an owner who already has that many unfinished ``high`` jobs is submitted as
     ``normal`` (stored so: the API and the UI show what it got), counted in the
     creating transaction so that racing submissions cannot pass it together.
-    ``user_max_active_jobs`` (USER_MAX_ACTIVE_JOBS; 0: no cap): an owner who already has
-    that many unfinished jobs gets this one queued as a waiter, DEFER_S from now, not at
-    the queue's back: enqueued there, behind the owner's earlier jobs, it would hold
-    every other user's next job behind all of them (each is short enough to pass its
-    slot on to the next), so one user's 30 small imports made another user's one video
-    wait for all 30.
+    ``turns`` (:func:`tasks.slices.slot_rules`; None or cap 0: no cap): the job goes
+    into its queue only with one of its owner's USER_MAX_ACTIVE_JOBS slots; without one
+    it waits in the owner's waiting list, scheduled to ask again, and the release of
+    the owner's slot before it wakes it.  Enqueued at the queue's back behind the
+    owner's earlier jobs, each short enough to pass its slot on to the next, it would
+    hold every other user's next job behind all of them: one user's 100 small imports
+    made another user's one video, submitted 3 s later, wait 15 s.
     """
-    delay_s = 0.0
-    if user_max_active_jobs > 0 and enqueue:
-        unfinished = await ProcessingJob.filter(
-            owner_id=owner_id, status__in=ACTIVE_JOB_STATUSES
-        ).count()
-        if unfinished >= user_max_active_jobs:
-            delay_s = DEFER_S
     if isinstance(videos, FailedVideosOf):
         job, first = await create_retry_job(videos.job, spec, high_limit=high_priority_max_active)
     else:
@@ -103,14 +97,7 @@ async def submit_job(
     try:
         if redis is None:
             raise RedisError("REDIS_URL is not configured")
-        rq_job_id = await asyncio.to_thread(
-            enqueue_processing,
-            redis,
-            job.id,
-            priority=str(job.priority),
-            pace_s=pace_s,
-            delay_s=delay_s,
-        )
+        rq_job_id = await asyncio.to_thread(_enqueue_in_turn, redis, job, turns, pace_s)
     except (RedisError, OSError) as exc:
         log.error("enqueue failed job_id=%s: %s", job.id, exc)
         await _fail_unqueued(emitter, job)
@@ -118,6 +105,24 @@ async def submit_job(
     await ProcessingJob.filter(id=job.id).update(rq_job_id=rq_job_id)
     job.rq_job_id = rq_job_id
     return job
+
+
+def _enqueue_in_turn(
+    redis: Redis, job: ProcessingJob, turns: SlotSettings | None, pace_s: float
+) -> str:
+    """Enqueue ``job`` now when it gets one of its owner's slots (or there is no cap),
+    else schedule it to ask again as a waiter; its RQ job id.  Blocking."""
+    priority = str(job.priority)
+    delay_s = 0.0
+    if turns is not None and turns["cap"] > 0:
+        slots = BlockingUserSlots(redis, **turns)
+        rq = waiting_rq(rq_job_id_for(job.id), queue_for(priority))
+        turn = slots.enter(job.owner_id, job.id, priority, rq)
+        if not turn.granted:
+            delay_s = ask_again_in(turn)
+    return enqueue_processing(
+        redis, job.id, owner_id=job.owner_id, priority=priority, pace_s=pace_s, delay_s=delay_s
+    )
 
 
 async def _fail_unqueued(emitter: Emitter | None, job: ProcessingJob) -> None:

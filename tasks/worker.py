@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import time
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
@@ -31,13 +32,16 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.cron import CronScheduler
 from rq.exceptions import InvalidJobOperation
+from rq.job import Job
+from rq.utils import now as rq_now
 
 import tasks.processing  # noqa: F401  (imported in the parent: forked horses start warm)
 from quart_app.core.config import Config
 from quart_app.core.redis_pools import PoolLimits, sync_client
 from tasks import retention
 from tasks.interrupted import requeue_dead_worker_jobs, requeue_interrupted
-from tasks.queue import MAINTENANCE_QUEUE, WORKER_QUEUES
+from tasks.queue import JOB_FUNCTION, MAINTENANCE_QUEUE, TURN_META, WORKER_QUEUES
+from tasks.slices import BlockingUserSlots, ask_again_in, slot_rules, waiting_rq
 from tasks.stale import check_interval, check_stale_jobs_job
 
 log = logging.getLogger(__name__)
@@ -99,7 +103,54 @@ def start_cron(config: Config) -> Any:
 
 
 class ReeltrackWorker(Worker):
-    """RQ's forking worker whose cold shutdown requeues the job it interrupted."""
+    """RQ's forking worker whose cold shutdown requeues the job it interrupted, and which
+    asks for a processing job's turn before it forks a work-horse for it."""
+
+    def __init__(self, *args: Any, config: Config | None = None, **kwargs: Any) -> None:
+        """``config``: with USER_MAX_ACTIVE_JOBS > 0, a processing job whose owner's
+        slots are all taken goes back to wait without a fork (see :meth:`execute_job`)."""
+        super().__init__(*args, **kwargs)
+        self.slots: BlockingUserSlots | None = None
+        if config is not None and config.user_max_active_jobs > 0:
+            self.slots = BlockingUserSlots(self.connection, **slot_rules(config))
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """RQ's fork-and-wait, unless the job must wait its owner's turn: then it is
+        scheduled again, :func:`tasks.slices.defer_delay` later, as the same RQ job (it
+        never started, so nothing else names it; the row still does).  Without this a
+        user's many waiting jobs each cost a fork, a DB connection and a Redis round
+        trip per ask, and every other user's job queued behind those asks.  A job whose
+        RQ meta names no owner (enqueued by an older version) asks in its work-horse."""
+        if not self._waits_its_turn(job, queue):
+            super().execute_job(job, queue)
+
+    def _waits_its_turn(self, job: Job, queue: Queue) -> bool:
+        owner_key, priority_key = TURN_META
+        owner = job.meta.get(owner_key) if job.func_name == JOB_FUNCTION else None
+        if self.slots is None or not owner or not job.args:
+            return False
+        job_id = str(job.args[0])
+        priority = str(job.meta.get(priority_key) or "normal")
+        turn = self.slots.start(owner, job_id, priority, waiting_rq(job.id, queue.name))
+        if turn.granted:
+            return False  # the work-horse's own ask gets this lease back
+        delay = ask_again_in(turn)
+        try:
+            with self.connection.pipeline() as pipe:
+                # a single-queue worker's dequeue parks the job in RQ's intermediate list
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+                queue.schedule_job(job, rq_now() + timedelta(seconds=delay), pipeline=pipe)
+                pipe.execute()
+        except RedisError as exc:  # the work-horse asks again and defers by itself
+            log.warning("job %s: not sent back to wait (%s); running it", job_id, exc)
+            return False
+        log.info(
+            "job %s waits its turn; asking again in %gs (%d of its owner's jobs ahead)",
+            job_id,
+            delay,
+            turn.ahead,
+        )
+        return True
 
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         """RQ's cold shutdown (kill the horse, wait for it, exit), then the interrupted
@@ -152,7 +203,7 @@ def run_worker(
     if replaces:
         _take_over(redis, replaces)
     worker = ReeltrackWorker(
-        [Queue(q, connection=redis) for q in queues], connection=redis, name=name
+        [Queue(q, connection=redis) for q in queues], connection=redis, name=name, config=config
     )
     cron = None if burst else start_cron(config)
     try:

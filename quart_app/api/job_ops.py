@@ -27,6 +27,7 @@ from quart_app.errors import ApiError
 from quart_app.services import Services
 from tasks.journal import JournalError, RedisJournal
 from tasks.queue import held_by_a_worker
+from tasks.slices import BlockingUserSlots, slot_rules
 from tasks.submission import QueueUnavailable, submit_job
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ async def submit_for_user(
             redis=svc.rq_redis,
             spec=spec,
             high_priority_max_active=svc.config.high_priority_max_active,
-            user_max_active_jobs=svc.config.user_max_active_jobs,
+            turns=slot_rules(svc.config),
         )
     except QueueUnavailable as exc:
         raise ApiError(
@@ -125,6 +126,7 @@ async def cancel_job(svc: Services, job: ProcessingJob) -> str:
                 job.id, "cancelled before it was processed", status=VideoStatus.CANCELLED
             )
             await svc.publish(job, event.to_wire())
+            await leave_lines(svc, [job])
             return "cancelled"
         # a worker claimed it (or wrote an event) meanwhile: look again
     return "cancel_requested"
@@ -155,6 +157,22 @@ async def announce_deleted(svc: Services, jobs: Sequence[ProcessingJob], message
     drop them."""
     for job in jobs:
         await svc.publish(job, _event(job, "cancelled", message).to_wire())
+    await leave_lines(svc, jobs)
+
+
+async def leave_lines(svc: Services, jobs: Sequence[ProcessingJob]) -> None:
+    """Take ``jobs``, ended while no worker ran them, out of their owners' lines
+    (:mod:`tasks.slices`): their places go to each owner's next jobs now, not when
+    their RQ jobs come round to find them ended."""
+    if svc.rq_redis is None or svc.config.user_max_active_jobs <= 0 or not jobs:
+        return
+    slots = BlockingUserSlots(svc.rq_redis, **slot_rules(svc.config))
+
+    def leave() -> None:
+        for job in jobs:
+            slots.release(job.owner_id, job.id)
+
+    await asyncio.to_thread(leave)
 
 
 async def delete_job(svc: Services, job: ProcessingJob) -> None:

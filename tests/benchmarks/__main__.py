@@ -26,6 +26,7 @@ BENCHMARKS = {
     "reconnect": ("tests.benchmarks.reconnect", "run"),
     "latency": ("tests.benchmarks.latency", "run"),
     "fairness": ("tests.benchmarks.fairness", "run"),
+    "fairness-waiters": ("tests.benchmarks.fairness", "run_waiters"),
 }
 #: arguments for functions that have no defaults
 ARGS: dict[str, tuple[object, ...]] = {"publisher": (2000,)}

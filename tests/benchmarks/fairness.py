@@ -6,6 +6,9 @@ USER_MAX_ACTIVE_JOBS=0: what a worker did before slices), in the same run.
     python -m tests.benchmarks fairness
     python -m tests.benchmarks.fairness [--delay 0.2] [--workers 2] [--slice-seconds 1]
 
+and :func:`run_waiters` (``python -m tests.benchmarks fairness-waiters``): one user's 100
+one-video jobs, then another user's one video 3 s later; how long that one waits.
+
 Real ``reeltrack worker`` processes on a private Redis and a throw-away PostgreSQL
 database; videos come from a loopback HTTP origin answering each request after
 ``delay`` seconds (a real MP4), so a job of N videos needs about N x delay of a worker.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import tempfile
 import time
 import uuid
@@ -34,6 +38,7 @@ from models.db import close_db, open_db
 from models.entities import JobSource, JobStatus, ProcessingJob, User, VideoList
 from models.history import events_after
 from models.jobs import JobSpec, NewVideo
+from tasks.slices import slot_rules
 from tasks.submission import submit_job
 from tests.conftest import live_config, migrate_in_subprocess
 from tests.support.media import make_video
@@ -126,7 +131,7 @@ async def run_mode(
                     emitter=None,
                     redis=redis,
                     spec=JobSpec(source=JobSource.JSON),
-                    user_max_active_jobs=cfg.user_max_active_jobs,
+                    turns=slot_rules(cfg),
                 )
                 started_wall = started_wall or job.created_at
                 jobs[name].append(job.id)
@@ -239,3 +244,127 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+#: RQ's log line per processing job a worker takes from a queue, and tasks.worker's per
+#: one it sends back to wait its turn without a fork
+DEQUEUED = re.compile(r"videos(-high|-low)?: tasks\.process_video_list\(")
+WAITS_UNFORKED = "waits its turn; asking again in"
+
+
+@dataclass
+class WaitersResult:
+    many_done_s: float  # the many-jobs user's last job completed, from its first submission
+    late_first_s: float  # the late user's first event, from its own submission
+    late_done_s: float
+    asks: int  # times a waiting job asked for a slot again (each was an RQ job run)
+    forks: int  # work-horses forked for those asks
+
+
+async def run_waiters(
+    *,
+    jobs: int = 100,
+    late_s: float = 3.0,
+    delay: float = 0.2,
+    workers: int = 2,
+) -> WaitersResult:
+    """One user submits ``jobs`` one-video jobs at once (USER_MAX_ACTIVE_JOBS=2: all but two
+    wait their turn); ``late_s`` later another user submits one.  What the waiting costs:
+    how often the waiters asked again, how many of those asks forked a work-horse, and
+    how long the late user waited behind them."""
+    async with postgres_admin() as admin:
+        redis_server = RedisServer().start()
+        url = await create_database(admin, prefix="reeltrack_wait")
+        base = Path(tempfile.mkdtemp(prefix="rt-waiters-"))
+        video = make_video(base / "clip.mp4")
+        runner, origin = await _origin(video.read_bytes(), delay)
+        cfg = live_config(
+            base,
+            url,
+            redis_server.url,
+            import_allow_private_hosts=True,
+            log_level="INFO",
+            slice_videos=0,
+        )
+        procs: list[WorkerProcess] = []
+        redis = Redis.from_url(redis_server.url)
+        try:
+            await asyncio.to_thread(migrate_in_subprocess, url)
+            await open_db(url)
+            procs = [WorkerProcess(cfg, name=f"wait-{i}") for i in range(workers)]
+            deadline = time.monotonic() + 60
+            while RQWorker.count(connection=redis) < workers:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("workers not up within 60s")
+                await asyncio.sleep(0.1)
+
+            async def submit(name: str, count: int) -> tuple[float, list[uuid.UUID]]:
+                user = await User.create(
+                    username=f"{name}-{uuid.uuid4().hex[:6]}", password_hash="x"
+                )
+                videos = await VideoList.create(owner=user, name="bench")
+                at = time.monotonic()
+                ids = []
+                for _ in range(count):
+                    job = await submit_job(
+                        user.id,
+                        videos.id,
+                        [NewVideo(source=f"{origin}/{uuid.uuid4().hex[:8]}.mp4", title="v")],
+                        emitter=None,
+                        redis=redis,
+                        spec=JobSpec(source=JobSource.JSON),
+                        turns=slot_rules(cfg),
+                    )
+                    ids.append(job.id)
+                return at, ids
+
+            many_at, many = await submit("ann", jobs)
+            await asyncio.sleep(late_s)  # the benchmark's schedule, not a synchronisation
+            late_at, late = await submit("dan", 1)
+            late_first = late_done = many_done = None
+            deadline = time.monotonic() + 600
+            while late_done is None or many_done is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("jobs not finished within 600s")
+                now = time.monotonic()
+                if (
+                    late_first is None
+                    and await ProcessingJob.filter(id=late[0], last_seq__gte=2).exists()
+                ):
+                    late_first = now - late_at
+                if (
+                    late_done is None
+                    and await ProcessingJob.filter(id=late[0], status=JobStatus.COMPLETED).exists()
+                ):
+                    late_done = now - late_at
+                if (
+                    many_done is None
+                    and not await ProcessingJob.filter(
+                        id__in=many, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]
+                    ).exists()
+                ):
+                    many_done = now - many_at
+                await asyncio.sleep(0.05)
+            logs = "".join(p.output() for p in procs)
+            unforked = logs.count(WAITS_UNFORKED)
+            asks = len(DEQUEUED.findall(logs)) - (jobs + 1)  # one slice each; the rest asked
+            forks = asks - unforked
+            result = WaitersResult(many_done, late_first or late_done, late_done, asks, forks)
+        finally:
+            for p in procs:
+                p.close()
+            redis.close()
+            await close_db()
+            await runner.cleanup()
+            await drop_database(url)
+            redis_server.stop()
+    print(
+        f"{workers} workers, {delay:g} s per video: ann submits {jobs} one-video jobs, "
+        f"dan one video {late_s:g} s later"
+    )
+    print(
+        f"ann done after {result.many_done_s:.1f} s; dan's first event after "
+        f"{result.late_first_s:.2f} s, done after {result.late_done_s:.2f} s; "
+        f"waiters asked again {result.asks} times, {result.forks} of them in a forked work-horse"
+    )
+    return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ import redis
 import redis.asyncio as aioredis
 from rq import Queue
 from rq.job import JobStatus as RQStatus
+from rq.registry import ScheduledJobRegistry
 
 from models.entities import JobProgressEvent, JobStatus, ProcessingJob, Video, VideoStatus
 from models.history import record_event
@@ -22,6 +24,7 @@ from tests.quart_app.conftest import (
     ApiFactory,
     Published,
     processing_job_with_rq_job,
+    services_of,
 )
 from tests.support.builders import event_for, make_job, make_list, make_user
 from tests.support.services import free_port
@@ -271,3 +274,33 @@ async def test_delete_processing_job_removes_its_journal_of_unpersisted_events(
         assert not await client.exists(journal_key(job.id))  # nothing can come back
     finally:
         await client.aclose()
+
+
+async def test_a_cancelled_or_deleted_waiting_job_passes_its_place_in_line_on(
+    pg_database_url: str, api_factory: ApiFactory
+) -> None:
+    """USER_MAX_ACTIVE_JOBS=1: two of the user's jobs go into the queue, the others wait,
+    scheduled.  A cancel or a delete by the API (no worker runs them) gives a job's
+    place to the next waiter at once: its RQ job is due now, not when it asks again."""
+    async with api_factory(pg_database_url, user_max_active_jobs=1) as api:
+        user = await make_user()
+        vlist = await make_list(user)
+        ids = [(await api.import_videos(user, vlist.id, _videos(1)))["job_id"] for _ in range(4)]
+        connection = services_of(api).rq_redis
+        queue = Queue(QUEUE_NAME, connection=connection)
+        scheduled = ScheduledJobRegistry(QUEUE_NAME, connection=connection)
+
+        def due_at(job_id: str) -> float:
+            return scheduled.get_scheduled_time(rq_job_id_for(job_id)).timestamp()
+
+        queued = set(queue.get_job_ids())  # other tests' jobs too: this Redis db is shared
+        assert {rq_job_id_for(i) for i in ids[:2]} <= queued
+        assert not {rq_job_id_for(i) for i in ids[2:]} & queued
+        asked_for = {i: due_at(i) for i in ids[2:]}  # when they would ask again
+        status, body = await api.call("POST", f"/api/jobs/{ids[0]}/cancel", user)
+        assert status == 200 and body["result"] == "cancelled", body
+        assert due_at(ids[2]) <= time.time()
+        assert due_at(ids[3]) == asked_for[ids[3]]
+        status, _ = await api.call("DELETE", f"/api/jobs/{ids[1]}", user)
+        assert status == 204
+        assert due_at(ids[3]) <= time.time()

@@ -8,7 +8,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from models.entities import JobPriority, JobSource, JobStatus, ProcessingJob, Us
 from models.history import events_after
 from models.jobs import JobSpec, NewVideo
 from quart_app.core.config import Config
+from tasks.slices import SlotSettings, slot_rules
 from tasks.submission import submit_job
 from tests.support.builders import make_list, make_user, seqs
 from tests.support.services import RedisServer, start_app
@@ -71,10 +72,10 @@ async def _submit(
     count: int,
     priority: str = "normal",
     *,
-    user_cap: int = 0,
+    turns: SlotSettings | None = None,
 ) -> uuid.UUID:
-    """Submit a job of ``count`` videos from the origin (``user_cap``: the
-    USER_MAX_ACTIVE_JOBS the API passes; 0: queued at once, as before it did)."""
+    """Submit a job of ``count`` videos from the origin (``turns``: the slot rules the
+    API passes; None: queued at once, as before it did)."""
     vlist = await make_list(user, f"{count} videos")
     tag = uuid.uuid4().hex[:8]
     items = [
@@ -87,7 +88,7 @@ async def _submit(
         emitter=None,
         redis=redis,
         spec=JobSpec(source=JobSource.JSON, priority=JobPriority(priority)),
-        user_max_active_jobs=user_cap,
+        turns=turns,
     )
     return job.id
 
@@ -172,9 +173,10 @@ async def test_make_run_defaults_other_user_first_and_high_before_low(
 async def test_many_small_jobs_of_one_user_do_not_hold_another_users_job_behind_them(
     own_pg: str, config: Callable[..., Config], own_redis: RedisServer, origin: Origin
 ) -> None:
-    """A's 12 short jobs (each done within one slice, so each passes its slot straight
-    on) are submitted, then B's 1-video job: B's completes while most of A's wait.
-    Queued behind all of A's, B's waited for every one of them."""
+    """A's 16 short jobs (each done within one slice, so each passes its slot straight
+    on) are submitted; once 4 of them are done, B's 1-video job: B's completes while
+    most of A's still wait.  Before, A's waiting jobs all went into the queue a second
+    after their submission, so B's, behind all of them, waited for every one."""
     origin.delay = 0.2
     cfg = config(redis_url=own_redis.url, database_url=own_pg, import_allow_private_hosts=True)
     redis = Redis.from_url(own_redis.url)
@@ -182,10 +184,15 @@ async def test_many_small_jobs_of_one_user_do_not_hold_another_users_job_behind_
     workers = _workers(cfg, 2)
     try:
         await wait_for(lambda: RQWorker.count(connection=redis) >= 2, 60, "2 workers up")
-        cap = cfg.user_max_active_jobs
-        many = [await _submit(redis, origin, a, 2, user_cap=cap) for _ in range(12)]
+        turns = slot_rules(cfg)
+        many = [await _submit(redis, origin, a, 2, turns=turns) for _ in range(16)]
+
+        async def done_of_a() -> int:
+            return await ProcessingJob.filter(id__in=many, status=JobStatus.COMPLETED).count()
+
+        await wait_for(lambda: _at_least(done_of_a, 4), 60, "4 of A's jobs done")
         t0 = time.monotonic()
-        one = await _submit(redis, origin, b, 1, user_cap=cap)
+        one = await _submit(redis, origin, b, 1, turns=turns)
         finished = await _final(one, 30)
         assert await _status(one) == JobStatus.COMPLETED
         waiting = [j for j in many if not (await _status(j)).is_final]
@@ -193,7 +200,7 @@ async def test_many_small_jobs_of_one_user_do_not_hold_another_users_job_behind_
             f"\nB's job completed {finished - t0:.1f}s after submission; "
             f"A's jobs still waiting: {len(waiting)}"
         )
-        assert len(waiting) >= 6, f"B's job waited for {12 - len(waiting)} of A's 12"
+        assert len(waiting) >= 6, f"B's job waited for {16 - len(waiting)} of A's 16"
         for job in many:
             await _final(job, 60)
             assert await _status(job) == JobStatus.COMPLETED
@@ -202,6 +209,10 @@ async def test_many_small_jobs_of_one_user_do_not_hold_another_users_job_behind_
     finally:
         for w in workers:
             w.close()
+
+
+async def _at_least(count: Callable[[], Awaitable[int]], n: int) -> bool:
+    return await count() >= n
 
 
 async def test_one_worker_takes_turns_between_users_and_priorities(
