@@ -355,7 +355,8 @@ class Config(BaseSettings):
     user_max_active_jobs: int = _setting(
         2,
         "USER_MAX_ACTIVE_JOBS",
-        "slices of one user's jobs processed at once; more wait their turn (0: no cap)",
+        "slices of one user's jobs processed at once, and half of how many are in line "
+        "(running or queued); more wait their turn (0: no cap)",
         ge=0,
     )
     high_priority_max_active: int = _setting(
