@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -78,6 +80,39 @@ async def _origin(body: bytes, delay: float) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
+@contextlib.asynccontextmanager
+async def _bench_stack(name: str, delay: float) -> AsyncIterator[tuple[str, str, Path, str]]:
+    """A private Redis, a migrated throw-away PostgreSQL database (open in Tortoise), a
+    work folder and the loopback video origin answering after ``delay``: (Redis URL,
+    database URL, folder, origin URL).  All gone at the end."""
+    async with postgres_admin() as admin:
+        redis = RedisServer().start()
+        url = await create_database(admin, prefix=f"reeltrack_{name}")
+        base = Path(tempfile.mkdtemp(prefix=f"rt-{name}-"))
+        video = make_video(base / "clip.mp4")
+        runner, origin = await _origin(video.read_bytes(), delay)
+        try:
+            await asyncio.to_thread(migrate_in_subprocess, url)
+            await open_db(url)
+            try:
+                yield redis.url, url, base, origin
+            finally:
+                await close_db()
+        finally:
+            await runner.cleanup()
+            await drop_database(url)
+            redis.stop()
+
+
+async def _workers_up(redis: Redis, count: int) -> None:
+    """Until ``count`` RQ workers are registered (started: jobs then wait for no fork)."""
+    deadline = time.monotonic() + 60
+    while RQWorker.count(connection=redis) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} workers not up within 60s")
+        await asyncio.sleep(0.1)
+
+
 def _since(start: datetime, when: Any) -> float:
     return (when - start).total_seconds() if isinstance(when, datetime) else float("nan")
 
@@ -105,11 +140,7 @@ async def run_mode(
     procs = [WorkerProcess(cfg, name=f"fair-{mode}-{i}") for i in range(workers)]
     redis = Redis.from_url(redis_url)
     try:
-        deadline = time.monotonic() + 60
-        while RQWorker.count(connection=redis) < workers:  # started: jobs wait for no fork
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{mode}: workers not up within 60s")
-            await asyncio.sleep(0.1)
+        await _workers_up(redis, workers)
         users: dict[str, User] = {}
         for name in plan:
             users[name] = await User.create(
@@ -197,34 +228,19 @@ async def run(
 ) -> dict[str, dict[str, UserResult]]:
     """Both modes on one Redis and one database; prints the table and returns it."""
     plan = plan or PLAN
-    async with postgres_admin() as admin:
-        redis = RedisServer().start()
-        url = await create_database(admin, prefix="reeltrack_fair")
-        base = Path(tempfile.mkdtemp(prefix="rt-fairness-"))
-        video = make_video(base / "clip.mp4")
-        runner, origin = await _origin(video.read_bytes(), delay)
-        results: dict[str, dict[str, UserResult]] = {}
-        try:
-            await asyncio.to_thread(migrate_in_subprocess, url)
-            await open_db(url)
-            try:
-                for mode in MODES:
-                    results[mode] = await run_mode(
-                        mode,
-                        base,
-                        url,
-                        redis.url,
-                        origin,
-                        plan=plan,
-                        workers=workers,
-                        slice_seconds=slice_seconds,
-                    )
-            finally:
-                await close_db()
-        finally:
-            await runner.cleanup()
-            await drop_database(url)
-            redis.stop()
+    results: dict[str, dict[str, UserResult]] = {}
+    async with _bench_stack("fair", delay) as (redis_url, url, base, origin):
+        for mode in MODES:
+            results[mode] = await run_mode(
+                mode,
+                base,
+                url,
+                redis_url,
+                origin,
+                plan=plan,
+                workers=workers,
+                slice_seconds=slice_seconds,
+            )
     print(
         f"{workers} workers, {delay:g} s per video, slices of {slice_seconds:g} s; "
         f"jobs submitted in the order {', '.join(plan)}"
@@ -272,31 +288,14 @@ async def run_waiters(
     wait their turn); ``late_s`` later another user submits one.  What the waiting costs:
     how often the waiters asked again, how many of those asks forked a work-horse, and
     how long the late user waited behind them."""
-    async with postgres_admin() as admin:
-        redis_server = RedisServer().start()
-        url = await create_database(admin, prefix="reeltrack_wait")
-        base = Path(tempfile.mkdtemp(prefix="rt-waiters-"))
-        video = make_video(base / "clip.mp4")
-        runner, origin = await _origin(video.read_bytes(), delay)
+    async with _bench_stack("wait", delay) as (redis_url, url, base, origin):
         cfg = live_config(
-            base,
-            url,
-            redis_server.url,
-            import_allow_private_hosts=True,
-            log_level="INFO",
-            slice_videos=0,
+            base, url, redis_url, import_allow_private_hosts=True, log_level="INFO", slice_videos=0
         )
-        procs: list[WorkerProcess] = []
-        redis = Redis.from_url(redis_server.url)
+        redis = Redis.from_url(redis_url)
+        procs = [WorkerProcess(cfg, name=f"wait-{i}") for i in range(workers)]
         try:
-            await asyncio.to_thread(migrate_in_subprocess, url)
-            await open_db(url)
-            procs = [WorkerProcess(cfg, name=f"wait-{i}") for i in range(workers)]
-            deadline = time.monotonic() + 60
-            while RQWorker.count(connection=redis) < workers:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("workers not up within 60s")
-                await asyncio.sleep(0.1)
+            await _workers_up(redis, workers)
 
             async def submit(name: str, count: int) -> tuple[float, list[uuid.UUID]]:
                 user = await User.create(
@@ -348,16 +347,13 @@ async def run_waiters(
             logs = "".join(p.output() for p in procs)
             unforked = logs.count(WAITS_UNFORKED)
             asks = len(DEQUEUED.findall(logs)) - (jobs + 1)  # one slice each; the rest asked
-            forks = asks - unforked
-            result = WaitersResult(many_done, late_first or late_done, late_done, asks, forks)
+            result = WaitersResult(
+                many_done, late_first or late_done, late_done, asks, asks - unforked
+            )
         finally:
             for p in procs:
                 p.close()
             redis.close()
-            await close_db()
-            await runner.cleanup()
-            await drop_database(url)
-            redis_server.stop()
     print(
         f"{workers} workers, {delay:g} s per video: ann submits {jobs} one-video jobs, "
         f"dan one video {late_s:g} s later"
