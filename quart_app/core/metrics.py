@@ -44,7 +44,8 @@ Metric names, with the process that moves them:
 =============================================  ======  ===================================
 
 Read at scrape time (:mod:`quart_app.core.metrics_scrape`), not moved by anyone: the
-RQ queues (``reeltrack_queue_jobs``, ``reeltrack_queue_oldest_job_age_seconds``,
+RQ queues (``reeltrack_queue_jobs``, ``reeltrack_queue_scheduled_jobs``,
+``reeltrack_queue_oldest_job_age_seconds``,
 ``reeltrack_queue_workers``, ``reeltrack_workers``, ``reeltrack_queue_stats_up``) and
 the ``process_*`` figures of every live process of this host.
 """

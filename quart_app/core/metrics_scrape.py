@@ -70,14 +70,16 @@ class QueueReading:
 
     up: bool
     jobs: dict[str, int] = field(default_factory=dict)
+    scheduled: dict[str, int] = field(default_factory=dict)
     oldest_age_s: dict[str, float] = field(default_factory=dict)
     workers_by_queue: dict[str, int] = field(default_factory=dict)
     workers: int = 0
 
 
 def read_queues(redis: Any, queues: Sequence[str], now: float | None = None) -> QueueReading:
-    """Depth, age of the job at the head and live workers of each RQ queue of ``queues``,
-    and the live workers of the installation, in two pipelined round trips.
+    """Depth, scheduled jobs (waiting their owner's turn, or a retry's interval), age of
+    the job at the head and live workers of each RQ queue of ``queues``, and the live
+    workers of the installation, in two pipelined round trips.
 
     A worker counts while its RQ key exists (RQ refreshes it on every heartbeat and
     removes it on a clean stop; a killed worker's key expires after RQ's worker TTL).
@@ -85,6 +87,7 @@ def read_queues(redis: Any, queues: Sequence[str], now: float | None = None) -> 
     """
     from rq.job import Job
     from rq.queue import Queue
+    from rq.registry import ScheduledJobRegistry
     from rq.utils import utcparse
     from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
@@ -95,13 +98,15 @@ def read_queues(redis: Any, queues: Sequence[str], now: float | None = None) -> 
         pipe.llen(key)
         pipe.lindex(key, 0)
         pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
+        pipe.zcard(ScheduledJobRegistry.key_template.format(name))
     pipe.smembers(REDIS_WORKER_KEYS)
     first = pipe.execute()
     all_workers = {_text(k) for k in first[-1]}
     per_queue = {
-        name: (int(first[3 * i]), first[3 * i + 1], {_text(k) for k in first[3 * i + 2]})
+        name: (int(first[4 * i]), first[4 * i + 1], {_text(k) for k in first[4 * i + 2]})
         for i, name in enumerate(queues)
     }
+    scheduled = {name: int(first[4 * i + 3]) for i, name in enumerate(queues)}
     heads = [(name, _text(head)) for name, (_n, head, _w) in per_queue.items() if head]
     registered = sorted(all_workers.union(*(w for _n, _h, w in per_queue.values())))
     pipe = redis.pipeline(transaction=False)
@@ -112,7 +117,7 @@ def read_queues(redis: Any, queues: Sequence[str], now: float | None = None) -> 
     second = pipe.execute()
     enqueued = dict(zip([n for n, _ in heads], second[: len(heads)], strict=True))
     alive = {key for key, found in zip(registered, second[len(heads) :], strict=True) if found}
-    reading = QueueReading(up=True, workers=len(all_workers & alive))
+    reading = QueueReading(up=True, workers=len(all_workers & alive), scheduled=scheduled)
     for name, (depth, _head, workers) in per_queue.items():
         reading.jobs[name] = depth
         reading.workers_by_queue[name] = len(workers & alive)
@@ -173,6 +178,11 @@ class QueueCollector:
         jobs = GaugeMetricFamily(
             "reeltrack_queue_jobs", "Jobs waiting in an RQ queue", labels=["queue"]
         )
+        scheduled = GaugeMetricFamily(
+            "reeltrack_queue_scheduled_jobs",
+            "Jobs of an RQ queue scheduled for later: waiting their owner's turn, or a retry",
+            labels=["queue"],
+        )
         age = GaugeMetricFamily(
             "reeltrack_queue_oldest_job_age_seconds",
             "Age (since enqueued) of the job at the head of an RQ queue; 0 when empty",
@@ -183,11 +193,12 @@ class QueueCollector:
         )
         for name in self.queues:
             jobs.add_metric([name], float(reading.jobs.get(name, 0)))
+            scheduled.add_metric([name], float(reading.scheduled.get(name, 0)))
             age.add_metric([name], reading.oldest_age_s.get(name, 0.0))
             serving.add_metric([name], float(reading.workers_by_queue.get(name, 0)))
         workers = GaugeMetricFamily("reeltrack_workers", "Live RQ workers of the installation")
         workers.add_metric([], float(reading.workers))
-        yield from (jobs, age, serving, workers)
+        yield from (jobs, scheduled, age, serving, workers)
 
 
 # --- process_* of every live process of this host -----------------------------------------

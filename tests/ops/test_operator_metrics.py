@@ -182,6 +182,7 @@ async def test_scrape_has_http_job_video_queue_worker_and_process_figures(run: R
     assert value(text, "reeltrack_queue_stats_up") == 1
     for queue in ("maintenance", "videos-high", "videos", "videos-low"):
         assert value(text, "reeltrack_queue_jobs", queue=queue) == 0
+        assert value(text, "reeltrack_queue_scheduled_jobs", queue=queue) == 0
         assert value(text, "reeltrack_queue_oldest_job_age_seconds", queue=queue) == 0
         assert value(text, "reeltrack_queue_workers", queue=queue) == 1
 
@@ -213,6 +214,10 @@ async def test_a_queued_job_shows_in_depth_and_age(run: Run) -> None:
         await asyncio.to_thread(
             enqueue_processing, redis, uuid.uuid4(), priority="low", rq_job_id="op-probe"
         )
+        # and one waiting its turn, scheduled for later
+        await asyncio.to_thread(
+            enqueue_processing, redis, uuid.uuid4(), rq_job_id="op-later", delay_s=600
+        )
         await asyncio.sleep(1.2)  # so that the job's age is measurable
 
         async def counted() -> bool:
@@ -223,10 +228,12 @@ async def test_a_queued_job_shows_in_depth_and_age(run: Run) -> None:
         text = await scrape(run.http)
         assert value(text, "reeltrack_queue_oldest_job_age_seconds", queue="videos-low") >= 1
         assert value(text, "reeltrack_queue_jobs", queue="videos") == 0
+        assert value(text, "reeltrack_queue_scheduled_jobs", queue="videos") == 1
+        assert value(text, "reeltrack_queue_scheduled_jobs", queue="videos-low") == 0
         # a cleanly stopped worker unregisters at once
         assert value(text, "reeltrack_workers") == 0
     finally:
-        redis.delete("rq:queue:videos-low")
+        redis.delete("rq:queue:videos-low", "rq:scheduled:videos")
         redis.close()
 
 
