@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 ACTIVE_KEY = f"{REDIS_KEY_PREFIX}user-active:{{}}"
 QUEUED_KEY = f"{REDIS_KEY_PREFIX}user-queued:{{}}"
 WAITING_KEY = f"{REDIS_KEY_PREFIX}user-waiting:{{}}"
-WAITING_SEEN_KEY = f"{REDIS_KEY_PREFIX}user-waiting-seen:{{}}"
+#: waiter -> when it last asked (a sorted set; the hash of the same data had another name)
+WAITING_SEEN_KEY = f"{REDIS_KEY_PREFIX}user-waiting-asked:{{}}"
 WAITING_RQ_KEY = f"{REDIS_KEY_PREFIX}user-waiting-rq:{{}}"
 _USER_KEYS = (ACTIVE_KEY, WAITING_KEY, WAITING_SEEN_KEY, WAITING_RQ_KEY, QUEUED_KEY)
 ELAPSED_KEY = f"{REDIS_KEY_PREFIX}job-elapsed:{{}}"
@@ -58,7 +59,7 @@ PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 #: running slice's lease: it must outlast the wait in the queue
 QUEUED_LEASE_FACTOR = 5
 
-# Every script: KEYS = active hash, waiting zset, waiting-seen hash, waiting-rq hash,
+# Every script: KEYS = active hash, waiting zset, last-ask zset, waiting-rq hash,
 # queued hash (of user_id).  ARGV = job, now_ms, cap, run_lease_ms, queued_lease_ms,
 # forget_waiter_after_ms, keys_ttl_ms, score, rq ("<rq_job_id> <queue>" or "").
 # A user's jobs in line (running, or holding a place in a queue) are at most 2 x cap;
@@ -74,23 +75,23 @@ local function expire(key)
 end
 expire(KEYS[1])
 expire(KEYS[5])
-local seen = redis.call('HGETALL', KEYS[3])
-for i = 1, #seen, 2 do
-  local gone = tonumber(seen[i + 1]) < now - tonumber(ARGV[6])
-  if gone and redis.call('HEXISTS', KEYS[5], seen[i]) == 0 then
-    redis.call('HDEL', KEYS[3], seen[i])
-    redis.call('HDEL', KEYS[4], seen[i])
-    redis.call('ZREM', KEYS[2], seen[i])
+-- waiters that stopped asking (by the time of their last ask: no scan of all of them)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[6]))
+for _, w in ipairs(gone) do
+  if redis.call('HEXISTS', KEYS[5], w) == 0 then
+    redis.call('ZREM', KEYS[3], w)
+    redis.call('HDEL', KEYS[4], w)
+    redis.call('ZREM', KEYS[2], w)
   end
 end
 local function wait(job)
   redis.call('ZADD', KEYS[2], 'NX', ARGV[8], job)
-  redis.call('HSET', KEYS[3], job, now)
+  redis.call('ZADD', KEYS[3], now, job)
   if ARGV[9] ~= '' then redis.call('HSET', KEYS[4], job, ARGV[9]) end
 end
 local function leave(job)
   redis.call('ZREM', KEYS[2], job)
-  redis.call('HDEL', KEYS[3], job)
+  redis.call('ZREM', KEYS[3], job)
   redis.call('HDEL', KEYS[4], job)
 end
 -- places in line to the best waiters out of line; their RQ jobs, to be run now

@@ -21,6 +21,7 @@ from models.history import events_after
 from models.jobs import JobSpec, NewVideo
 from quart_app import cli
 from quart_app.core.config import Config
+from tasks import slices
 from tasks.media import ProcessedMedia
 from tasks.processing import default_processor, run_job
 from tasks.queue import (
@@ -322,3 +323,29 @@ def test_the_worker_sends_a_job_back_to_wait_its_turn_without_forking(
         assert not worker._waits_its_turn(other, queue)
     finally:
         redis.close()
+
+
+async def test_a_waiter_that_stopped_asking_is_forgotten_and_holds_nobody_back(
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter whose RQ job is gone (never asks again) leaves the line after forget_s
+    without an ask; one that keeps asking keeps its place."""
+    clock = [1_000_000_000_000]
+    monkeypatch.setattr(slices, "_now_ms", lambda: clock[0])
+    slots = UserSlots.from_url(own_redis.url, cap=1, lease_s=600, forget_s=60)
+    user = uuid.uuid4()
+    running, queued, gone, asking = (uuid.uuid4() for _ in range(4))
+    try:
+        assert await slots.start(user, running, "normal") == Turn(True)
+        assert await slots.enter(user, queued, "normal", "") == Turn(True)
+        assert await slots.enter(user, gone, "normal", "") == Turn(False, 1)
+        clock[0] += 1
+        assert await slots.enter(user, asking, "normal", "") == Turn(False, 2)
+        clock[0] += 30_000
+        assert await slots.enter(user, asking, "normal", "") == Turn(False, 2)
+        clock[0] += 31_000  # `gone` last asked 61 s ago, `asking` 31 s ago
+        assert await slots.enter(user, asking, "normal", "") == Turn(False, 1)
+        # the one in line is never forgotten while it holds its place
+        assert await slots.start(user, queued, "normal") == Turn(False, 0, True)
+    finally:
+        await slots.close()
