@@ -282,7 +282,8 @@ async def upload(list_id: uuid.UUID, query_args: JobOptions) -> tuple[ImportAcce
     boundary = options.get("boundary", "")
     if mimetype != "multipart/form-data" or not boundary:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data")
-    with upload_slots(config.uploads_per_address).hold(client_address()):
+    slots = upload_slots(config.uploads_per_address, services().redis)
+    async with slots.hold(client_address()):
         items, batch = await receive_uploads(
             request.body,
             boundary.encode("latin-1"),

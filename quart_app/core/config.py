@@ -322,7 +322,7 @@ class Config(BaseSettings):
     uploads_per_address: int = _setting(
         4,
         "UPLOADS_PER_ADDRESS",
-        "uploads one client address may have in flight per web process (more: 429)",
+        "uploads one client address may have in flight, over every web process (more: 429)",
         ge=1,
     )
     fetch_timeout: float = _setting(

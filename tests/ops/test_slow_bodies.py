@@ -14,13 +14,16 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import redis.asyncio as aioredis
 
 from models.entities import Video
+from quart_app.upload_slots import _key as upload_slots_key
 from socket_layer.protocol import SOCKETIO_PATH
 from tests.support.builders import bearer, make_list, make_user
 from tests.support.health_watch import HealthWatch
 from tests.support.live import LiveServer
 from tests.support.media import make_video
+from tests.support.waiting import wait_for
 
 Start = Callable[..., Awaitable[LiveServer]]
 TIMEOUT_S = 1.0
@@ -110,7 +113,7 @@ async def test_a_stalled_upload_is_408_and_closed_after_the_timeout(
 
 
 async def test_trickling_uploads_are_capped_per_address_and_closed_while_health_is_fast(
-    db: str, start_live_server: Start, tmp_path: Path
+    db: str, start_live_server: Start, tmp_path: Path, redis_url: str
 ) -> None:
     """20 uploads of one address trickling 1 byte every 0.2 s (each gap shorter than the
     timeout, the rate far under BODY_MIN_RATE): 4 are let in and answered 408 after
@@ -157,7 +160,17 @@ async def test_trickling_uploads_are_capped_per_address_and_closed_while_health_
         assert TIMEOUT_S <= took < 2 * TIMEOUT_S + 2, took
     assert await Video.filter(list_id=a_list.id).count() == 0
 
-    # the slots came back with the answers: the same address may upload again
+    # the slots come back with the answers (given back just after): the same address
+    # may upload again
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        await wait_for(
+            lambda: _equals(lambda: redis.zcard(upload_slots_key("203.0.113.7")), 0),
+            2,
+            "the slots given back",
+        )
+    finally:
+        await redis.aclose()
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         r = await http.post(
             path,
@@ -251,3 +264,42 @@ async def test_a_socketio_post_without_a_length_is_411(db: str, start_live_serve
     assert status == 411 and body["code"] == "length_required", body
     assert closed
     assert took < TIMEOUT_S, took  # answered at once, not after the body
+
+
+async def test_the_upload_cap_of_an_address_holds_across_web_processes(
+    db: str, start_live_server: Start, redis_url: str
+) -> None:
+    """Behind nginx an address's uploads may land on any web process: the cap is on
+    Redis.  4 stalled uploads on one process, the 5th on another is 429 at once; when
+    the 4 are answered (408) their slots are back, on both."""
+    first = await _server(start_live_server, min_rate=0)
+    second = await _server(start_live_server, min_rate=0)
+    user = await make_user()
+    vlist = await make_list(user)
+    path = f"/api/lists/{vlist.id}/videos/upload"
+    address = "203.0.113.42"
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+
+        async def leases() -> int:
+            return int(await redis.zcard(upload_slots_key(address)))
+
+        held = [await SlowUpload(first.port, path, user.id, address).open() for _ in range(4)]
+        await wait_for(lambda: _equals(leases, PER_ADDRESS), 10, "4 upload leases on Redis")
+        status, headers, body, _closed, took = await (
+            await SlowUpload(second.port, path, user.id, address).open()
+        ).answer(within_s=5)
+        assert status == 429 and body["code"] == "too_many_uploads", body
+        assert int(headers["retry-after"]) >= 1 and took < 1.0, took
+        for upload in held:
+            assert_stalled_408(await upload.answer(within_s=10))
+        await wait_for(lambda: _equals(leases, 0), 5, "the leases given back")
+        assert_stalled_408(
+            await (await SlowUpload(second.port, path, user.id, address).open()).answer(10)
+        )
+    finally:
+        await redis.aclose()
+
+
+async def _equals(count: Callable[[], Awaitable[int]], n: int) -> bool:
+    return await count() == n
