@@ -110,7 +110,7 @@ def enqueue_processing(
         retry=Retry(max=MAX_RETRIES, interval=RETRY_INTERVALS),
         result_ttl=3600,
         failure_ttl=7 * 86400,
-        meta={"owner_id": str(owner_id), "priority": str(priority or "normal")}
+        meta=dict(zip(TURN_META, (str(owner_id), str(priority or "normal")), strict=True))
         if owner_id is not None
         else None,
     )

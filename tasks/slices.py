@@ -286,19 +286,10 @@ class BlockingUserSlots(_SlotRules):
         if self.cap <= 0:
             return 0
         try:
-            _, woken = _turn(self.redis.eval(_RELEASE, 5, *self._call(user_id, job_id)))
-            self._wake(woken)
-            return len(woken)
+            return self._run(_RELEASE, self._call(user_id, job_id))[1]
         except RedisError as exc:
             log.warning("job %s: user slot not released (%s); it expires", job_id, exc)
             return 0
-
-    def _wake(self, woken: list[tuple[str, str]]) -> None:
-        if woken:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for registry, rq_job_id in woken:
-                    pipe.zadd(registry, {rq_job_id: current_timestamp()}, xx=True)
-                pipe.execute()
 
     def _ask(
         self, script: str, user_id: uuid.UUID | str, job_id: uuid.UUID | str, priority: str, rq: str
@@ -306,14 +297,20 @@ class BlockingUserSlots(_SlotRules):
         if self.cap <= 0:
             return Turn(True)
         try:
-            turn, woken = _turn(
-                self.redis.eval(script, 5, *self._call(user_id, job_id, priority, rq))
-            )
-            self._wake(woken)
-            return turn
+            return self._run(script, self._call(user_id, job_id, priority, rq))[0]
         except RedisError as exc:
             log.warning("job %s: user slot not checked (%s); running", job_id, exc)
             return Turn(True)
+
+    def _run(self, script: str, call: list[str | int]) -> tuple[Turn, int]:
+        """Run ``script`` and wake the waiters it names: (its turn, how many woken)."""
+        turn, woken = _turn(self.redis.eval(script, 5, *call))
+        if woken:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for registry, rq_job_id in woken:
+                    pipe.zadd(registry, {rq_job_id: current_timestamp()}, xx=True)
+                pipe.execute()
+        return turn, len(woken)
 
 
 class UserSlots(_SlotRules):
@@ -361,24 +358,24 @@ class UserSlots(_SlotRules):
     ) -> Turn:
         if self.cap <= 0:
             return Turn(True)
-        call = self._call(user_id, job_id, priority, rq)
         try:
-            turn, woken = _turn(await self.redis.eval(script, 5, *call))  # type: ignore[misc]
-            await self._wake(woken)
-            return turn
+            return (await self._run(script, self._call(user_id, job_id, priority, rq)))[0]
         except Exception as exc:  # processing never waits on Redis trouble
             log.warning("job %s: user slot not checked (%s); running", job_id, exc)
             return Turn(True)
 
-    async def _wake(self, woken: list[tuple[str, str]]) -> None:
-        """Make the woken waiters' scheduled RQ jobs due now: RQ's scheduler enqueues
-        them within its interval (a second), and it alone moves them, so none is
-        enqueued twice.  XX: one no longer scheduled (running, or gone) is not added."""
+    async def _run(self, script: str, call: list[str | int]) -> tuple[Turn, int]:
+        """Run ``script`` and wake the waiters it names: (its turn, how many woken).
+        Waking makes their scheduled RQ jobs due now: RQ's scheduler enqueues them
+        within its interval (a second), and it alone moves them, so none is enqueued
+        twice.  XX: one no longer scheduled (running, or gone) is not added back."""
+        turn, woken = _turn(await self.redis.eval(script, 5, *call))  # type: ignore[misc]
         if woken:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for registry, rq_job_id in woken:
                     pipe.zadd(registry, {rq_job_id: current_timestamp()}, xx=True)
                 await pipe.execute()
+        return turn, len(woken)
 
     async def refresh(self, user_id: uuid.UUID | str, job_id: uuid.UUID) -> None:
         """Extend the job's lease (called by the run's heartbeat)."""
@@ -394,10 +391,7 @@ class UserSlots(_SlotRules):
         if self.cap <= 0:
             return 0
         try:
-            answer = await self.redis.eval(_RELEASE, 5, *self._call(user_id, job_id))  # type: ignore[misc]
-            _, woken = _turn(answer)
-            await self._wake(woken)
-            return len(woken)
+            return (await self._run(_RELEASE, self._call(user_id, job_id)))[1]
         except Exception as exc:
             log.warning("job %s: user slot not released (%s); it expires", job_id, exc)
             return 0

@@ -114,10 +114,9 @@ def _enqueue_in_turn(
     else schedule it to ask again as a waiter; its RQ job id.  Blocking."""
     priority = str(job.priority)
     delay_s = 0.0
-    if turns is not None and turns["cap"] > 0:
-        slots = BlockingUserSlots(redis, **turns)
+    if turns is not None:  # (a cap of 0 is always granted)
         rq = waiting_rq(rq_job_id_for(job.id), queue_for(priority))
-        turn = slots.enter(job.owner_id, job.id, priority, rq)
+        turn = BlockingUserSlots(redis, **turns).enter(job.owner_id, job.id, priority, rq)
         if not turn.granted:
             delay_s = ask_again_in(turn)
     return enqueue_processing(

@@ -164,7 +164,7 @@ async def leave_lines(svc: Services, jobs: Sequence[ProcessingJob]) -> None:
     """Take ``jobs``, ended while no worker ran them, out of their owners' lines
     (:mod:`tasks.slices`): their places go to each owner's next jobs now, not when
     their RQ jobs come round to find them ended."""
-    if svc.rq_redis is None or svc.config.user_max_active_jobs <= 0 or not jobs:
+    if svc.rq_redis is None or not jobs:  # (a cap of 0 has no lines: release is a no-op)
         return
     slots = BlockingUserSlots(svc.rq_redis, **slot_rules(svc.config))
 
