@@ -5,6 +5,7 @@ and PostgreSQL: each ``run_job`` call below is what one RQ execution of a slice 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Callable
@@ -248,12 +249,20 @@ async def test_a_waiter_is_told_how_many_wait_ahead_and_asks_again_later_the_fur
     ]
 
 
+def _strictly_later_each_ask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slots' clock a millisecond on at each ask (waiters who asked in the same
+    millisecond are ordered by id: a test of who comes first must not depend on it)."""
+    ticks = itertools.count()
+    monkeypatch.setattr(slices, "_now_ms", lambda: int(time.time() * 1000) + next(ticks))
+
+
 async def test_a_release_wakes_the_best_waiters_scheduled_rq_job(
-    own_redis: RedisServer,
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The waiter does not poll for the freed place in line: the release gives it the
     place and makes its scheduled RQ job due now (RQ's scheduler enqueues it); a
     waiter whose RQ job is no longer scheduled is not scheduled again."""
+    _strictly_later_each_ask(monkeypatch)
     redis = Redis.from_url(own_redis.url)
     slots = UserSlots.from_url(own_redis.url, cap=1, lease_s=60, forget_s=60)
     user = uuid.uuid4()
@@ -286,10 +295,11 @@ async def test_a_release_wakes_the_best_waiters_scheduled_rq_job(
 
 
 def test_the_worker_sends_a_job_back_to_wait_its_turn_without_forking(
-    config: Callable[..., Config], own_redis: RedisServer
+    config: Callable[..., Config], own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A dequeued job whose owner holds every slot is scheduled again, as the same RQ
     job, without a work-horse; a job of another user is not held back by it."""
+    _strictly_later_each_ask(monkeypatch)
     cfg = config(redis_url=own_redis.url, user_max_active_jobs=1)
     redis = Redis.from_url(own_redis.url)
     try:
@@ -338,6 +348,7 @@ async def test_a_waiter_that_stopped_asking_is_forgotten_and_holds_nobody_back(
     try:
         assert await slots.start(user, running, "normal") == Turn(True)
         assert await slots.enter(user, queued, "normal", "") == Turn(True)
+        clock[0] += 1  # one ms apart: waiters of one millisecond are ordered by id
         assert await slots.enter(user, gone, "normal", "") == Turn(False, 1)
         clock[0] += 1
         assert await slots.enter(user, asking, "normal", "") == Turn(False, 2)
